@@ -1,0 +1,1 @@
+"""Pure, synchronous KPI logic: no Faust or Kafka imports."""
