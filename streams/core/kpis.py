@@ -1,0 +1,126 @@
+"""KPI names, result keys and the engine's configuration (SPEC §3, §4).
+
+This module is the shared vocabulary of the core, the outputs and the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+ALL = "all"
+UNKNOWN = "unknown"
+LIVE_WINDOW = "live"
+
+# Windowed KPIs, in the order the KPI topic and the README list them.
+TICKETS_CREATED = "tickets_created"
+TICKETS_SOLVED = "tickets_solved"
+TICKETS_ESCALATED = "tickets_escalated"
+TICKETS_REOPENED = "tickets_reopened"
+ESCALATION_RATIO = "escalation_ratio"
+FIRST_RESPONSE_P50 = "first_response_p50_seconds"
+FIRST_RESPONSE_P90 = "first_response_p90_seconds"
+FIRST_RESPONSE_MEAN = "first_response_mean_seconds"
+FIRST_RESPONSES = "first_responses"
+FIRST_RESPONSE_SLA_ATTAINMENT = "first_response_sla_attainment_ratio"
+RESOLUTION_P50 = "resolution_p50_seconds"
+RESOLUTION_P90 = "resolution_p90_seconds"
+RESOLUTION_MEAN = "resolution_mean_seconds"
+FIRST_CONTACT_RESOLUTION = "first_contact_resolution_ratio"
+CSAT_SATISFIED = "csat_satisfied_ratio"
+CSAT_MEAN = "csat_mean_score"
+CSAT_RESPONSES = "csat_responses"
+NPS_SCORE = "nps_score"
+NPS_RESPONSES = "nps_responses"
+ENPS_SCORE = "enps_score"
+ENPS_RESPONSES = "enps_responses"
+
+WINDOWED_KPIS: tuple[str, ...] = (
+    TICKETS_CREATED,
+    TICKETS_SOLVED,
+    TICKETS_ESCALATED,
+    TICKETS_REOPENED,
+    ESCALATION_RATIO,
+    FIRST_RESPONSE_P50,
+    FIRST_RESPONSE_P90,
+    FIRST_RESPONSE_MEAN,
+    FIRST_RESPONSES,
+    FIRST_RESPONSE_SLA_ATTAINMENT,
+    RESOLUTION_P50,
+    RESOLUTION_P90,
+    RESOLUTION_MEAN,
+    FIRST_CONTACT_RESOLUTION,
+    CSAT_SATISFIED,
+    CSAT_MEAN,
+    CSAT_RESPONSES,
+    NPS_SCORE,
+    NPS_RESPONSES,
+    ENPS_SCORE,
+    ENPS_RESPONSES,
+)
+
+# eNPS is reported overall and per team only (SPEC §4).
+TEAM_ONLY_KPIS: frozenset[str] = frozenset({ENPS_SCORE, ENPS_RESPONSES})
+
+# Live (not windowed) KPIs; their key carries window="live".
+OPEN_TICKETS = "open_tickets"
+UNANSWERED_TICKETS = "unanswered_tickets"
+OLDEST_UNANSWERED_AGE = "oldest_unanswered_age_seconds"
+UNANSWERED_PAST_SLA = "unanswered_past_sla_tickets"
+LIVE_KPIS: tuple[str, ...] = (
+    OPEN_TICKETS,
+    UNANSWERED_TICKETS,
+    OLDEST_UNANSWERED_AGE,
+    UNANSWERED_PAST_SLA,
+)
+
+# KPIs that are percentiles (reported within 1% relative error).
+QUANTILE_KPIS: frozenset[str] = frozenset(
+    {FIRST_RESPONSE_P50, FIRST_RESPONSE_P90, RESOLUTION_P50, RESOLUTION_P90}
+)
+
+
+class KpiKey(NamedTuple):
+    """One KPI value's identity: ``kpi|window|team|channel|priority`` on the KPI topic."""
+
+    kpi: str
+    window: str
+    team: str = ALL
+    channel: str = ALL
+    priority: str = ALL
+
+    def topic_key(self) -> str:
+        return "|".join(self)
+
+
+KpiValues = dict[KpiKey, float | None]
+
+DEFAULT_SLA_TARGETS: dict[str, float] = {
+    "urgent": 15 * 60.0,
+    "high": 60 * 60.0,
+    "normal": 4 * 3600.0,
+    "low": 8 * 3600.0,
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the pure engine needs to know; validated by :mod:`streams.settings`."""
+
+    # (name, size in seconds), e.g. ("15m", 900.0). Sizes are multiples of bucket_seconds.
+    windows: tuple[tuple[str, float], ...] = (("15m", 900.0), ("1h", 3600.0), ("24h", 86400.0))
+    bucket_seconds: float = 60.0
+    # Events older than the longest window plus grace no longer count in windowed KPIs.
+    grace_seconds: float = 300.0
+    # Events this far ahead of the wall clock are rejected.
+    future_tolerance_seconds: float = 300.0
+    sla_targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLA_TARGETS))
+    # Events of a ticket never created are held this long, then dropped as orphans.
+    orphan_hold_seconds: float = 86400.0
+    # A solved/closed ticket's state is dropped this long after its last event (>= horizon).
+    retention_seconds: float = 7 * 86400.0
+
+    @property
+    def horizon_seconds(self) -> float:
+        """Measurements older than clock - horizon can no longer be in any window."""
+        return max(size for _, size in self.windows) + self.grace_seconds
