@@ -1,0 +1,228 @@
+"""Additive, subtractable KPI aggregates and the KPI formulas over them (SPEC §4).
+
+A :class:`WindowAggregate` holds the sufficient statistics of every windowed KPI for one group
+(overall or one dimension value) over some time span: one time bucket of one partition, or the
+merge of many buckets and partitions for a whole window. Every field is a count or an integer
+sum, so merging and retracting are exact and order-independent.
+
+A :class:`LiveAggregate` holds the live backlog of one group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from streams.core import kpis
+from streams.core.sketch import Sketch, add_value, merge_into, quantile_us
+
+US = 1_000_000
+
+
+class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
+    created: int = 0
+    solved: int = 0
+    escalated: int = 0
+    reopened: int = 0
+    frt_count: int = 0
+    frt_sum_us: int = 0
+    frt_sla_met: int = 0
+    frt_sketch: Sketch = msgspec.field(default_factory=dict)
+    resolution_sum_us: int = 0
+    resolution_sketch: Sketch = msgspec.field(default_factory=dict)
+    first_resolutions: int = 0
+    first_contact_resolutions: int = 0
+    csat_count: int = 0
+    csat_sum: int = 0
+    csat_satisfied: int = 0
+    nps_count: int = 0
+    nps_promoters: int = 0
+    nps_detractors: int = 0
+    enps_count: int = 0
+    enps_promoters: int = 0
+    enps_detractors: int = 0
+
+    def merge(self, other: WindowAggregate, sign: int = 1) -> None:
+        """self += sign * other."""
+        for name in _SCALAR_FIELDS:
+            setattr(self, name, getattr(self, name) + sign * getattr(other, name))
+        merge_into(self.frt_sketch, other.frt_sketch, sign)
+        merge_into(self.resolution_sketch, other.resolution_sketch, sign)
+
+    def is_empty(self) -> bool:
+        return not any(getattr(self, name) for name in _SCALAR_FIELDS)
+
+    def copy(self) -> WindowAggregate:
+        clone = WindowAggregate()
+        clone.merge(self)
+        return clone
+
+    # -- recording single measurements (sign = +1 add, -1 retract) --------------------------
+
+    def add_first_response(self, value_us: int, sla_met: bool, sign: int) -> None:
+        self.frt_count += sign
+        self.frt_sum_us += sign * value_us
+        self.frt_sla_met += sign * int(sla_met)
+        add_value(self.frt_sketch, value_us, sign)
+
+    def add_resolution(self, value_us: int, first_contact: bool | None, sign: int) -> None:
+        self.solved += sign
+        self.resolution_sum_us += sign * value_us
+        add_value(self.resolution_sketch, value_us, sign)
+        if first_contact is not None:
+            self.first_resolutions += sign
+            self.first_contact_resolutions += sign * int(first_contact)
+
+    def add_survey(self, kind: str, score: int, sign: int) -> None:
+        if kind == "csat":
+            self.csat_count += sign
+            self.csat_sum += sign * score
+            self.csat_satisfied += sign * int(score >= 4)
+        elif kind == "nps":
+            self.nps_count += sign
+            self.nps_promoters += sign * int(score >= 9)
+            self.nps_detractors += sign * int(score <= 6)
+        else:
+            self.enps_count += sign
+            self.enps_promoters += sign * int(score >= 9)
+            self.enps_detractors += sign * int(score <= 6)
+
+    # -- KPI formulas ----------------------------------------------------------------------
+
+    def values(self) -> dict[str, tuple[float | None, int]]:
+        """Every windowed KPI as (value, sample size); value None when it has no sample."""
+        return {
+            kpis.TICKETS_CREATED: (float(self.created), self.created),
+            kpis.TICKETS_SOLVED: (float(self.solved), self.solved),
+            kpis.TICKETS_ESCALATED: (float(self.escalated), self.escalated),
+            kpis.TICKETS_REOPENED: (float(self.reopened), self.reopened),
+            kpis.ESCALATION_RATIO: (_ratio(self.escalated, self.created), self.created),
+            kpis.FIRST_RESPONSE_P50: (_seconds(quantile_us(self.frt_sketch, 1, 2)), self.frt_count),
+            kpis.FIRST_RESPONSE_P90: (
+                _seconds(quantile_us(self.frt_sketch, 9, 10)),
+                self.frt_count,
+            ),
+            kpis.FIRST_RESPONSE_MEAN: (
+                _mean_seconds(self.frt_sum_us, self.frt_count),
+                self.frt_count,
+            ),
+            kpis.FIRST_RESPONSES: (float(self.frt_count), self.frt_count),
+            kpis.FIRST_RESPONSE_SLA_ATTAINMENT: (
+                _ratio(self.frt_sla_met, self.frt_count),
+                self.frt_count,
+            ),
+            kpis.RESOLUTION_P50: (
+                _seconds(quantile_us(self.resolution_sketch, 1, 2)),
+                self.solved,
+            ),
+            kpis.RESOLUTION_P90: (
+                _seconds(quantile_us(self.resolution_sketch, 9, 10)),
+                self.solved,
+            ),
+            kpis.RESOLUTION_MEAN: (
+                _mean_seconds(self.resolution_sum_us, self.solved),
+                self.solved,
+            ),
+            kpis.FIRST_CONTACT_RESOLUTION: (
+                _ratio(self.first_contact_resolutions, self.first_resolutions),
+                self.first_resolutions,
+            ),
+            kpis.CSAT_SATISFIED: (_ratio(self.csat_satisfied, self.csat_count), self.csat_count),
+            kpis.CSAT_MEAN: (_ratio(self.csat_sum, self.csat_count), self.csat_count),
+            kpis.CSAT_RESPONSES: (float(self.csat_count), self.csat_count),
+            kpis.NPS_SCORE: (
+                _net_score(self.nps_promoters, self.nps_detractors, self.nps_count),
+                self.nps_count,
+            ),
+            kpis.NPS_RESPONSES: (float(self.nps_count), self.nps_count),
+            kpis.ENPS_SCORE: (
+                _net_score(self.enps_promoters, self.enps_detractors, self.enps_count),
+                self.enps_count,
+            ),
+            kpis.ENPS_RESPONSES: (float(self.enps_count), self.enps_count),
+        }
+
+
+_SCALAR_FIELDS: tuple[str, ...] = tuple(
+    name for name in WindowAggregate.__struct_fields__ if not name.endswith("_sketch")
+)
+
+
+class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Live backlog of one group: open and unanswered tickets.
+
+    ``unanswered`` maps priority -> creation time (µs) -> number of unanswered tickets, which is
+    what the oldest age and the past-SLA count need at any later clock.
+    """
+
+    open: int = 0
+    unanswered: dict[str, dict[int, int]] = msgspec.field(default_factory=dict)
+
+    def add(
+        self, is_open: bool, unanswered_priority: str | None, created_us: int, sign: int
+    ) -> None:
+        self.open += sign * int(is_open)
+        if unanswered_priority is not None:
+            by_time = self.unanswered.setdefault(unanswered_priority, {})
+            count = by_time.get(created_us, 0) + sign
+            if count:
+                by_time[created_us] = count
+            else:
+                del by_time[created_us]
+                if not by_time:
+                    del self.unanswered[unanswered_priority]
+
+    def merge(self, other: LiveAggregate, sign: int = 1) -> None:
+        self.open += sign * other.open
+        for priority, by_time in other.unanswered.items():
+            for created_us, n in by_time.items():
+                target = self.unanswered.setdefault(priority, {})
+                count = target.get(created_us, 0) + sign * n
+                if count:
+                    target[created_us] = count
+                else:
+                    del target[created_us]
+                    if not target:
+                        del self.unanswered[priority]
+
+    def is_empty(self) -> bool:
+        return self.open == 0 and not self.unanswered
+
+    def values(
+        self, now_us: int, sla_targets_us: Mapping[str, int]
+    ) -> dict[str, tuple[float | None, int]]:
+        unanswered = 0
+        past_sla = 0
+        oldest_us: int | None = None
+        for priority, by_time in self.unanswered.items():
+            deadline_created_us = now_us - sla_targets_us[priority]
+            for created_us, n in by_time.items():
+                unanswered += n
+                if created_us < deadline_created_us:
+                    past_sla += n
+                if oldest_us is None or created_us < oldest_us:
+                    oldest_us = created_us
+        oldest_age = 0.0 if oldest_us is None else max(0, now_us - oldest_us) / US
+        return {
+            kpis.OPEN_TICKETS: (float(self.open), self.open),
+            kpis.UNANSWERED_TICKETS: (float(unanswered), unanswered),
+            kpis.OLDEST_UNANSWERED_AGE: (oldest_age, unanswered),
+            kpis.UNANSWERED_PAST_SLA: (float(past_sla), unanswered),
+        }
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _mean_seconds(sum_us: int, count: int) -> float | None:
+    return sum_us / count / US if count else None
+
+
+def _seconds(value_us: float | None) -> float | None:
+    return None if value_us is None else value_us / US
+
+
+def _net_score(promoters: int, detractors: int, count: int) -> float | None:
+    return (promoters - detractors) / count * 100.0 if count else None

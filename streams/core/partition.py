@@ -1,0 +1,377 @@
+"""Stage 1: the KPI engine of one input partition.
+
+It owns the tickets routed to its partition. For every event it updates the ticket's state
+(de-duplicated, held until the ticket exists, ordered by event time), recomputes the ticket's
+facts and applies the difference to *partial aggregates* per (group, time bucket) and per group
+for the live backlog. Partial aggregates are derived state: :meth:`PartitionEngine.rebuild`
+recomputes them from the ticket states, so only the tickets need to be durable.
+
+:meth:`PartitionEngine.flush` hands out the absolute value of every partial that changed since
+the last flush (``None`` when it became empty). Stage 2 (:mod:`streams.core.store`) keeps the
+latest value per (group, partition, bucket): re-sending is harmless, and re-sending everything
+after a restart or rebalance makes losing a send impossible.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import msgspec
+
+from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.kpis import ALL, EngineConfig
+from streams.core.ticket import (
+    Dims,
+    Fact,
+    Held,
+    LiveFact,
+    Step,
+    TicketState,
+    creation_of,
+    step_of,
+    ticket_facts,
+    to_us,
+)
+from streams.events import CustomerLifecycle, Event, SurveySubmitted, TicketCreated, routing_key
+
+Group = tuple[str, str, str]  # (team, channel, priority), "all" where not broken down
+LIVE_BUCKET = -1  # bucket number of the live-backlog partial
+
+
+class TicketStore(Protocol):
+    """Where ticket states live: a Faust table in the worker, a dict in tests."""
+
+    def get(self, key: str) -> TicketState | None: ...
+
+    def put(self, key: str, state: TicketState) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def states(self) -> Iterable[tuple[str, TicketState]]: ...
+
+
+class DictTicketStore:
+    """An in-memory TicketStore (tests, replay, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, TicketState] = {}
+
+    def get(self, key: str) -> TicketState | None:
+        return self.data.get(key)
+
+    def put(self, key: str, state: TicketState) -> None:
+        self.data[key] = state
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def states(self) -> Iterable[tuple[str, TicketState]]:
+        return list(self.data.items())
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    HELD = "held"
+    BEFORE_CREATED = "before_created"
+    IGNORED = "ignored"  # a topic with no KPI yet (customer-lifecycle)
+
+
+@dataclass
+class Source:
+    """Where an event came from, for dead letters."""
+
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+    raw: bytes = b""
+
+
+@dataclass
+class ProcessResult:
+    outcome: Outcome
+    late: bool = False
+    # Events not applied because they are earlier than their ticket's creation: this event, or
+    # events that were held until the creation arrived.
+    rejected: list[Held] = field(default_factory=list)
+
+
+class PartialUpdate(msgspec.Struct, array_like=True):
+    """The absolute value of one partial aggregate (None: it is empty now)."""
+
+    group: Group
+    partition: int
+    bucket: int  # LIVE_BUCKET for the live backlog
+    window: WindowAggregate | None = None
+    live: LiveAggregate | None = None
+    stream_time_us: int = 0
+
+
+def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
+    """The groups one measurement counts in: overall and each single dimension."""
+    overall = (ALL, ALL, ALL)
+    by_team = (dims.team, ALL, ALL)
+    if team_only:
+        return (overall, by_team)
+    return (overall, by_team, (ALL, dims.channel, ALL), (ALL, ALL, dims.priority))
+
+
+class PartitionEngine:
+    def __init__(self, partition: int, store: TicketStore, config: EngineConfig) -> None:
+        self.partition = partition
+        self.store = store
+        self.config = config
+        self.bucket_us = round(config.bucket_seconds * US)
+        self.horizon_us = round(config.horizon_seconds * US)
+        self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
+        self.hold_us = round(config.orphan_hold_seconds * US)
+        self.retention_us = round(config.retention_seconds * US)
+        self.stream_time_us = 0
+        self.windows: dict[tuple[Group, int], WindowAggregate] = {}
+        self.live: dict[Group, LiveAggregate] = {}
+        self._dirty: set[tuple[Group, int]] = set()
+        self._buckets: list[int] = []  # heap of buckets that have partials
+        self._bucket_groups: dict[int, set[Group]] = {}
+        self._orphan_due: list[tuple[int, str]] = []  # heap (due µs, key)
+        self._retire_due: list[tuple[int, str]] = []  # heap (due µs, key)
+
+    # -- event processing -----------------------------------------------------------------
+
+    def process(self, event: Event, clock_us: int, source: Source | None = None) -> ProcessResult:
+        """Apply one decoded event. ``clock_us`` is the engine clock (wall or stream time)."""
+        at_us = to_us(event.occurred_at)
+        self.stream_time_us = max(self.stream_time_us, at_us)
+        late = at_us < clock_us - self.horizon_us
+        if isinstance(event, CustomerLifecycle):
+            return ProcessResult(Outcome.IGNORED, late)
+
+        key = routing_key(event)
+        state = self.store.get(key)
+        if state is not None and state.has_event(event.event_id):
+            return ProcessResult(Outcome.DUPLICATE, late)
+
+        before = ticket_facts(state, self.sla_us) if state is not None else ([], None)
+        result = ProcessResult(Outcome.APPLIED, late)
+        if isinstance(event, TicketCreated):
+            if state is not None and state.creation is not None:
+                return ProcessResult(Outcome.DUPLICATE, late)
+            if state is None:
+                state = TicketState(partition=self.partition)
+            state.creation = creation_of(event)
+            for held in state.held:
+                if held.step.at_us < state.creation.at_us:
+                    result.rejected.append(held)
+                else:
+                    state.add_step(held.step)
+            state.held = []
+        elif isinstance(event, SurveySubmitted) and event.ticket_id is None:
+            if state is None:
+                state = TicketState(partition=self.partition, standalone=True)
+            state.add_step(step_of(event))
+        else:
+            step = step_of(event)
+            if state is None or state.creation is None:
+                if state is None:
+                    state = TicketState(partition=self.partition)
+                src = source or Source()
+                if not state.held:
+                    heapq.heappush(self._orphan_due, (clock_us + self.hold_us, key))
+                state.held.append(
+                    Held(step, clock_us, src.topic, src.partition, src.offset, src.raw)
+                )
+                self.store.put(key, state)
+                return ProcessResult(Outcome.HELD, late)
+            if step.at_us < state.creation.at_us:
+                src = source or Source()
+                held = Held(step, clock_us, src.topic, src.partition, src.offset, src.raw)
+                return ProcessResult(Outcome.BEFORE_CREATED, late, [held])
+            state.add_step(step)
+
+        after = ticket_facts(state, self.sla_us)
+        self._apply_difference(before, after, clock_us)
+        self.store.put(key, state)
+        self._schedule_retirement(key, state)
+        return result
+
+    def housekeeping(self, clock_us: int) -> list[Held]:
+        """Expire old buckets, retire finished tickets, drop orphans; returns dropped orphans.
+
+        Runs inside stream iteration in the worker (table deletes need it), so it is cheap
+        when there is nothing to do.
+        """
+        self._expire_buckets(clock_us)
+        while self._retire_due and self._retire_due[0][0] <= clock_us:
+            _, key = heapq.heappop(self._retire_due)
+            state = self.store.get(key)
+            if state is not None and self._retirement_due(state) <= clock_us:
+                self.store.delete(key)
+        orphans: list[Held] = []
+        while self._orphan_due and self._orphan_due[0][0] <= clock_us:
+            _, key = heapq.heappop(self._orphan_due)
+            state = self.store.get(key)
+            if state is None or state.creation is not None or not state.held:
+                continue
+            due = state.held[0].held_since_us + self.hold_us
+            if due > clock_us:
+                heapq.heappush(self._orphan_due, (due, key))
+                continue
+            orphans.extend(state.held)
+            self.store.delete(key)
+        return orphans
+
+    # -- partial aggregates ---------------------------------------------------------------
+
+    def flush(self) -> list[PartialUpdate]:
+        """Absolute values of every partial that changed since the last flush."""
+        updates = []
+        for group, bucket in self._dirty:
+            if bucket == LIVE_BUCKET:
+                live = self.live.get(group)
+                updates.append(
+                    PartialUpdate(group, self.partition, bucket, None, live, self.stream_time_us)
+                )
+            else:
+                window = self.windows.get((group, bucket))
+                updates.append(
+                    PartialUpdate(group, self.partition, bucket, window, None, self.stream_time_us)
+                )
+        self._dirty.clear()
+        return updates
+
+    def rebuild(self, clock_us: int) -> None:
+        """Recompute every partial from the ticket states of this partition; mark all dirty."""
+        self.windows.clear()
+        self.live.clear()
+        self._buckets.clear()
+        self._bucket_groups.clear()
+        self._orphan_due.clear()
+        self._retire_due.clear()
+        for key, state in self.store.states():
+            if state.partition != self.partition:
+                continue
+            self.stream_time_us = max(self.stream_time_us, state.last_event_us())
+            if state.held:
+                heapq.heappush(self._orphan_due, (state.held[0].held_since_us + self.hold_us, key))
+            facts, live = ticket_facts(state, self.sla_us)
+            self._apply_difference(([], None), (facts, live), clock_us)
+            self._schedule_retirement(key, state)
+        self._dirty = {*self.windows, *((g, LIVE_BUCKET) for g in self.live)}
+
+    def _apply_difference(
+        self,
+        before: tuple[list[Fact], LiveFact | None],
+        after: tuple[list[Fact], LiveFact | None],
+        clock_us: int,
+    ) -> None:
+        old, new = Counter(before[0]), Counter(after[0])
+        for fact, n in (old - new).items():
+            for _ in range(n):
+                self._apply_fact(fact, -1, clock_us)
+        for fact, n in (new - old).items():
+            for _ in range(n):
+                self._apply_fact(fact, +1, clock_us)
+        if before[1] != after[1]:
+            if before[1] is not None:
+                self._apply_live(before[1], -1)
+            if after[1] is not None:
+                self._apply_live(after[1], +1)
+
+    def _apply_fact(self, fact: Fact, sign: int, clock_us: int) -> None:
+        bucket = fact.at_us // self.bucket_us
+        if self._bucket_expired(bucket, clock_us):
+            return  # too old for any window: it no longer counts (and its bucket is gone)
+        for group in groups_of(fact.dims, team_only=fact.detail == "enps"):
+            key = (group, bucket)
+            aggregate = self.windows.get(key)
+            if aggregate is None:
+                aggregate = self.windows[key] = WindowAggregate()
+                groups = self._bucket_groups.get(bucket)
+                if groups is None:
+                    groups = self._bucket_groups[bucket] = set()
+                    heapq.heappush(self._buckets, bucket)
+                groups.add(group)
+            _record(aggregate, fact, sign)
+            if aggregate.is_empty():
+                del self.windows[key]
+            self._dirty.add(key)
+
+    def _apply_live(self, fact: LiveFact, sign: int) -> None:
+        priority = fact.dims.priority if fact.unanswered else None
+        for group in groups_of(fact.dims):
+            aggregate = self.live.get(group)
+            if aggregate is None:
+                aggregate = self.live[group] = LiveAggregate()
+            aggregate.add(True, priority, fact.created_us, sign)
+            if aggregate.is_empty():
+                del self.live[group]
+            self._dirty.add((group, LIVE_BUCKET))
+
+    def _bucket_expired(self, bucket: int, clock_us: int) -> bool:
+        return (bucket + 1) * self.bucket_us <= clock_us - self.horizon_us
+
+    def _expire_buckets(self, clock_us: int) -> None:
+        while self._buckets and self._bucket_expired(self._buckets[0], clock_us):
+            bucket = heapq.heappop(self._buckets)
+            for group in self._bucket_groups.pop(bucket, set()):
+                if self.windows.pop((group, bucket), None) is not None:
+                    self._dirty.add((group, bucket))
+
+    # -- ticket retirement ------------------------------------------------------------------
+
+    def _retirement_due(self, state: TicketState) -> int:
+        """When a finished ticket's state can go: no KPI can need it any more."""
+        last = state.last_event_us()
+        if state.standalone:
+            return last + self.horizon_us
+        if state.creation is None or not state.is_resolved():
+            return _NEVER
+        return last + max(self.retention_us, self.horizon_us)
+
+    def _schedule_retirement(self, key: str, state: TicketState) -> None:
+        due = self._retirement_due(state)
+        if due != _NEVER:
+            heapq.heappush(self._retire_due, (due, key))
+
+    def tickets(self) -> Iterator[tuple[str, TicketState]]:
+        for key, state in self.store.states():
+            if state.partition == self.partition:
+                yield key, state
+
+
+_NEVER = 2**63
+
+
+def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
+    kind = fact.kind
+    if kind == "created":
+        aggregate.created += sign
+    elif kind == "first_response":
+        aggregate.add_first_response(fact.value, bool(fact.flag), sign)
+    elif kind == "resolved":
+        aggregate.add_resolution(fact.value, fact.flag, sign)
+    elif kind == "escalated":
+        aggregate.escalated += sign
+    elif kind == "reopened":
+        aggregate.reopened += sign
+    else:
+        aggregate.add_survey(fact.detail, fact.value, sign)
+
+
+__all__ = [
+    "LIVE_BUCKET",
+    "DictTicketStore",
+    "Group",
+    "Outcome",
+    "PartialUpdate",
+    "PartitionEngine",
+    "ProcessResult",
+    "Source",
+    "Step",
+    "TicketStore",
+    "groups_of",
+]

@@ -1,0 +1,173 @@
+"""Stage 2: merge partial aggregates from every partition into rolling-window KPIs.
+
+The store keeps the latest partial per (group, source partition, bucket) — applying the same
+update twice changes nothing — and, per group, the merge over partitions per bucket. Rolling
+windows are maintained incrementally: a running total per (group, window) that buckets enter as
+the clock reaches them and leave as it passes them, so reading a KPI costs the same whatever
+the window size, and values decay when no events arrive.
+
+Window alignment (SPEC §3): at clock ``now``, with bucket size B, a window of size S covers
+[end - S, end) where end = (floor(now / B) + 1) * B, i.e. it always includes the current bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from streams.core import kpis
+from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.kpis import ALL, EngineConfig, KpiKey
+from streams.core.partition import LIVE_BUCKET, Group, PartialUpdate
+
+
+@dataclass(frozen=True)
+class KpiReading:
+    key: KpiKey
+    value: float | None
+    sample_size: int
+    window_start_us: int | None = None  # None for live KPIs
+    window_end_us: int | None = None
+
+
+class _Window:
+    """Running total of one group's buckets in [lo, hi] (inclusive bucket numbers)."""
+
+    __slots__ = ("hi", "lo", "total")
+
+    def __init__(self) -> None:
+        self.lo = 0
+        self.hi = -1
+        self.total = WindowAggregate()
+
+
+class _GroupState:
+    def __init__(self, window_count: int) -> None:
+        self.parts: dict[tuple[int, int], WindowAggregate] = {}  # (partition, bucket) -> partial
+        self.buckets: dict[int, WindowAggregate] = {}  # bucket -> merged over partitions
+        self.windows = [_Window() for _ in range(window_count)]
+        self.live_parts: dict[int, LiveAggregate] = {}
+        self.live = LiveAggregate()
+
+    def is_empty(self) -> bool:
+        return not self.parts and not self.live_parts
+
+
+class KpiStore:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.bucket_us = round(config.bucket_seconds * US)
+        self.window_buckets = [round(size * US) // self.bucket_us for _, size in config.windows]
+        self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
+        self.groups: dict[Group, _GroupState] = {}
+        self.stream_time_us = 0
+
+    def clear(self) -> None:
+        self.groups.clear()
+        self.stream_time_us = 0
+
+    def apply(self, update: PartialUpdate) -> None:
+        """Take the latest value of one partial (idempotent)."""
+        self.stream_time_us = max(self.stream_time_us, update.stream_time_us)
+        state = self.groups.get(update.group)
+        if state is None:
+            if update.window is None and update.live is None:
+                return
+            state = self.groups[update.group] = _GroupState(len(self.window_buckets))
+        if update.bucket == LIVE_BUCKET:
+            self._apply_live(state, update.partition, update.live)
+        else:
+            self._apply_window(state, update.partition, update.bucket, update.window)
+        if state.is_empty():
+            del self.groups[update.group]
+
+    def _apply_live(self, state: _GroupState, partition: int, live: LiveAggregate | None) -> None:
+        old = state.live_parts.pop(partition, None)
+        if old is not None:
+            state.live.merge(old, -1)
+        if live is not None and not live.is_empty():
+            state.live_parts[partition] = live
+            state.live.merge(live, +1)
+
+    def _apply_window(
+        self, state: _GroupState, partition: int, bucket: int, partial: WindowAggregate | None
+    ) -> None:
+        old = state.parts.pop((partition, bucket), None)
+        if partial is not None and partial.is_empty():
+            partial = None
+        if old is None and partial is None:
+            return
+        merged = state.buckets.get(bucket)
+        if merged is None:
+            merged = state.buckets[bucket] = WindowAggregate()
+        for window in state.windows:
+            if window.lo <= bucket <= window.hi:
+                if old is not None:
+                    window.total.merge(old, -1)
+                if partial is not None:
+                    window.total.merge(partial, +1)
+        if old is not None:
+            merged.merge(old, -1)
+        if partial is not None:
+            state.parts[(partition, bucket)] = partial
+            merged.merge(partial, +1)
+        if merged.is_empty():
+            del state.buckets[bucket]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def window_bounds(self, now_us: int) -> list[tuple[int, int]]:
+        """(start µs, end µs) of every configured window at clock now_us."""
+        end_bucket = now_us // self.bucket_us + 1
+        return [
+            ((end_bucket - size) * self.bucket_us, end_bucket * self.bucket_us)
+            for size in self.window_buckets
+        ]
+
+    def read(self, now_us: int) -> Iterator[KpiReading]:
+        """Every KPI of every group and window at clock now_us."""
+        end_bucket = now_us // self.bucket_us + 1
+        names = [name for name, _ in self.config.windows]
+        for group, state in self.groups.items():
+            team_only_ok = group[1] == ALL and group[2] == ALL
+            for index, window in enumerate(state.windows):
+                size = self.window_buckets[index]
+                self._slide(state, window, end_bucket - size, end_bucket - 1)
+                start_us = (end_bucket - size) * self.bucket_us
+                end_us = end_bucket * self.bucket_us
+                for kpi, (value, sample) in window.total.values().items():
+                    if kpi in kpis.TEAM_ONLY_KPIS and not team_only_ok:
+                        continue
+                    yield KpiReading(
+                        KpiKey(kpi, names[index], *group), value, sample, start_us, end_us
+                    )
+            if state.live_parts:
+                for kpi, (value, sample) in state.live.values(now_us, self.sla_us).items():
+                    yield KpiReading(KpiKey(kpi, kpis.LIVE_WINDOW, *group), value, sample)
+
+    def values(self, now_us: int) -> kpis.KpiValues:
+        return {reading.key: reading.value for reading in self.read(now_us)}
+
+    @staticmethod
+    def _slide(state: _GroupState, window: _Window, lo: int, hi: int) -> None:
+        """Move the window's running total to cover buckets [lo, hi]."""
+        if lo < window.lo or lo > window.hi or hi < window.hi:
+            # Clock went backwards or jumped past the whole window: recompute from the buckets.
+            window.total = WindowAggregate()
+            for bucket, aggregate in state.buckets.items():
+                if lo <= bucket <= hi:
+                    window.total.merge(aggregate, +1)
+        else:
+            for bucket in _buckets_between(state, window.lo, lo - 1):
+                window.total.merge(state.buckets[bucket], -1)
+            for bucket in _buckets_between(state, window.hi + 1, hi):
+                window.total.merge(state.buckets[bucket], +1)
+        window.lo, window.hi = lo, hi
+
+
+def _buckets_between(state: _GroupState, first: int, last: int) -> list[int]:
+    if last < first:
+        return []
+    if last - first + 1 <= len(state.buckets):
+        return [b for b in range(first, last + 1) if b in state.buckets]
+    return [b for b in state.buckets if first <= b <= last]

@@ -1,0 +1,242 @@
+"""Per-ticket lifecycle state and the KPI facts derived from it (SPEC §3, §4).
+
+A ticket's state is the de-duplicated set of its events, kept in event-time order. Its KPI
+*facts* (created, first response, resolutions, ...) are a pure function of that set, so the
+result does not depend on the order in which Kafka delivered the events: when an event arrives
+the engine recomputes the ticket's facts and applies the difference to the aggregates.
+
+Times are integer microseconds since the epoch, so sums and differences are exact.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from datetime import UTC, datetime, timedelta
+from typing import Literal, NamedTuple
+
+import msgspec
+
+from streams.core.kpis import UNKNOWN
+from streams.events import (
+    SOLVED_STATUSES,
+    Event,
+    SurveySubmitted,
+    TicketCreated,
+    TicketEscalated,
+    TicketReplied,
+    TicketStatusChanged,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+# Order of events of one ticket that share a timestamp: a reply before an escalation before a
+# status change before a survey (so a reply and a solve in the same second count as one contact).
+RANK_CREATED, RANK_REPLY, RANK_ESCALATION, RANK_STATUS, RANK_SURVEY = range(5)
+
+
+def to_us(moment: datetime) -> int:
+    """Exact microseconds since the epoch of an aware datetime."""
+    return (moment - _EPOCH) // _ONE_US
+
+
+class Step(msgspec.Struct, array_like=True, frozen=True, order=True):
+    """One applied non-creation event, reduced to what KPIs need (no ids or free text)."""
+
+    at_us: int
+    rank: int
+    event_id: str
+    author_type: str | None = None
+    public: bool = True
+    to_team: str | None = None
+    status: str | None = None
+    survey_kind: str | None = None
+    score: int = 0
+    survey_team: str | None = None
+
+
+class Creation(msgspec.Struct, array_like=True, frozen=True):
+    event_id: str
+    at_us: int
+    team: str
+    channel: str
+    priority: str
+    created_by: str
+
+
+class Held(msgspec.Struct, array_like=True, frozen=True):
+    """An event waiting for its ticket's creation, with what a dead letter would need."""
+
+    step: Step
+    held_since_us: int
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+
+
+class TicketState(msgspec.Struct, array_like=True, kw_only=True):
+    """Everything the engine keeps about one ticket (or one standalone survey)."""
+
+    partition: int
+    creation: Creation | None = None
+    steps: list[Step] = msgspec.field(default_factory=list)
+    held: list[Held] = msgspec.field(default_factory=list)
+    # A survey without a ticket lives in its own entity, keyed "survey:<survey_id>".
+    standalone: bool = False
+
+    def has_event(self, event_id: str) -> bool:
+        if self.creation is not None and self.creation.event_id == event_id:
+            return True
+        return any(s.event_id == event_id for s in self.steps) or any(
+            h.step.event_id == event_id for h in self.held
+        )
+
+    def add_step(self, step: Step) -> None:
+        insort(self.steps, step)
+
+    def last_event_us(self) -> int:
+        latest = self.creation.at_us if self.creation is not None else 0
+        if self.steps:
+            latest = max(latest, self.steps[-1].at_us)
+        return latest
+
+    def is_resolved(self) -> bool:
+        status = "new"
+        for step in self.steps:
+            if step.status is not None:
+                status = step.status
+        return status in SOLVED_STATUSES
+
+
+def step_of(event: Event) -> Step:
+    """The Step for a non-creation ticket event or a survey."""
+    at_us = to_us(event.occurred_at)
+    if isinstance(event, TicketReplied):
+        return Step(
+            at_us, RANK_REPLY, event.event_id, author_type=event.author_type, public=event.public
+        )
+    if isinstance(event, TicketEscalated):
+        return Step(at_us, RANK_ESCALATION, event.event_id, to_team=event.to_team)
+    if isinstance(event, TicketStatusChanged):
+        return Step(at_us, RANK_STATUS, event.event_id, status=event.status)
+    if isinstance(event, SurveySubmitted):
+        return Step(
+            at_us,
+            RANK_SURVEY,
+            event.event_id,
+            survey_kind=event.kind,
+            score=event.score,
+            survey_team=event.team,
+        )
+    raise TypeError(f"no step for {type(event).__name__}")
+
+
+def creation_of(event: TicketCreated) -> Creation:
+    return Creation(
+        event.event_id,
+        to_us(event.occurred_at),
+        event.team,
+        event.channel,
+        event.priority,
+        event.created_by,
+    )
+
+
+# -- facts --------------------------------------------------------------------------------
+
+FactKind = Literal["created", "resolved", "escalated", "reopened", "first_response", "survey"]
+
+
+class Dims(NamedTuple):
+    team: str
+    channel: str
+    priority: str
+
+
+class Fact(NamedTuple):
+    """One windowed measurement of a ticket: what, when, for which dimensions, how much."""
+
+    kind: FactKind
+    at_us: int
+    dims: Dims
+    value: int = 0  # duration in µs, or a survey score
+    flag: bool | None = None  # SLA met / first-contact resolution (first resolution only)
+    detail: str = ""  # survey kind
+
+
+class LiveFact(NamedTuple):
+    """The ticket's contribution to the live backlog (only while it is open)."""
+
+    dims: Dims
+    unanswered: bool
+    created_us: int
+
+
+def ticket_facts(
+    state: TicketState, sla_targets_us: dict[str, int]
+) -> tuple[list[Fact], LiveFact | None]:
+    """All KPI facts of a ticket, recomputed from its ordered events."""
+    creation = state.creation
+    if creation is None:
+        if state.standalone:
+            return [_standalone_survey_fact(step) for step in state.steps], None
+        return [], None
+
+    team = creation.team
+    dims = Dims(team, creation.channel, creation.priority)
+    facts = [Fact("created", creation.at_us, dims)]
+    status = "new"
+    public_agent_replies = 0
+    escalated = False
+    resolved_before = False
+    first_response_seen = False
+    for step in state.steps:
+        dims = Dims(team, creation.channel, creation.priority)
+        if step.rank == RANK_REPLY:
+            if step.author_type == "agent" and step.public:
+                public_agent_replies += 1
+                if not first_response_seen:
+                    first_response_seen = True
+                    if creation.created_by == "customer":
+                        value = step.at_us - creation.at_us
+                        met = value <= sla_targets_us[creation.priority]
+                        facts.append(Fact("first_response", step.at_us, dims, value, met))
+        elif step.rank == RANK_ESCALATION:
+            if not escalated:
+                escalated = True
+                facts.append(Fact("escalated", step.at_us, dims))
+            if step.to_team is not None:
+                team = step.to_team
+        elif step.rank == RANK_STATUS:
+            assert step.status is not None
+            was_solved = status in SOLVED_STATUSES
+            now_solved = step.status in SOLVED_STATUSES
+            if now_solved and not was_solved:
+                first_contact = None
+                if not resolved_before:
+                    first_contact = public_agent_replies == 1 and not escalated
+                    resolved_before = True
+                value = step.at_us - creation.at_us
+                facts.append(Fact("resolved", step.at_us, dims, value, first_contact))
+            elif was_solved and not now_solved:
+                facts.append(Fact("reopened", step.at_us, dims))
+            status = step.status
+        else:
+            assert step.survey_kind is not None
+            survey_dims = Dims(step.survey_team or team, creation.channel, creation.priority)
+            facts.append(
+                Fact("survey", step.at_us, survey_dims, step.score, None, step.survey_kind)
+            )
+
+    live = None
+    if status not in SOLVED_STATUSES:
+        unanswered = not first_response_seen and creation.created_by == "customer"
+        live = LiveFact(Dims(team, creation.channel, creation.priority), unanswered, creation.at_us)
+    return facts, live
+
+
+def _standalone_survey_fact(step: Step) -> Fact:
+    assert step.survey_kind is not None
+    dims = Dims(step.survey_team or UNKNOWN, UNKNOWN, UNKNOWN)
+    return Fact("survey", step.at_us, dims, step.score, None, step.survey_kind)
