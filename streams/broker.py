@@ -98,6 +98,18 @@ def free_port(host: str = _LOOPBACK) -> int:
         return port
 
 
+def _ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as Tansu (tokio) binds: SO_REUSEADDR, so only a live listener makes this fail
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BrokerStartError(
+                f"cannot start the embedded broker on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+
+
 # --- process bookkeeping -------------------------------------------------------------
 
 _live_brokers: set[EmbeddedBroker] = set()
@@ -251,6 +263,10 @@ class EmbeddedBroker:
             raise RuntimeError("the broker is already running")
         binary = self._binary or resolve_broker_binary()
         self._port = self._requested_port if self._requested_port is not None else free_port()
+        # Tansu does not fail cleanly on a taken port: it logs AddrInUse, panics in a
+        # worker thread and exits (with code 0!) a moment later, while a readiness probe
+        # may already have been answered by whatever owns the port. So check first.
+        _ensure_port_free(self._host, self._port)
         listener = f"tcp://{self._host}:{self._port}"
         cmd = [
             binary,
@@ -315,8 +331,8 @@ class EmbeddedBroker:
                 error = future.result()
             except Exception as exc:
                 error = repr(exc)
+        self._check_alive(proc)
         if error is not None:
-            self._check_alive(proc)
             raise self._start_error(f"no answer to a Kafka metadata request: {error}")
         self.startup_seconds = time.monotonic() - self._started_at
         log.info(

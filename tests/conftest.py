@@ -1,0 +1,77 @@
+"""Shared pytest fixtures.
+
+- ``broker``: one embedded Kafka-API broker (Tansu) per test session, on a free port.
+  If it cannot start, every test using it errors with the broker's output: never a skip.
+  Tests using it are marked ``integration`` automatically.
+- ``bootstrap_servers``: ``"127.0.0.1:PORT"`` of that broker (checks it is still alive).
+- ``unique_prefix``: a name prefix unique to the test, for topics, group ids, Faust app
+  ids, so tests sharing the session broker never see each other's data.
+- ``make_topics``: creates topics under the test's prefix with explicit partition counts.
+
+Clients talking to the broker should use a short consumer session timeout
+(``streams.broker.SHORT_SESSION_TIMEOUT_SECONDS``): Tansu's group join waits half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+import pytest
+
+from streams.broker import EmbeddedBroker, create_topics
+
+MakeTopics = Callable[..., dict[str, str]]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """The session's embedded broker (started once, stopped at the end of the session)."""
+    with EmbeddedBroker() as embedded:
+        yield embedded
+
+
+@pytest.fixture
+def bootstrap_servers(broker: EmbeddedBroker) -> str:
+    if not broker.running:
+        pytest.fail(f"the session broker has died; its output:\n{broker.log_tail()}")
+    return broker.bootstrap_servers
+
+
+@pytest.fixture
+def unique_prefix(request: pytest.FixtureRequest) -> str:
+    """``<test name>-<8 hex>``: safe in topic names, group ids and Faust app ids."""
+    name = _UNSAFE.sub("_", request.node.name).strip("_")[:60] or "test"
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_topics(bootstrap_servers: str, unique_prefix: str) -> MakeTopics:
+    """``make_topics({"events": 3}, compacted=["kpis"])`` -> ``{"events": "<prefix>.events"}``.
+
+    Creates the topics (prefixed with the test's unique prefix) on the session broker and
+    returns the full names. For sync tests; async code calls ``create_topics`` itself.
+    """
+
+    def make(topics: Mapping[str, int], *, compacted: Iterable[str] = ()) -> dict[str, str]:
+        names = {short: f"{unique_prefix}.{short}" for short in topics}
+        asyncio.run(
+            create_topics(
+                bootstrap_servers,
+                {names[short]: count for short, count in topics.items()},
+                compacted=[names.get(short, short) for short in compacted],
+            )
+        )
+        return names
+
+    return make
