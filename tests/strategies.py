@@ -1,0 +1,558 @@
+"""Event builders and Hypothesis strategies for realistic support-event streams.
+
+A generated :class:`Scenario` is what the pipeline would see after decoding: typed events in
+arrival (delivery) order, plus the engine configuration and the wall clock the decoder used.
+Streams contain ticket lifecycles (replies of every author type, internal notes, escalations with
+and without a team move, status cycles with reopenings, ticket surveys), stand-alone surveys
+(CSAT, NPS, eNPS), customer-lifecycle noise, and the delivery faults the engine must absorb:
+cross-topic reordering (bounded or total), exact re-sends, second ``ticket-created`` events,
+orphans, events before their ticket's creation, very old (late) and far-future events.
+
+Event times lie on a 125 ms grid: whole milliseconds that are also exact binary fractions, so
+durations computed from float seconds, integer milliseconds or integer microseconds agree exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Literal, TypeVar
+
+import msgspec
+from hypothesis import strategies as st
+
+from streams.core.kpis import EngineConfig
+from streams.events import (
+    EVENT_TYPES,
+    PRIORITIES,
+    AuthorType,
+    Channel,
+    CreatedBy,
+    CustomerLifecycle,
+    Event,
+    Priority,
+    Status,
+    SurveyKind,
+    SurveySubmitted,
+    TicketCreated,
+    TicketEscalated,
+    TicketReplied,
+    TicketStatusChanged,
+    event_time,
+)
+
+# A Monday 08:00 UTC, aligned to the minute (and hour) grid.
+BASE_TIME = datetime(2024, 3, 11, 8, 0, tzinfo=UTC)
+BASE_TS = BASE_TIME.timestamp()
+GRID_MS = 125
+
+TIMEZONES: tuple[tzinfo, ...] = (
+    UTC,
+    timezone(timedelta(hours=2)),
+    timezone(timedelta(hours=-5, minutes=-30)),
+    timezone(timedelta(hours=9)),
+)
+TEAM_POOL: tuple[str, ...] = ("billing", "tech", "sales", "vip", "l2-support")
+CHANNEL_POOL: tuple[Channel, ...] = ("email", "chat", "phone", "web", "social", "api", "other")
+STATUSES: tuple[Status, ...] = ("new", "open", "pending", "on_hold", "solved", "closed")
+OPEN_STATUSES: tuple[Status, ...] = ("new", "open", "pending", "on_hold")
+
+T = TypeVar("T")
+
+DeliveryMode = Literal["ordered", "bounded", "shuffled", "any"]
+
+
+def at(seconds: float, tz: tzinfo = UTC) -> datetime:
+    """``BASE_TIME + seconds`` (rounded to whole milliseconds) in time zone ``tz``."""
+    return (BASE_TIME + timedelta(milliseconds=round(seconds * 1000))).astimezone(tz)
+
+
+def ts(seconds: float) -> float:
+    """POSIX time of ``at(seconds)``."""
+    return at(seconds).timestamp()
+
+
+def topic_of(event: Event) -> str:
+    """The default input topic of an event's type."""
+    for topic, event_type in EVENT_TYPES.items():
+        if type(event) is event_type:
+            return topic
+    raise TypeError(f"not an event: {event!r}")
+
+
+def encode(event: Event) -> bytes:
+    """The JSON bytes a producer would send for ``event``."""
+    return msgspec.json.encode(event)
+
+
+class Builder:
+    """Builds typed events with unique ids; times are seconds after :data:`BASE_TIME`."""
+
+    def __init__(self, prefix: str = "e") -> None:
+        self._prefix = prefix
+        self._next = 0
+
+    def new_id(self) -> str:
+        self._next += 1
+        return f"{self._prefix}{self._next}"
+
+    def created(
+        self,
+        ticket: str,
+        seconds: float,
+        *,
+        team: str = "support",
+        channel: Channel = "email",
+        priority: Priority = "normal",
+        created_by: CreatedBy = "customer",
+        event_id: str | None = None,
+        tz: tzinfo = UTC,
+    ) -> TicketCreated:
+        return TicketCreated(
+            event_id=event_id or self.new_id(),
+            occurred_at=at(seconds, tz),
+            schema_version=1,
+            ticket_id=ticket,
+            customer_id=f"cust-{ticket}",
+            team=team,
+            channel=channel,
+            priority=priority,
+            created_by=created_by,
+        )
+
+    def replied(
+        self,
+        ticket: str,
+        seconds: float,
+        *,
+        author: AuthorType = "agent",
+        public: bool = True,
+        event_id: str | None = None,
+        tz: tzinfo = UTC,
+    ) -> TicketReplied:
+        return TicketReplied(
+            event_id=event_id or self.new_id(),
+            occurred_at=at(seconds, tz),
+            schema_version=1,
+            ticket_id=ticket,
+            author_type=author,
+            agent_id="agent-7" if author == "agent" else None,
+            public=public,
+        )
+
+    def escalated(
+        self,
+        ticket: str,
+        seconds: float,
+        *,
+        level: int = 1,
+        to_team: str | None = None,
+        reason: str | None = None,
+        event_id: str | None = None,
+        tz: tzinfo = UTC,
+    ) -> TicketEscalated:
+        return TicketEscalated(
+            event_id=event_id or self.new_id(),
+            occurred_at=at(seconds, tz),
+            schema_version=1,
+            ticket_id=ticket,
+            level=level,
+            to_team=to_team,
+            reason=reason,
+        )
+
+    def status(
+        self,
+        ticket: str,
+        seconds: float,
+        status: Status,
+        *,
+        event_id: str | None = None,
+        tz: tzinfo = UTC,
+    ) -> TicketStatusChanged:
+        return TicketStatusChanged(
+            event_id=event_id or self.new_id(),
+            occurred_at=at(seconds, tz),
+            schema_version=1,
+            ticket_id=ticket,
+            status=status,
+        )
+
+    def survey(
+        self,
+        seconds: float,
+        kind: SurveyKind,
+        score: int,
+        *,
+        ticket: str | None = None,
+        team: str | None = None,
+        event_id: str | None = None,
+        tz: tzinfo = UTC,
+    ) -> SurveySubmitted:
+        event_id = event_id or self.new_id()
+        return SurveySubmitted(
+            event_id=event_id,
+            occurred_at=at(seconds, tz),
+            schema_version=1,
+            survey_id=f"survey-{event_id}",
+            kind=kind,
+            score=score,
+            ticket_id=ticket,
+            team=team,
+        )
+
+    def lifecycle(
+        self, customer: str, seconds: float, *, churned: bool = False, tz: tzinfo = UTC
+    ) -> CustomerLifecycle:
+        return CustomerLifecycle(
+            event_id=self.new_id(),
+            occurred_at=at(seconds, tz),
+            schema_version=1,
+            customer_id=customer,
+            change="churned" if churned else "activated",
+        )
+
+
+class _ScrambledIds(Builder):
+    """Unique event ids whose lexicographic order differs from creation order (tie-breaks)."""
+
+    def new_id(self) -> str:
+        self._next += 1
+        return f"{(self._next * 2654435761) % 2**32:08x}-{self._next}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A generated stream: decoded events in arrival order, the config, the decoder's wall clock."""
+
+    arrivals: list[Event]
+    config: EngineConfig
+    wall: float
+    notes: dict[str, int] = field(default_factory=dict)  # what was injected, for debugging
+
+    @property
+    def last_event_time(self) -> float:
+        return max(event_time(e) for e in self.arrivals)
+
+
+def configs() -> st.SearchStrategy[EngineConfig]:
+    """Small windows (so a few hours of events slide out of them) and random SLA targets."""
+    windows = st.sampled_from(
+        [
+            (("5m", 300.0), ("1h", 3600.0)),
+            (("5m", 300.0), ("15m", 900.0), ("1h", 3600.0)),
+            (("1m", 60.0), ("30m", 1800.0)),
+        ]
+    )
+    target = st.sampled_from([60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0])
+    slas = st.tuples(*[target for _ in PRIORITIES]).map(
+        lambda ts_: dict(zip(PRIORITIES, ts_, strict=True))
+    )
+    return st.builds(
+        EngineConfig,
+        windows=windows,
+        bucket_seconds=st.just(60.0),
+        grace_seconds=st.just(60.0),
+        future_tolerance_seconds=st.just(300.0),
+        sla_targets=slas,
+        orphan_hold_seconds=st.just(30 * 86400.0),
+        retention_seconds=st.just(60 * 86400.0),
+    )
+
+
+# Gaps between a ticket's consecutive events, in milliseconds on the grid: ties (same instant),
+# seconds, minutes, hours.
+_GAPS_MS = st.one_of(
+    st.just(0),
+    st.integers(1, 480).map(lambda n: n * GRID_MS),
+    st.integers(1, 1800).map(lambda n: n * 1000),
+    st.integers(1, 150).map(lambda n: n * 60_000),
+)
+
+_AUTHORS: tuple[tuple[AuthorType, bool], ...] = (
+    ("agent", True),
+    ("agent", True),
+    ("agent", True),
+    ("agent", False),  # internal note
+    ("customer", True),
+    ("bot", True),
+    ("system", True),
+    ("bot", False),
+)
+
+
+@dataclass
+class _Gen:
+    """Mutable generation state shared by the helpers of :func:`scenarios`."""
+
+    draw: st.DrawFn
+    build: Builder
+    teams: list[str]
+    events: list[Event] = field(default_factory=list)
+    late_delivery: set[int] = field(default_factory=set)  # ids of events delivered very late
+    notes: dict[str, int] = field(default_factory=dict)
+    next_ticket: int = 0
+
+    def note(self, what: str, n: int = 1) -> None:
+        self.notes[what] = self.notes.get(what, 0) + n
+
+    def ticket_id(self) -> str:
+        self.next_ticket += 1
+        return f"T{self.next_ticket:03d}"
+
+
+def _d(g: _Gen, strategy: st.SearchStrategy[T]) -> T:
+    return g.draw(strategy)
+
+
+def _score(g: _Gen, kind: SurveyKind) -> int:
+    return _d(g, st.integers(1, 5) if kind == "csat" else st.integers(0, 10))
+
+
+def _ticket(
+    g: _Gen,
+    start_ms: int,
+    *,
+    emit_created: bool,
+    max_steps: int,
+    reopen_bias: bool,
+    escalation_bias: bool,
+) -> tuple[str, int, list[Event]]:
+    """One ticket's lifecycle starting at ``start_ms``; returns (ticket id, created ms, events)."""
+    b = g.build
+    tid = g.ticket_id()
+    tz = _d(g, st.sampled_from(TIMEZONES))
+    created_by: CreatedBy = _d(g, st.sampled_from(("customer",) * 4 + ("agent", "system")))
+    created = b.created(
+        tid,
+        start_ms / 1000,
+        team=_d(g, st.sampled_from(g.teams)),
+        channel=_d(g, st.sampled_from(CHANNEL_POOL)),
+        priority=_d(g, st.sampled_from(PRIORITIES)),
+        created_by=created_by,
+        tz=tz,
+    )
+    events: list[Event] = [created] if emit_created else []
+    t = start_ms
+    status: Status = "new"
+    level = 0
+    step_kinds = ["reply", "reply", "reply", "status", "status", "escalate", "survey"]
+    if reopen_bias:
+        step_kinds += ["status"] * 4
+    if escalation_bias:
+        step_kinds += ["escalate"] * 4
+    for _ in range(_d(g, st.integers(0, max_steps))):
+        t += _d(g, _GAPS_MS)
+        secs = t / 1000
+        kind = _d(g, st.sampled_from(step_kinds))
+        if kind == "reply":
+            author, public = _d(g, st.sampled_from(_AUTHORS))
+            events.append(b.replied(tid, secs, author=author, public=public, tz=tz))
+        elif kind == "escalate":
+            level += 1
+            moves = st.one_of(st.none(), st.sampled_from(g.teams))
+            to_team = _d(g, moves if escalation_bias else st.one_of(st.none(), moves))
+            reason = _d(g, st.sampled_from([None, "needs specialist", "VIP customer"]))
+            events.append(
+                b.escalated(tid, secs, level=level, to_team=to_team, reason=reason, tz=tz)
+            )
+        elif kind == "status":
+            if reopen_bias:
+                # Cycle: solve, maybe close, reopen, ...
+                options: Sequence[Status] = (
+                    ("open", "pending") if status in ("solved", "closed") else ("solved", "closed")
+                )
+                if status == "solved":
+                    options = ("closed", "open", "new", "on_hold")
+                status = _d(g, st.sampled_from(options))
+            else:
+                status = _d(g, st.sampled_from((*STATUSES, "solved", "solved")))
+            events.append(b.status(tid, secs, status, tz=tz))
+        else:
+            survey_kind: SurveyKind = _d(g, st.sampled_from(("csat", "csat", "nps", "enps")))
+            team = _d(g, st.one_of(st.none(), st.sampled_from(g.teams)))
+            events.append(
+                b.survey(secs, survey_kind, _score(g, survey_kind), ticket=tid, team=team, tz=tz)
+            )
+    return tid, start_ms, events
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000 / GRID_MS) * GRID_MS
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn,
+    *,
+    max_tickets: int = 14,
+    max_steps: int = 8,
+    delivery: DeliveryMode = "any",
+    duplicates: bool = True,
+    late: bool = True,
+    future: bool = True,
+    orphans: bool = True,
+    before_created: bool = True,
+    second_creates: bool = True,
+    reopen_bias: bool = False,
+    escalation_bias: bool = False,
+) -> Scenario:
+    """A realistic stream of a few hours, delivered out of order with the enabled faults."""
+    config = draw(configs())
+    build = _ScrambledIds()
+    teams = list(draw(st.lists(st.sampled_from(TEAM_POOL), min_size=1, max_size=4, unique=True)))
+    g = _Gen(draw=draw, build=build, teams=teams)
+    span_ms = (
+        draw(st.integers(10, 240)) * 60_000 + draw(st.integers(0, 59_999 // GRID_MS)) * GRID_MS
+    )
+    offset_ms = draw(st.integers(0, 3600 * 1000 // GRID_MS)) * GRID_MS  # bucket phase
+    start = offset_ms
+
+    def when() -> int:
+        return start + _d(g, st.integers(0, span_ms // GRID_MS)) * GRID_MS
+
+    tickets: list[tuple[str, int, list[Event]]] = []
+    for _ in range(draw(st.integers(0, max_tickets))):
+        tickets.append(
+            _ticket(
+                g,
+                when(),
+                emit_created=True,
+                max_steps=max_steps,
+                reopen_bias=reopen_bias,
+                escalation_bias=escalation_bias,
+            )
+        )
+    for _, _, events in tickets:
+        g.events.extend(events)
+
+    # Stand-alone surveys: no ticket, with or without a team.
+    for _ in range(draw(st.integers(0, 8))):
+        kind: SurveyKind = draw(st.sampled_from(("csat", "nps", "enps", "enps")))
+        team = draw(st.one_of(st.none(), st.sampled_from(teams)))
+        tz = draw(st.sampled_from(TIMEZONES))
+        g.events.append(build.survey(when() / 1000, kind, _score(g, kind), team=team, tz=tz))
+        g.note("standalone_surveys")
+
+    # Customer-lifecycle noise (a later-phase topic: it only moves the stream clock).
+    if draw(st.booleans()):
+        g.events.append(build.lifecycle("cust-x", when() / 1000, churned=draw(st.booleans())))
+
+    if orphans:
+        for _ in range(draw(st.integers(0, 2))):
+            _, _, events = _ticket(
+                g,
+                when(),
+                emit_created=False,
+                max_steps=4,
+                reopen_bias=False,
+                escalation_bias=False,
+            )
+            g.events.extend(events)
+            g.note("orphan_events", len(events))
+        if draw(st.booleans()):
+            kind = draw(st.sampled_from(("csat", "nps")))
+            g.events.append(
+                build.survey(when() / 1000, kind, _score(g, kind), ticket="T-never-created")
+            )
+            g.note("orphan_events")
+
+    if before_created and tickets:
+        for _ in range(draw(st.integers(0, 3))):
+            tid, created_ms, _ = draw(st.sampled_from(tickets))
+            t = created_ms - draw(st.integers(1, 7200 * 1000 // GRID_MS)) * GRID_MS
+            maker = draw(st.sampled_from(("reply", "status", "escalate", "survey")))
+            if maker == "reply":
+                g.events.append(build.replied(tid, t / 1000))
+            elif maker == "status":
+                g.events.append(build.status(tid, t / 1000, "solved"))
+            elif maker == "escalate":
+                g.events.append(build.escalated(tid, t / 1000, to_team=teams[0]))
+            else:
+                g.events.append(build.survey(t / 1000, "csat", 5, ticket=tid))
+            g.note("before_created")
+
+    if second_creates and tickets:
+        for _ in range(draw(st.integers(0, 2))):
+            tid, created_ms, _ = draw(st.sampled_from(tickets))
+            t = created_ms + draw(st.integers(-600, 600)) * 1000
+            g.events.append(
+                build.created(
+                    tid,
+                    t / 1000,
+                    team=draw(st.sampled_from(teams)),
+                    priority=draw(st.sampled_from(PRIORITIES)),
+                    created_by=draw(st.sampled_from(("customer", "agent"))),
+                )
+            )
+            g.note("second_creates")
+
+    if late:
+        # Old tickets (hours before the stream), delivered at random points of the stream.
+        for _ in range(draw(st.integers(0, 2))):
+            old_start = start - draw(st.integers(2 * 3600, 6 * 3600)) * 1000
+            _, _, events = _ticket(
+                g,
+                old_start,
+                emit_created=True,
+                max_steps=5,
+                reopen_bias=reopen_bias,
+                escalation_bias=escalation_bias,
+            )
+            g.events.extend(events)
+            g.late_delivery.update(id(e) for e in events)
+            g.note("old_ticket_events", len(events))
+
+    if not g.events:
+        return Scenario(arrivals=[], config=config, wall=BASE_TS + start / 1000, notes=g.notes)
+
+    latest = max(event_time(e) for e in g.events)
+    tolerance = config.future_tolerance_seconds
+    # The decoder's wall clock: at most one tolerance behind the newest regular event, so every
+    # regular event is accepted (some of them slightly in the future).
+    wall = latest - draw(st.integers(0, int(tolerance) - 1))
+
+    if future:
+        for _ in range(draw(st.integers(0, 3))):
+            ahead = draw(st.integers(int(tolerance) + 1, 2 * 86400))
+            future_s = wall - BASE_TS + ahead
+            maker = draw(st.sampled_from(("created", "reply", "survey")))
+            if maker == "created":
+                g.events.append(build.created("T-future", future_s))
+            elif maker == "reply" and tickets:
+                g.events.append(build.replied(draw(st.sampled_from(tickets))[0], future_s))
+            else:
+                g.events.append(build.survey(future_s, "nps", 10))
+            g.note("future")
+
+    rnd: random.Random = draw(st.randoms(use_true_random=False))
+    mode = (
+        delivery if delivery != "any" else draw(st.sampled_from(("ordered", "bounded", "shuffled")))
+    )
+
+    if duplicates and g.events:
+        for _ in range(draw(st.integers(0, 6))):
+            g.events.append(rnd.choice(g.events))  # exact re-send, placed by delivery below
+            g.note("resends")
+
+    last = max(event_time(e) for e in g.events)
+    keyed: list[tuple[float, int, Event]] = []
+    # Each topic has its own consumer lag bound: bounded cross-topic displacement.
+    lags = {topic: rnd.choice((0.0, 1.0, 30.0, 300.0)) for topic in EVENT_TYPES}
+    for index, event in enumerate(g.events):
+        occurred = event_time(event)
+        if id(event) in g.late_delivery:
+            arrival = rnd.uniform(BASE_TS + start / 1000, last)
+        elif mode == "ordered":
+            arrival = occurred
+        else:
+            arrival = occurred + lags[topic_of(event)] * rnd.random() + rnd.uniform(0, 5)
+        keyed.append((arrival, index, event))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    arrivals = [event for _, _, event in keyed]
+    if mode == "shuffled":
+        rnd.shuffle(arrivals)
+    g.note(f"delivery_{mode}")
+    return Scenario(arrivals=arrivals, config=config, wall=wall, notes=g.notes)
