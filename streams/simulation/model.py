@@ -1,0 +1,715 @@
+"""Deterministic generator of realistic helpdesk traffic (SPEC §2, §3, §6).
+
+:func:`generate` turns a profile, a seed and a few knobs into an iterator of :class:`SimRecord`:
+ready-to-send Kafka records (topic, key, value bytes) in *delivery* order. Everything random comes
+from ``random.Random`` instances seeded from ``seed``: the same arguments always give the same
+bytes, and there is no global state.
+
+Two random streams are used: one for the traffic itself (arrivals, ticket lifecycles, ids) and one
+for delivery noise (duplicates, out-of-order delays, bad input). So switching noise on or off does
+not change the valid events: a clean run and a noisy run with the same seed carry the same tickets.
+
+Time is handled in integer milliseconds internally, so ``occurred_at`` text and
+:attr:`SimRecord.occurred_at` agree exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+import msgspec
+
+from streams.simulation.bad import BAD_KINDS, make_bad
+from streams.simulation.timefmt import format_time
+
+_TIMELESS_BAD_KINDS = tuple(k for k in BAD_KINDS if k != "before_created")
+
+Profile = Literal["steady", "daily", "incident"]
+PROFILES: tuple[Profile, ...] = get_args(Profile)
+
+CREATED: Final = "ticket-created"
+REPLIED: Final = "ticket-replied"
+ESCALATED: Final = "ticket-escalated"
+STATUS: Final = "ticket-status-changed"
+SURVEY: Final = "survey-submitted"
+TOPICS: tuple[str, ...] = (CREATED, REPLIED, ESCALATED, STATUS, SURVEY)
+_TICKET_UPDATES = frozenset({REPLIED, ESCALATED, STATUS})
+
+DEFAULT_TEAMS: tuple[str, ...] = ("Billing", "Technical", "Accounts", "Onboarding")
+# Relative ticket share of the default teams; custom team lists share traffic evenly.
+_DEFAULT_TEAM_WEIGHTS: tuple[float, ...] = (0.30, 0.35, 0.20, 0.15)
+DEFAULT_RATE: Final = 600.0
+"""Default ticket arrival rate, in tickets per hour."""
+
+# --- the traffic model's constants (documented in the module and the README) ------------------
+
+_CHANNELS = ("email", "chat", "phone", "web", "social", "api", "other")
+_CHANNEL_WEIGHTS = (0.35, 0.25, 0.10, 0.15, 0.06, 0.06, 0.03)
+_PRIORITIES = ("low", "normal", "high", "urgent")
+_PRIORITY_WEIGHTS = (0.15, 0.55, 0.22, 0.08)
+_CREATORS = ("customer", "agent", "system")
+_CREATOR_WEIGHTS = (0.86, 0.10, 0.04)
+
+# First public agent reply: lognormal, median by priority (seconds) times a channel factor.
+_FRT_MEDIAN = {"urgent": 360.0, "high": 1200.0, "normal": 2700.0, "low": 5400.0}
+_FRT_CHANNEL = {
+    "email": 1.0,
+    "chat": 0.12,
+    "phone": 0.05,
+    "web": 1.0,
+    "social": 0.6,
+    "api": 1.2,
+    "other": 1.0,
+}
+_FRT_SIGMA = 0.85
+# First-response targets (SPEC §4 defaults), used to make surveys after a slow answer worse.
+_SLA_TARGET = {"urgent": 900.0, "high": 3600.0, "normal": 14400.0, "low": 28800.0}
+# Chance of a bot auto-reply right after a customer creates a ticket, by channel.
+_BOT_REPLY = {
+    "email": 0.6,
+    "chat": 0.5,
+    "phone": 0.0,
+    "web": 0.7,
+    "social": 0.4,
+    "api": 0.3,
+    "other": 0.3,
+}
+_ESCALATION = {"urgent": 0.25, "high": 0.15, "normal": 0.10, "low": 0.06}
+_ESCALATION_REASONS = (
+    "needs specialist",
+    "customer requested manager",
+    "bug confirmed",
+    "billing dispute",
+    "security review",
+)
+_ROUNDS = (0, 1, 2, 3)  # extra customer/agent exchanges after the first response
+_ROUND_WEIGHTS = (0.50, 0.27, 0.15, 0.08)
+_NO_REPLY_SOLVE = 0.03  # spam / merged tickets: solved without any public agent reply
+_ON_HOLD = 0.05
+_REOPEN = 0.07
+_CLOSE = 0.85
+_CSAT = 0.35
+_TICKET_NPS = 0.08
+# Surveys not tied to a ticket, as a share of the ticket arrival rate.
+_STANDALONE_NPS = 0.05
+_ENPS = 0.02
+_CSAT_SCORES = (1, 2, 3, 4, 5)
+_CSAT_HAPPY = (0.04, 0.04, 0.08, 0.22, 0.62)
+_CSAT_UNHAPPY = (0.15, 0.12, 0.18, 0.25, 0.30)
+_NPS_SCORES = tuple(range(11))
+_NPS_WEIGHTS = (0.03, 0.01, 0.02, 0.02, 0.03, 0.05, 0.06, 0.10, 0.18, 0.22, 0.28)
+_ENPS_WEIGHTS = (0.02, 0.01, 0.02, 0.03, 0.04, 0.08, 0.10, 0.18, 0.20, 0.17, 0.15)
+_AGENTS_PER_TEAM = 6
+_REPEAT_CUSTOMER = 0.25
+_CUSTOMER_MEMORY = 5000
+# Non-UTC offsets (minutes) used for a share of timestamps: same instant, different notation.
+_LOCAL_OFFSETS = (120, -300, 330, 540, -180, 60)
+
+# Daily profile: arrival-rate multiplier of the hour of day (peak 1.0 at 13:00, ~0.08 at night).
+_DAY_PEAK_HOUR = 13.0
+_DAY_WIDTH_HOURS = 4.5
+_DAY_FLOOR = 0.08
+
+
+def day_curve(hour: float) -> float:
+    """Arrival-rate multiplier of the daily profile at ``hour`` (0–24, local time)."""
+    d = abs(hour % 24.0 - _DAY_PEAK_HOUR)
+    d = min(d, 24.0 - d)
+    return _DAY_FLOOR + (1.0 - _DAY_FLOOR) * math.exp(-((d / _DAY_WIDTH_HOURS) ** 2))
+
+
+@dataclass(frozen=True, slots=True)
+class SimRecord:
+    """One record to deliver, with what the simulator knows about it.
+
+    ``topic``, ``key`` and ``value`` are what goes to Kafka. ``occurred_at`` is the event time
+    (POSIX seconds) written in the value; ``deliver_at`` the simulated delivery time (records are
+    yielded in this order; realtime pacing sends each record at this wall-clock time).
+    ``bad`` names the kind of invalid input (see :data:`streams.simulation.bad.BAD_KINDS`),
+    ``None`` for a valid record. ``duplicate`` is ``"resend"`` for an identical re-send of an
+    earlier record, ``"recreate"`` for a second ``ticket-created`` of a known ticket (new
+    ``event_id``, same content), else ``None``.
+    """
+
+    topic: str
+    key: bytes
+    value: bytes
+    occurred_at: float
+    deliver_at: float
+    bad: str | None = None
+    duplicate: str | None = None
+
+
+def _fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0.0 or math.isinf(value):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SimOptions:
+    """Knobs of :func:`generate`. Rates and shares are fractions 0–1; times are seconds.
+
+    Delivery noise (applied per valid record):
+
+    - ``duplicate_rate``: chance that a record is sent again later (identical bytes, same
+      ``event_id``), ``duplicate_delay`` seconds later at most. A ``recreate_share`` of the
+      duplicated ``ticket-created`` records is instead a second ``ticket-created`` for the same
+      ticket with a new ``event_id``.
+    - ``out_of_order``: chance that a record's delivery is delayed by up to
+      ``out_of_order_delay`` seconds, so replies and surveys can arrive before their ticket.
+    - ``bad_input_rate``: chance that an invalid record (derived from the valid one) is also sent.
+
+    Traffic shape:
+
+    - ``time_scale`` multiplies every delay inside a ticket's life (response, resolution,
+      surveys); 0.1 makes a demo ten times livelier without changing the arrival rate.
+    - ``local_time_share``: share of timestamps written with a non-UTC offset (same instant).
+    - ``daily_utc_offset_hours``: the daily profile follows the day in this time zone.
+    - ``incident_start`` (seconds after ``start``; default a third of the duration, or 600 s),
+      ``incident_ramp`` (seconds to full strength), ``incident_response_factor`` (agent response
+      times are multiplied by up to this), ``incident_volume_factor`` (arrival rate multiplied by
+      up to this). The incident holds at full strength to the end of the run.
+    """
+
+    duplicate_rate: float = 0.0
+    duplicate_delay: float = 300.0
+    recreate_share: float = 0.25
+    out_of_order: float = 0.0
+    out_of_order_delay: float = 120.0
+    bad_input_rate: float = 0.0
+    time_scale: float = 1.0
+    local_time_share: float = 0.05
+    daily_utc_offset_hours: float = 0.0
+    incident_start: float | None = None
+    incident_ramp: float = 1500.0
+    incident_response_factor: float = 6.0
+    incident_volume_factor: float = 1.6
+
+    def __post_init__(self) -> None:
+        for name in (
+            "duplicate_rate",
+            "recreate_share",
+            "out_of_order",
+            "bad_input_rate",
+            "local_time_share",
+        ):
+            _fraction(name, getattr(self, name))
+        for name in (
+            "duplicate_delay",
+            "out_of_order_delay",
+            "time_scale",
+            "incident_ramp",
+            "incident_response_factor",
+            "incident_volume_factor",
+        ):
+            _positive(name, getattr(self, name))
+        if self.incident_start is not None and not self.incident_start >= 0.0:
+            raise ValueError(f"incident_start must be >= 0, got {self.incident_start!r}")
+        if not -14.0 <= self.daily_utc_offset_hours <= 14.0:
+            raise ValueError("daily_utc_offset_hours must be between -14 and 14")
+        if self.incident_response_factor < 1.0 or self.incident_volume_factor < 1.0:
+            raise ValueError("incident factors must be >= 1")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "team"
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An event scheduled in event time, not yet emitted."""
+
+    topic: str
+    key: str
+    fields: dict[str, Any]
+    created_ms: int | None  # the ticket's creation time, for ticket events
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """A ticket whose life is being written, with its running clock."""
+
+    id: str
+    t0: int
+    now: int
+    team: str
+    channel: str
+    priority: str
+    created_by: str
+    public_agent_replies: int = 0
+    escalation_level: int = 0
+    first_response_s: float | None = None
+    reopened: bool = False
+    solved_at: int | None = None
+
+
+@dataclass(slots=True)
+class _State:
+    event_heap: list[tuple[int, int, _Pending]] = field(default_factory=list)
+    delivery_heap: list[tuple[int, int, SimRecord]] = field(default_factory=list)
+    seq: int = 0
+    tickets: int = 0
+    surveys: int = 0
+    customers: list[str] = field(default_factory=list)
+
+
+class _Simulation:
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        seed: int,
+        start: float,
+        duration_seconds: float | None,
+        rate: float,
+        teams: Sequence[str],
+        options: SimOptions,
+    ) -> None:
+        self.profile = profile
+        self.rng = random.Random(f"support-kpi-sim:{seed}:traffic")
+        self.noise = random.Random(f"support-kpi-sim:{seed}:noise")
+        self.start_ms = round(start * 1000)
+        self.end_ms = (
+            None if duration_seconds is None else self.start_ms + round(duration_seconds * 1000)
+        )
+        self.rate_per_s = rate / 3600.0
+        self.teams = tuple(teams)
+        self.team_weights = (
+            _DEFAULT_TEAM_WEIGHTS if self.teams == DEFAULT_TEAMS else (1.0,) * len(self.teams)
+        )
+        self.agents = {
+            t: tuple(f"agt-{_slug(t)}-{i:02d}" for i in range(1, _AGENTS_PER_TEAM + 1))
+            for t in self.teams
+        }
+        self.opts = options
+        self.scale = options.time_scale
+        if options.incident_start is not None:
+            incident_offset = options.incident_start
+        elif duration_seconds is not None:
+            incident_offset = duration_seconds / 3.0
+        else:
+            incident_offset = 600.0
+        self.incident_start_s = start + incident_offset
+        self.run = f"{self.rng.getrandbits(32):08x}"
+        self.encoder = msgspec.json.Encoder()
+        self.st = _State()
+
+    # --- profile curves ---------------------------------------------------------------------
+
+    def incident_level(self, t_s: float) -> float:
+        """0 before the incident, rising linearly to 1 over the ramp, then 1."""
+        if self.profile != "incident":
+            return 0.0
+        return min(1.0, max(0.0, (t_s - self.incident_start_s) / self.opts.incident_ramp))
+
+    def rate_multiplier(self, t_s: float) -> float:
+        if self.profile == "daily":
+            hour = (t_s / 3600.0 + self.opts.daily_utc_offset_hours) % 24.0
+            return day_curve(hour)
+        if self.profile == "incident":
+            return 1.0 + (self.opts.incident_volume_factor - 1.0) * self.incident_level(t_s)
+        return 1.0
+
+    def max_multiplier(self) -> float:
+        return self.opts.incident_volume_factor if self.profile == "incident" else 1.0
+
+    def response_multiplier(self, t_ms: int) -> float:
+        level = self.incident_level(t_ms / 1000.0)
+        return 1.0 + (self.opts.incident_response_factor - 1.0) * level
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def event_id(self, rng: random.Random) -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    def stamp(self, t_ms: int) -> str:
+        r = self.rng
+        if self.opts.local_time_share and r.random() < self.opts.local_time_share:
+            return format_time(t_ms, r.choice(_LOCAL_OFFSETS))
+        return format_time(t_ms)
+
+    def push(
+        self, t_ms: int, topic: str, key: str, body: dict[str, Any], created_ms: int | None
+    ) -> None:
+        fields: dict[str, Any] = {
+            "event_id": self.event_id(self.rng),
+            "occurred_at": self.stamp(t_ms),
+            "schema_version": 1,
+        }
+        fields.update(body)
+        self.st.seq += 1
+        heapq.heappush(self.st.event_heap, (t_ms, self.st.seq, _Pending(topic, key, fields, created_ms)))
+
+    def lognormal(self, median_s: float, sigma: float) -> float:
+        return self.rng.lognormvariate(math.log(median_s), sigma)
+
+    def advance(self, tk: _Ticket, delay_s: float) -> int:
+        """Move the ticket's clock forward by a scaled delay (at least 1 ms)."""
+        tk.now += max(1, round(delay_s * self.scale * 1000.0))
+        return tk.now
+
+    def weighted(self, values: Sequence[Any], weights: Sequence[float]) -> Any:
+        return self.rng.choices(values, weights)[0]
+
+    def agent(self, tk: _Ticket) -> str:
+        return self.rng.choice(self.agents[tk.team])
+
+    def customer(self) -> str:
+        known = self.st.customers
+        if known and self.rng.random() < _REPEAT_CUSTOMER:
+            return self.rng.choice(known)
+        cid = f"cus-{self.rng.getrandbits(48):012x}"
+        if len(known) < _CUSTOMER_MEMORY:
+            known.append(cid)
+        else:
+            known[self.rng.randrange(_CUSTOMER_MEMORY)] = cid
+        return cid
+
+    # --- ticket life ------------------------------------------------------------------------
+
+    def reply(self, tk: _Ticket, author: str, *, public: bool = True) -> None:
+        body: dict[str, Any] = {"ticket_id": tk.id, "author_type": author}
+        if author == "agent":
+            body["agent_id"] = self.agent(tk)
+            if public:
+                tk.public_agent_replies += 1
+                if tk.first_response_s is None:
+                    tk.first_response_s = (tk.now - tk.t0) / 1000.0
+        if not public:
+            body["public"] = False
+        self.push(tk.now, REPLIED, tk.id, body, tk.t0)
+
+    def status(self, tk: _Ticket, status: str) -> None:
+        self.push(tk.now, STATUS, tk.id, {"ticket_id": tk.id, "status": status}, tk.t0)
+
+    def escalate(self, tk: _Ticket) -> None:
+        tk.escalation_level += 1
+        body: dict[str, Any] = {"ticket_id": tk.id, "level": tk.escalation_level}
+        others = [t for t in self.teams if t != tk.team]
+        move = 0.35 if tk.escalation_level == 1 else 0.5
+        if others and self.rng.random() < move:
+            body["to_team"] = tk.team = self.rng.choice(others)
+        if self.rng.random() < 0.7:
+            body["reason"] = self.rng.choice(_ESCALATION_REASONS)
+        self.push(tk.now, ESCALATED, tk.id, body, tk.t0)
+
+    def agent_delay(self, tk: _Ticket, factor: float = 1.0) -> float:
+        """A lognormal agent response delay for this ticket at its current time (seconds)."""
+        median = _FRT_MEDIAN[tk.priority] * _FRT_CHANNEL[tk.channel] * factor
+        return self.lognormal(median, _FRT_SIGMA) * self.response_multiplier(tk.now)
+
+    def agent_reply_after(self, tk: _Ticket, factor: float = 1.0) -> None:
+        self.advance(tk, self.agent_delay(tk, factor))
+        self.reply(tk, "agent")
+
+    def ticket(self, t0: int) -> None:
+        r = self.rng
+        self.st.tickets += 1
+        tk = _Ticket(
+            id=f"T-{self.run}-{self.st.tickets:07d}",
+            t0=t0,
+            now=t0,
+            team=self.weighted(self.teams, self.team_weights),
+            channel=self.weighted(_CHANNELS, _CHANNEL_WEIGHTS),
+            priority=self.weighted(_PRIORITIES, _PRIORITY_WEIGHTS),
+            created_by=self.weighted(_CREATORS, _CREATOR_WEIGHTS),
+        )
+        body = {
+            "ticket_id": tk.id,
+            "customer_id": self.customer(),
+            "team": tk.team,
+            "channel": tk.channel,
+            "priority": tk.priority,
+        }
+        if tk.created_by != "customer" or r.random() < 0.5:  # the default may be left out
+            body["created_by"] = tk.created_by
+        self.push(t0, CREATED, tk.id, body, t0)
+
+        if tk.created_by == "customer" and r.random() < _BOT_REPLY[tk.channel]:
+            self.advance(tk, r.uniform(1.0, 15.0))
+            self.reply(tk, "bot")
+        self.advance(tk, r.uniform(0.5, 30.0))
+        self.status(tk, "open")
+
+        if r.random() < _NO_REPLY_SOLVE:
+            self.advance(tk, self.lognormal(1800.0, 1.0))
+            self.status(tk, "solved")
+            if r.random() < _CLOSE:
+                self.advance(tk, self.lognormal(4 * 3600.0, 0.8))
+                self.status(tk, "closed")
+            return
+
+        self.first_response(tk)
+        self.conversation(tk)
+        self.advance(tk, r.uniform(1.0, 600.0))
+        self.status(tk, "solved")
+        tk.solved_at = tk.now
+        if r.random() < _REOPEN:
+            tk.reopened = True
+            self.advance(tk, self.lognormal(2 * 3600.0, 0.9))
+            self.reply(tk, "customer")
+            self.advance(tk, r.uniform(1.0, 5.0))
+            self.status(tk, "open")
+            self.agent_reply_after(tk, 0.7)
+            self.advance(tk, r.uniform(1.0, 300.0))
+            self.status(tk, "solved")
+            tk.solved_at = tk.now
+        self.surveys_after(tk)
+        if r.random() < _CLOSE:
+            self.advance(tk, self.lognormal(4 * 3600.0, 0.8))
+            self.status(tk, "closed")
+
+    def first_response(self, tk: _Ticket) -> None:
+        """Internal notes and customer chasers, then the first public agent reply."""
+        r = self.rng
+        if tk.created_by == "agent":
+            delay = self.lognormal(60.0, 0.6)  # the agent's own outbound message
+        else:
+            delay = self.agent_delay(tk)
+        reply_at = tk.now + max(1, round(delay * self.scale * 1000.0))
+        before: list[tuple[int, str]] = []
+        notes = self.weighted((0, 1, 2), (0.70, 0.22, 0.08))
+        before += [(r.randint(tk.now + 1, reply_at), "note") for _ in range(notes)]
+        if tk.created_by == "customer" and reply_at - tk.now > 600_000 and r.random() < 0.15:
+            before.append((r.randint(tk.now + 1, reply_at), "customer"))
+        for t, what in sorted(before):
+            tk.now = max(t, tk.now + 1)
+            if what == "note":
+                self.reply(tk, "agent", public=False)
+            else:
+                self.reply(tk, "customer")
+        tk.now = max(reply_at, tk.now + 1)
+        self.reply(tk, "agent")
+
+    def conversation(self, tk: _Ticket) -> None:
+        """Follow-up exchanges, maybe an escalation and an on-hold period."""
+        r = self.rng
+        rounds: int = self.weighted(_ROUNDS, _ROUND_WEIGHTS)
+        escalate = r.random() < _ESCALATION[tk.priority]
+        escalate_at = r.randint(0, rounds) if escalate else -1
+        hold_at = r.randrange(rounds) if rounds and r.random() < _ON_HOLD else -1
+        if rounds or r.random() < 0.5:
+            self.advance(tk, r.uniform(1.0, 5.0))
+            self.status(tk, "pending")
+        for i in range(rounds + 1):
+            if i == escalate_at:
+                self.advance(tk, self.lognormal(600.0, 0.8))
+                self.escalate(tk)
+                if r.random() < 0.25:
+                    self.advance(tk, self.lognormal(1800.0, 0.8))
+                    self.escalate(tk)
+                self.agent_reply_after(tk, 1.0)
+            if i == rounds:
+                break
+            self.advance(tk, self.lognormal(1500.0, 1.0))
+            self.reply(tk, "customer")
+            self.advance(tk, r.uniform(1.0, 5.0))
+            self.status(tk, "open")
+            if i == hold_at:
+                self.advance(tk, self.lognormal(300.0, 0.8))
+                self.status(tk, "on_hold")
+                self.advance(tk, self.lognormal(3600.0, 0.8))
+                self.status(tk, "open")
+            self.agent_reply_after(tk, 0.7)
+            if i < rounds - 1 or r.random() < 0.5:
+                self.advance(tk, r.uniform(1.0, 5.0))
+                self.status(tk, "pending")
+
+    def surveys_after(self, tk: _Ticket) -> None:
+        r = self.rng
+        assert tk.solved_at is not None
+        if tk.created_by == "customer" and r.random() < _CSAT:
+            slow = (
+                tk.first_response_s is not None
+                and tk.first_response_s > _SLA_TARGET[tk.priority]
+            )
+            unhappy = slow or tk.reopened or tk.escalation_level > 0
+            weights = _CSAT_UNHAPPY if unhappy else _CSAT_HAPPY
+            t = tk.solved_at + max(1, round(self.lognormal(2400.0, 1.0) * self.scale * 1000))
+            self.survey(t, "csat", self.weighted(_CSAT_SCORES, weights), tk)
+        if r.random() < _TICKET_NPS:
+            t = tk.solved_at + max(1, round(self.lognormal(3 * 3600.0, 1.0) * self.scale * 1000))
+            self.survey(t, "nps", self.weighted(_NPS_SCORES, _NPS_WEIGHTS), tk)
+
+    def survey(
+        self, t_ms: int, kind: str, score: int, tk: _Ticket | None, team: str | None = None
+    ) -> None:
+        self.st.surveys += 1
+        body: dict[str, Any] = {
+            "survey_id": f"S-{self.run}-{self.st.surveys:07d}",
+            "kind": kind,
+            "score": score,
+        }
+        if tk is not None:
+            body["ticket_id"] = tk.id
+            if self.rng.random() < 0.3:
+                body["team"] = tk.team
+        elif team is not None:
+            body["team"] = team
+        key = tk.id if tk is not None else f"survey:{body['survey_id']}"
+        self.push(t_ms, SURVEY, key, body, tk.t0 if tk is not None else None)
+
+    def standalone_survey(self, t_ms: int, kind: str) -> None:
+        team = self.weighted(self.teams, self.team_weights)
+        if kind == "enps":
+            self.survey(t_ms, "enps", self.weighted(_NPS_SCORES, _ENPS_WEIGHTS), None, team)
+        else:
+            with_team = self.rng.random() < 0.9
+            score = self.weighted(_NPS_SCORES, _NPS_WEIGHTS)
+            self.survey(t_ms, "nps", score, None, team if with_team else None)
+
+    # --- arrivals and delivery --------------------------------------------------------------
+
+    def next_arrival(self, after_ms: int) -> tuple[int, str] | None:
+        """Next arrival (time, kind) of the thinned Poisson process, or None past the end."""
+        r = self.rng
+        total = 1.0 + _STANDALONE_NPS + _ENPS
+        peak = self.rate_per_s * self.max_multiplier() * total
+        t = after_ms / 1000.0
+        while True:
+            t += r.expovariate(peak)
+            t_ms = round(t * 1000.0)
+            if self.end_ms is not None and t_ms >= self.end_ms:
+                return None
+            if r.random() * self.max_multiplier() <= self.rate_multiplier(t):
+                u = r.random() * total
+                kind = "ticket" if u < 1.0 else "nps" if u < 1.0 + _STANDALONE_NPS else "enps"
+                return t_ms, kind
+
+    def deliver(self, t_ms: int, pending: _Pending) -> None:
+        """Turn an event into its record(s) and queue them for delivery."""
+        o, n, st = self.opts, self.noise, self.st
+        value = self.encoder.encode(pending.fields)
+        key = pending.key.encode()
+        at = t_ms
+        if o.out_of_order and n.random() < o.out_of_order:
+            at += n.randint(1, round(o.out_of_order_delay * 1000))
+        self.queue(at, SimRecord(pending.topic, key, value, t_ms / 1000, at / 1000))
+        if o.duplicate_rate and n.random() < o.duplicate_rate:
+            again = at + n.randint(500, max(500, round(o.duplicate_delay * 1000)))
+            if pending.topic == CREATED and n.random() < o.recreate_share:
+                fields = dict(pending.fields, event_id=self.event_id(n))
+                value2 = self.encoder.encode(fields)
+                dup = SimRecord(
+                    CREATED, key, value2, t_ms / 1000, again / 1000, duplicate="recreate"
+                )
+            else:
+                dup = SimRecord(
+                    pending.topic, key, value, t_ms / 1000, again / 1000, duplicate="resend"
+                )
+            self.queue(again, dup)
+        if o.bad_input_rate and n.random() < o.bad_input_rate:
+            kinds = BAD_KINDS if pending.topic in _TICKET_UPDATES else _TIMELESS_BAD_KINDS
+            kind = n.choice(kinds)
+            fields = dict(pending.fields, event_id=self.event_id(n))
+            bad_value, bad_ms = make_bad(
+                kind, pending.topic, fields, t_ms, pending.created_ms, n
+            )
+            bad = SimRecord(pending.topic, key, bad_value, bad_ms / 1000, t_ms / 1000, bad=kind)
+            self.queue(t_ms, bad)
+
+    def queue(self, at_ms: int, record: SimRecord) -> None:
+        self.st.seq += 1
+        heapq.heappush(self.st.delivery_heap, (at_ms, self.st.seq, record))
+
+    def run_records(self) -> Iterator[SimRecord]:
+        st = self.st
+        arrival = self.next_arrival(self.start_ms)
+        while True:
+            if st.event_heap and (arrival is None or st.event_heap[0][0] <= arrival[0]):
+                t_ms, _, pending = heapq.heappop(st.event_heap)
+                if self.end_ms is not None and t_ms >= self.end_ms:
+                    break
+                self.deliver(t_ms, pending)
+            elif arrival is not None:
+                t_ms, kind = arrival
+                if kind == "ticket":
+                    self.ticket(t_ms)
+                else:
+                    self.standalone_survey(t_ms, kind)
+                arrival = self.next_arrival(t_ms)
+                continue
+            else:
+                break
+            # Every later event has an event time >= t_ms, so its delivery is >= t_ms too.
+            while st.delivery_heap and st.delivery_heap[0][0] <= t_ms:
+                yield heapq.heappop(st.delivery_heap)[2]
+        while st.delivery_heap:
+            yield heapq.heappop(st.delivery_heap)[2]
+
+
+def generate(
+    profile: Profile = "steady",
+    *,
+    seed: int,
+    start: float,
+    duration_seconds: float | None = None,
+    count: int | None = None,
+    rate: float = DEFAULT_RATE,
+    teams: Sequence[str] = DEFAULT_TEAMS,
+    options: SimOptions | None = None,
+) -> Iterator[SimRecord]:
+    """Yield simulated support traffic, in delivery order.
+
+    :param profile: ``steady`` (constant rate), ``daily`` (rate follows the day: ``rate`` at the
+        13:00 peak, about 8 % of it at night) or ``incident`` (after the incident start, agent
+        response times and volume climb over the ramp; see :class:`SimOptions`).
+    :param seed: the only source of randomness; same arguments, same bytes.
+    :param start: event time of the beginning of the run, POSIX seconds.
+    :param duration_seconds: event-time length of the run: tickets arrive in
+        [start, start + duration) and no event at or after the end is emitted (tickets still
+        open then simply stay open). ``None``: unbounded.
+    :param count: stop after this many records (all records count: duplicates and bad ones
+        too). ``None``: no limit. With neither limit the iterator never ends.
+    :param rate: ticket arrivals per hour (the peak for ``daily``, the base for ``incident``).
+        Surveys not tied to a ticket add 7 % to the arrivals; a ticket makes ~9 events on average.
+    :param teams: team names (1–128 characters, distinct).
+    :param options: delivery noise and profile knobs.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    _positive("rate", rate)
+    if duration_seconds is not None:
+        _positive("duration_seconds", duration_seconds)
+    if count is not None and count < 0:
+        raise ValueError(f"count must be >= 0, got {count!r}")
+    if not teams or len(set(teams)) != len(teams):
+        raise ValueError("teams must be a non-empty list of distinct names")
+    for team in teams:
+        if not 1 <= len(team) <= 128:
+            raise ValueError(f"team name must have 1-128 characters: {team!r}")
+    sim = _Simulation(
+        profile,
+        seed=seed,
+        start=start,
+        duration_seconds=duration_seconds,
+        rate=rate,
+        teams=teams,
+        options=options or SimOptions(),
+    )
+    return _limited(sim.run_records(), count)
+
+
+def _limited(records: Iterator[SimRecord], count: int | None) -> Iterator[SimRecord]:
+    if count is None:
+        yield from records
+        return
+    if count == 0:
+        return
+    for n, record in enumerate(records, 1):
+        yield record
+        if n >= count:
+            return
+

@@ -1,0 +1,21 @@
+"""RFC 3339 timestamps from integer POSIX milliseconds (exact: no float rounding)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def format_time(t_ms: int, offset_minutes: int = 0) -> str:
+    """``t_ms`` as RFC 3339 text with milliseconds and an explicit offset (``+00:00`` for UTC)."""
+    secs, ms = divmod(t_ms, 1000)
+    local = datetime.fromtimestamp(secs + offset_minutes * 60, tz=UTC)
+    sign = "+" if offset_minutes >= 0 else "-"
+    hh, mm = divmod(abs(offset_minutes), 60)
+    return f"{local:%Y-%m-%dT%H:%M:%S}.{ms:03d}{sign}{hh:02d}:{mm:02d}"
+
+
+def format_naive(t_ms: int, *, space: bool = False) -> str:
+    """``t_ms`` as a timestamp without offset (invalid input for the event contract)."""
+    secs, ms = divmod(t_ms, 1000)
+    sep = " " if space else "T"
+    return f"{datetime.fromtimestamp(secs, tz=UTC):%Y-%m-%d{sep}%H:%M:%S}.{ms:03d}"
