@@ -6,6 +6,8 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 PYTEST_ARGS ?=
+# mypy's `files` (pyproject) minus folders not present yet
+MYPY_PATHS  := $(wildcard streams tests bench)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -27,7 +29,7 @@ test: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy --strict
+	$(PY) -m mypy --strict $(MYPY_PATHS)
 
 demo: venv
 	$(PY) -m streams.demo
