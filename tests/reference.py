@@ -435,10 +435,9 @@ def normalize(values: Mapping[KpiKey, float | None], keys: Iterable[KpiKey]) -> 
             value = 0.0
         out[key] = value
     for key, value in out.items():
-        if key.kpi == K.OLDEST_UNANSWERED_AGE and value == 0.0:
-            open_key = key._replace(kpi=K.OPEN_TICKETS)
-            if not out.get(open_key):
-                out[key] = None
+        empty_group = not values.get(key._replace(kpi=K.OPEN_TICKETS))
+        if key.kpi == K.OLDEST_UNANSWERED_AGE and value == 0.0 and empty_group:
+            out[key] = None
     return out
 
 

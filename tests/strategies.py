@@ -544,7 +544,8 @@ def scenarios(
     for index, event in enumerate(g.events):
         occurred = event_time(event)
         if id(event) in g.late_delivery:
-            arrival = rnd.uniform(BASE_TS + start / 1000, last)
+            stream_start = BASE_TS + start / 1000
+            arrival = rnd.uniform(stream_start, max(last, stream_start))
         elif mode == "ordered":
             arrival = occurred
         else:
