@@ -116,9 +116,9 @@ class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
 class Dimensions(msgspec.Struct, frozen=True, kw_only=True):
     """The breakdown of a KPI value; ``all`` where not broken down (at most one is not)."""
 
-    team: str = ALL
-    channel: str = ALL
-    priority: str = ALL
+    team: str
+    channel: str
+    priority: str
 
 
 class KpiRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,6 +209,28 @@ def kpi_record_key(record: KpiRecord) -> bytes:
         KpiKey(record.kpi, record.window, dims.team, dims.channel, dims.priority)
         .topic_key()
         .encode()
+    )
+
+
+def kpi_record(
+    key: KpiKey,
+    *,
+    value: float | None,
+    sample_size: int,
+    window_start: float | None,
+    window_end: float | None,
+    computed_at: float,
+) -> KpiRecord:
+    """Build the KPI record of one key; times are POSIX seconds (None bounds for live KPIs)."""
+    return KpiRecord(
+        kpi=key.kpi,
+        window=key.window,
+        dimensions=Dimensions(team=key.team, channel=key.channel, priority=key.priority),
+        value=value,
+        sample_size=sample_size,
+        window_start=None if window_start is None else utc_datetime(window_start),
+        window_end=None if window_end is None else utc_datetime(window_end),
+        computed_at=utc_datetime(computed_at),
     )
 
 
