@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 ALL = "all"
 UNKNOWN = "unknown"
+OTHER = "other"  # teams beyond the label cap
 LIVE_WINDOW = "live"
 
 # Windowed KPIs, in the order the KPI topic and the README list them.

@@ -243,18 +243,25 @@ class PartitionEngine:
         self._dirty.clear()
         return updates
 
-    def rebuild(self, clock_us: int) -> None:
-        """Recompute every partial from the ticket states of this partition; mark all dirty."""
+    def rebuild(self, clock_us: int | None = None) -> None:
+        """Recompute every partial from the ticket states of this partition; mark all dirty.
+
+        ``clock_us`` None means stream time: the latest event time among the tickets.
+        """
+        mine = [
+            (key, state) for key, state in self.store.states() if state.partition == self.partition
+        ]
+        for _, state in mine:
+            self.stream_time_us = max(self.stream_time_us, state.last_event_us())
+        if clock_us is None:
+            clock_us = self.stream_time_us
         self.windows.clear()
         self.live.clear()
         self._buckets.clear()
         self._bucket_groups.clear()
         self._orphan_due.clear()
         self._retire_due.clear()
-        for key, state in self.store.states():
-            if state.partition != self.partition:
-                continue
-            self.stream_time_us = max(self.stream_time_us, state.last_event_us())
+        for key, state in mine:
             if state.held:
                 heapq.heappush(self._orphan_due, (state.held[0].held_since_us + self.hold_us, key))
             facts, live = ticket_facts(state, self.sla_us)

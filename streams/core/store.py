@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from streams.core import kpis
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
-from streams.core.kpis import ALL, EngineConfig, KpiKey
+from streams.core.kpis import ALL, OTHER, EngineConfig, KpiKey
 from streams.core.partition import LIVE_BUCKET, Group, PartialUpdate
 
 
@@ -124,26 +124,73 @@ class KpiStore:
             for size in self.window_buckets
         ]
 
-    def read(self, now_us: int) -> Iterator[KpiReading]:
-        """Every KPI of every group and window at clock now_us."""
+    def read(self, now_us: int, max_teams: int | None = None) -> Iterator[KpiReading]:
+        """Every KPI of every group and window at clock now_us.
+
+        With ``max_teams``, only the busiest teams (most tickets and surveys in the longest
+        window, ties by name) keep their own label; the others are merged into ``other``.
+        """
         end_bucket = now_us // self.bucket_us + 1
-        names = [name for name, _ in self.config.windows]
-        for group, state in self.groups.items():
-            team_only_ok = group[1] == ALL and group[2] == ALL
+        for state in self.groups.values():
             for index, window in enumerate(state.windows):
                 size = self.window_buckets[index]
                 self._slide(state, window, end_bucket - size, end_bucket - 1)
-                start_us = (end_bucket - size) * self.bucket_us
-                end_us = end_bucket * self.bucket_us
-                for kpi, (value, sample) in window.total.values().items():
-                    if kpi in kpis.TEAM_ONLY_KPIS and not team_only_ok:
-                        continue
-                    yield KpiReading(
-                        KpiKey(kpi, names[index], *group), value, sample, start_us, end_us
-                    )
-            if state.live_parts:
-                for kpi, (value, sample) in state.live.values(now_us, self.sla_us).items():
-                    yield KpiReading(KpiKey(kpi, kpis.LIVE_WINDOW, *group), value, sample)
+        groups = self._capped_groups(max_teams)
+        for group, (totals, live) in groups.items():
+            yield from self._readings(group, totals, live, end_bucket, now_us)
+
+    def _capped_groups(
+        self, max_teams: int | None
+    ) -> dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]]:
+        result: dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]] = {}
+        teams = [g for g in self.groups if g[0] != ALL]
+        folded: set[Group] = set()
+        if max_teams is not None and len(teams) > max_teams:
+            longest = max(range(len(self.window_buckets)), key=self.window_buckets.__getitem__)
+
+            def volume(group: Group) -> tuple[int, str]:
+                total = self.groups[group].windows[longest].total
+                busy = total.created + total.csat_count + total.nps_count + total.enps_count
+                return (-busy, group[0])
+
+            folded = set(sorted(teams, key=volume)[max_teams:])
+        for group, state in self.groups.items():
+            if group not in folded:
+                live = state.live if state.live_parts else None
+                result[group] = ([w.total for w in state.windows], live)
+        if folded:
+            other_totals = [WindowAggregate() for _ in self.window_buckets]
+            other_live = LiveAggregate()
+            for group in folded:
+                state = self.groups[group]
+                for total, window in zip(other_totals, state.windows, strict=True):
+                    total.merge(window.total)
+                other_live.merge(state.live)
+            live_or_none = None if other_live.is_empty() else other_live
+            result[(OTHER, ALL, ALL)] = (other_totals, live_or_none)
+        return result
+
+    def _readings(
+        self,
+        group: Group,
+        totals: list[WindowAggregate],
+        live: LiveAggregate | None,
+        end_bucket: int,
+        now_us: int,
+    ) -> Iterator[KpiReading]:
+        team_only_ok = group[1] == ALL and group[2] == ALL
+        for (name, _), size, total in zip(
+            self.config.windows, self.window_buckets, totals, strict=True
+        ):
+            start_us = (end_bucket - size) * self.bucket_us
+            end_us = end_bucket * self.bucket_us
+            for kpi, (value, sample) in total.values().items():
+                if kpi in kpis.TEAM_ONLY_KPIS and not team_only_ok:
+                    continue
+                yield KpiReading(KpiKey(kpi, name, *group), value, sample, start_us, end_us)
+        if live is not None:
+            for kpi, (value, sample) in live.values(now_us, self.sla_us).items():
+                yield KpiReading(KpiKey(kpi, kpis.LIVE_WINDOW, *group), value, sample)
 
     def values(self, now_us: int) -> kpis.KpiValues:
         return {reading.key: reading.value for reading in self.read(now_us)}

@@ -17,6 +17,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from streams.core.kpis import UNKNOWN
+from streams.core.labels import team_label
 from streams.events import (
     SOLVED_STATUSES,
     Event,
@@ -117,7 +118,8 @@ def step_of(event: Event) -> Step:
             at_us, RANK_REPLY, event.event_id, author_type=event.author_type, public=event.public
         )
     if isinstance(event, TicketEscalated):
-        return Step(at_us, RANK_ESCALATION, event.event_id, to_team=event.to_team)
+        to_team = None if event.to_team is None else team_label(event.to_team)
+        return Step(at_us, RANK_ESCALATION, event.event_id, to_team=to_team)
     if isinstance(event, TicketStatusChanged):
         return Step(at_us, RANK_STATUS, event.event_id, status=event.status)
     if isinstance(event, SurveySubmitted):
@@ -127,7 +129,7 @@ def step_of(event: Event) -> Step:
             event.event_id,
             survey_kind=event.kind,
             score=event.score,
-            survey_team=event.team,
+            survey_team=None if event.team is None else team_label(event.team),
         )
     raise TypeError(f"no step for {type(event).__name__}")
 
@@ -136,7 +138,7 @@ def creation_of(event: TicketCreated) -> Creation:
     return Creation(
         event.event_id,
         to_us(event.occurred_at),
-        event.team,
+        team_label(event.team),
         event.channel,
         event.priority,
         event.created_by,

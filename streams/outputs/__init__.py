@@ -1,0 +1,1 @@
+"""Outputs: Prometheus exposition, the KPI topic publisher, pipeline health."""

@@ -1,0 +1,88 @@
+"""Pipeline-health metrics of one worker (SPEC §5): what it read, rejected, found late or
+duplicated, how fresh its input is, how far behind it is, and what build it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+import streams
+from streams.decoding import REJECTION_REASONS
+
+LagSource = Callable[[], Mapping[tuple[str, int], int]]
+
+
+class PipelineHealth:
+    def __init__(self, registry: CollectorRegistry, topics: Iterable[str]) -> None:
+        self.processed = Counter(
+            "support_events_processed",
+            "Valid input events consumed (including duplicates and late events).",
+            ["topic"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "support_events_rejected",
+            "Input records rejected and sent to the dead-letter topic, by reason.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.late = Counter(
+            "support_events_late",
+            "Events older than the longest window plus grace: they update ticket state only.",
+            ["topic"],
+            registry=registry,
+        )
+        self.duplicate = Counter(
+            "support_events_duplicate",
+            "Events ignored as duplicates (same event_id, or a second ticket-created).",
+            ["topic"],
+            registry=registry,
+        )
+        self.orphaned = Counter(
+            "support_events_orphaned",
+            "Events of tickets never created, dropped after the orphan hold time.",
+            ["topic"],
+            registry=registry,
+        )
+        self.last_event = Gauge(
+            "support_last_event_timestamp_seconds",
+            "Event time (occurred_at) of the newest event consumed, as POSIX seconds.",
+            ["topic"],
+            registry=registry,
+        )
+        self._newest: dict[str, float] = {}
+        build = Info("support_build", "Version of the running worker.", registry=registry)
+        build.info({"version": streams.__version__})
+        for topic in topics:
+            self.processed.labels(topic)
+            self.late.labels(topic)
+            self.duplicate.labels(topic)
+            self.orphaned.labels(topic)
+            for reason in REJECTION_REASONS:
+                self.rejected.labels(topic, reason)
+
+    def saw_event(self, topic: str, occurred_at: float) -> None:
+        self.processed.labels(topic).inc()
+        if occurred_at > self._newest.get(topic, 0.0):
+            self._newest[topic] = occurred_at
+            self.last_event.labels(topic).set(occurred_at)
+
+
+class ConsumerLagCollector(Collector):
+    """support_consumer_lag_messages{topic,partition}: records not yet processed."""
+
+    def __init__(self, lag: LagSource) -> None:
+        self._lag = lag
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "support_consumer_lag_messages",
+            "Records in the input partition not processed yet by this worker.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self._lag().items()):
+            family.add_metric([topic, str(partition)], float(lag))
+        yield family

@@ -1,0 +1,97 @@
+"""KPI gauges built from engine state at scrape time (SPEC §5).
+
+A custom collector: every scrape reads the KPI store of the partitions this worker owns right
+now, so a key that moved to another worker in a rebalance, or a ratio that lost its last
+sample, simply stops being exported — no stale series, no double series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from streams.core import kpis
+from streams.core.store import KpiReading
+
+ReadingSource = Callable[[], Iterable[KpiReading]]
+
+WINDOW_LABELS = ["window", "team", "channel", "priority"]
+LIVE_LABELS = ["team", "channel", "priority"]
+
+# KPI name -> (metric name, quantile label or None)
+_QUANTILES: dict[str, tuple[str, str]] = {
+    kpis.FIRST_RESPONSE_P50: ("support_first_response_seconds", "0.5"),
+    kpis.FIRST_RESPONSE_P90: ("support_first_response_seconds", "0.9"),
+    kpis.RESOLUTION_P50: ("support_resolution_seconds", "0.5"),
+    kpis.RESOLUTION_P90: ("support_resolution_seconds", "0.9"),
+}
+
+# metric name -> help text (the README's metrics catalog says the same, longer)
+METRIC_HELP: dict[str, str] = {
+    "support_tickets_created": "Tickets created in the window.",
+    "support_tickets_solved": "Transitions into solved/closed in the window (resolutions).",
+    "support_tickets_escalated": "Tickets whose first escalation is in the window.",
+    "support_tickets_reopened": "Transitions from solved/closed back to an open status.",
+    "support_escalation_ratio": "Tickets escalated / tickets created in the window (0-1).",
+    "support_first_response_seconds": "First-response time quantiles (creation to first "
+    "public agent reply), for first responses in the window.",
+    "support_first_response_mean_seconds": "Mean first-response time in the window.",
+    "support_first_responses": "Number of first responses in the window (sample count).",
+    "support_first_response_sla_attainment_ratio": "Share of first responses within the "
+    "priority's SLA target (0-1).",
+    "support_resolution_seconds": "Resolution time quantiles (creation to solved) for "
+    "resolutions in the window.",
+    "support_resolution_mean_seconds": "Mean resolution time in the window.",
+    "support_first_contact_resolution_ratio": "Share of first resolutions with exactly one "
+    "public agent reply and no escalation (0-1).",
+    "support_csat_satisfied_ratio": "Share of CSAT responses scoring 4 or 5 (0-1).",
+    "support_csat_mean_score": "Mean CSAT score (1-5).",
+    "support_csat_responses": "CSAT responses in the window.",
+    "support_nps_score": "Net Promoter Score (-100 to 100).",
+    "support_nps_responses": "NPS responses in the window.",
+    "support_enps_score": "Employee Net Promoter Score (-100 to 100), overall and per team.",
+    "support_enps_responses": "eNPS responses in the window.",
+    "support_open_tickets": "Tickets created and not solved/closed, now.",
+    "support_unanswered_tickets": "Open customer tickets with no public agent reply yet.",
+    "support_oldest_unanswered_age_seconds": "Age of the oldest unanswered ticket (0 when none).",
+    "support_unanswered_past_sla_tickets": "Unanswered tickets already past their "
+    "first-response SLA target.",
+}
+
+
+def metric_for(kpi: str) -> tuple[str, str | None]:
+    """The metric name (and quantile label) a KPI is exported as."""
+    if kpi in _QUANTILES:
+        return _QUANTILES[kpi]
+    return "support_" + kpi, None
+
+
+class KpiCollector(Collector):
+    def __init__(self, readings: ReadingSource) -> None:
+        self._readings = readings
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []  # built at scrape time; nothing to describe up front
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for reading in self._readings():
+            if reading.value is None:
+                continue  # no sample: the series is absent, never 0 or NaN
+            key = reading.key
+            name, quantile = metric_for(key.kpi)
+            family = families.get(name)
+            if family is None:
+                labels = list(LIVE_LABELS if key.window == kpis.LIVE_WINDOW else WINDOW_LABELS)
+                if quantile is not None:
+                    labels.append("quantile")
+                family = families[name] = GaugeMetricFamily(name, METRIC_HELP[name], labels=labels)
+            values = [key.team, key.channel, key.priority]
+            if key.window != kpis.LIVE_WINDOW:
+                values.insert(0, key.window)
+            if quantile is not None:
+                values.append(quantile)
+            family.add_metric(values, reading.value)
+        yield from families.values()

@@ -1,0 +1,54 @@
+"""The KPI topic ``support-kpis`` (SPEC §5): compacted, keyed ``kpi|window|team|channel|priority``.
+
+The publisher derives every record from engine state, so a replay or a restart re-publishes
+values, never increments: a consumer that reads the topic from the beginning always ends on
+the latest value of every key. A key is published when its value or sample size changed since
+it was last published, at most once per publish interval (the caller's timer period).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from streams.core.aggregate import US
+from streams.core.store import KpiReading
+from streams.records import Dimensions, KpiRecord, encode_record, utc_datetime
+
+
+class KpiPublisher:
+    def __init__(self) -> None:
+        self._published: dict[str, tuple[float | None, int]] = {}
+
+    def forget(self) -> None:
+        """Re-publish everything next time (after a rebalance or restart)."""
+        self._published.clear()
+
+    def changes(self, readings: Iterable[KpiReading], now: float) -> list[tuple[bytes, bytes]]:
+        """(key, value) of every KPI record whose value changed since it was last published."""
+        out = []
+        computed_at = utc_datetime(now)
+        for reading in readings:
+            topic_key = reading.key.topic_key()
+            current = (reading.value, reading.sample_size)
+            if self._published.get(topic_key) == current:
+                continue
+            self._published[topic_key] = current
+            out.append((topic_key.encode(), encode_record(to_record(reading, computed_at))))
+        return out
+
+
+def to_record(reading: KpiReading, computed_at: datetime) -> KpiRecord:
+    key = reading.key
+    start = None if reading.window_start_us is None else utc_datetime(reading.window_start_us / US)
+    end = None if reading.window_end_us is None else utc_datetime(reading.window_end_us / US)
+    return KpiRecord(
+        kpi=key.kpi,
+        window=key.window,
+        dimensions=Dimensions(team=key.team, channel=key.channel, priority=key.priority),
+        value=reading.value,
+        sample_size=reading.sample_size,
+        window_start=start,
+        window_end=end,
+        computed_at=computed_at,
+    )
