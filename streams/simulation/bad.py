@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from streams.simulation.timefmt import format_time, format_naive
+from streams.simulation.timefmt import format_naive, format_time
 
 BAD_KINDS: Final[tuple[str, ...]] = (
     "malformed_json",  # truncated, trailing comma, single quotes, empty, plain text
@@ -94,7 +94,9 @@ def make_bad(
         return b"ticket " + str(f.get("ticket_id", "?")).encode() + b" replied", t_ms
     if kind == "invalid_utf8":
         event_id = str(f["event_id"]).encode()
-        broken = event_id[:4] + rng.choice((b"\xc3\x28", b"\xff\xfe", b"\xed\xa0\x80")) + event_id[4:]
+        broken = (
+            event_id[:4] + rng.choice((b"\xc3\x28", b"\xff\xfe", b"\xed\xa0\x80")) + event_id[4:]
+        )
         return enc(f).replace(event_id, broken, 1), t_ms
     if kind == "not_object":
         return rng.choice((enc([f]), enc(str(f["event_id"])), b"42", b"null", b"true")), t_ms

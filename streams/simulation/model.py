@@ -20,7 +20,7 @@ import math
 import random
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
@@ -70,6 +70,8 @@ _FRT_CHANNEL = {
 }
 _FRT_SIGMA = 0.85
 # First-response targets (SPEC §4 defaults), used to make surveys after a slow answer worse.
+# Share of the incident backlog wait a ticket sees: urgent tickets jump the queue.
+_BACKLOG_SHARE = {"urgent": 0.25, "high": 0.6, "normal": 1.0, "low": 1.2}
 _SLA_TARGET = {"urgent": 900.0, "high": 3600.0, "normal": 14400.0, "low": 28800.0}
 # Chance of a bot auto-reply right after a customer creates a ticket, by channel.
 _BOT_REPLY = {
@@ -119,7 +121,7 @@ _DAY_FLOOR = 0.08
 
 
 def day_curve(hour: float) -> float:
-    """Arrival-rate multiplier of the daily profile at ``hour`` (0–24, local time)."""
+    """Arrival-rate multiplier of the daily profile at ``hour`` (0 to 24, local time)."""
     d = abs(hour % 24.0 - _DAY_PEAK_HOUR)
     d = min(d, 24.0 - d)
     return _DAY_FLOOR + (1.0 - _DAY_FLOOR) * math.exp(-((d / _DAY_WIDTH_HOURS) ** 2))
@@ -159,7 +161,7 @@ def _positive(name: str, value: float) -> None:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SimOptions:
-    """Knobs of :func:`generate`. Rates and shares are fractions 0–1; times are seconds.
+    """Knobs of :func:`generate`. Rates and shares are fractions 0 to 1; times are seconds.
 
     Delivery noise (applied per valid record):
 
@@ -178,9 +180,11 @@ class SimOptions:
     - ``local_time_share``: share of timestamps written with a non-UTC offset (same instant).
     - ``daily_utc_offset_hours``: the daily profile follows the day in this time zone.
     - ``incident_start`` (seconds after ``start``; default a third of the duration, or 600 s),
-      ``incident_ramp`` (seconds to full strength), ``incident_response_factor`` (agent response
-      times are multiplied by up to this), ``incident_volume_factor`` (arrival rate multiplied by
-      up to this). The incident holds at full strength to the end of the run.
+      ``incident_ramp`` (seconds to full strength), ``incident_backlog_growth`` (at full
+      strength, a new ticket's wait for its first response grows by this many seconds per
+      second: 0.6 means +36 minutes per hour; urgent tickets see a quarter of it, high 60 %,
+      low 120 %), ``incident_volume_factor`` (arrival rate multiplied by up to this). The
+      incident holds at full strength to the end of the run.
     """
 
     duplicate_rate: float = 0.0
@@ -194,7 +198,7 @@ class SimOptions:
     daily_utc_offset_hours: float = 0.0
     incident_start: float | None = None
     incident_ramp: float = 1500.0
-    incident_response_factor: float = 6.0
+    incident_backlog_growth: float = 0.6
     incident_volume_factor: float = 1.6
 
     def __post_init__(self) -> None:
@@ -211,7 +215,6 @@ class SimOptions:
             "out_of_order_delay",
             "time_scale",
             "incident_ramp",
-            "incident_response_factor",
             "incident_volume_factor",
         ):
             _positive(name, getattr(self, name))
@@ -219,8 +222,10 @@ class SimOptions:
             raise ValueError(f"incident_start must be >= 0, got {self.incident_start!r}")
         if not -14.0 <= self.daily_utc_offset_hours <= 14.0:
             raise ValueError("daily_utc_offset_hours must be between -14 and 14")
-        if self.incident_response_factor < 1.0 or self.incident_volume_factor < 1.0:
-            raise ValueError("incident factors must be >= 1")
+        if not 0.0 < self.incident_backlog_growth < 1.0:
+            raise ValueError("incident_backlog_growth must be between 0 and 1 (exclusive)")
+        if self.incident_volume_factor < 1.0:
+            raise ValueError("incident_volume_factor must be >= 1")
 
 
 def _slug(name: str) -> str:
@@ -325,9 +330,22 @@ class _Simulation:
     def max_multiplier(self) -> float:
         return self.opts.incident_volume_factor if self.profile == "incident" else 1.0
 
-    def response_multiplier(self, t_ms: int) -> float:
-        level = self.incident_level(t_ms / 1000.0)
-        return 1.0 + (self.opts.incident_response_factor - 1.0) * level
+    def backlog_wait(self, t_s: float) -> float:
+        """Seconds a ticket created at ``t_s`` waits in the incident's first-response backlog.
+
+        Zero outside the incident profile and before the incident. From the start the backlog
+        grows at ``incident_backlog_growth`` seconds of wait per second times the incident level
+        (which ramps 0 to 1): quadratic during the ramp, then linear, as a queue whose arrivals
+        outpace its agents. A FIFO queue cannot grow faster than time passes, so the growth is
+        below 1 and first responses keep landing, later and later.
+        """
+        if self.profile != "incident" or t_s <= self.incident_start_s:
+            return 0.0
+        growth, ramp = self.opts.incident_backlog_growth, self.opts.incident_ramp
+        elapsed = t_s - self.incident_start_s
+        if elapsed <= ramp:
+            return growth * elapsed * elapsed / (2.0 * ramp)
+        return growth * (ramp / 2.0 + elapsed - ramp)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -350,7 +368,9 @@ class _Simulation:
         }
         fields.update(body)
         self.st.seq += 1
-        heapq.heappush(self.st.event_heap, (t_ms, self.st.seq, _Pending(topic, key, fields, created_ms)))
+        heapq.heappush(
+            self.st.event_heap, (t_ms, self.st.seq, _Pending(topic, key, fields, created_ms))
+        )
 
     def lognormal(self, median_s: float, sigma: float) -> float:
         return self.rng.lognormvariate(math.log(median_s), sigma)
@@ -406,9 +426,9 @@ class _Simulation:
         self.push(tk.now, ESCALATED, tk.id, body, tk.t0)
 
     def agent_delay(self, tk: _Ticket, factor: float = 1.0) -> float:
-        """A lognormal agent response delay for this ticket at its current time (seconds)."""
+        """A lognormal agent response delay for this ticket, in normal-speed seconds."""
         median = _FRT_MEDIAN[tk.priority] * _FRT_CHANNEL[tk.channel] * factor
-        return self.lognormal(median, _FRT_SIGMA) * self.response_multiplier(tk.now)
+        return self.lognormal(median, _FRT_SIGMA)
 
     def agent_reply_after(self, tk: _Ticket, factor: float = 1.0) -> None:
         self.advance(tk, self.agent_delay(tk, factor))
@@ -474,11 +494,11 @@ class _Simulation:
     def first_response(self, tk: _Ticket) -> None:
         """Internal notes and customer chasers, then the first public agent reply."""
         r = self.rng
-        if tk.created_by == "agent":
-            delay = self.lognormal(60.0, 0.6)  # the agent's own outbound message
-        else:
-            delay = self.agent_delay(tk)
-        reply_at = tk.now + max(1, round(delay * self.scale * 1000.0))
+        # An agent-created ticket starts with the agent's own outbound message.
+        agent_made = tk.created_by == "agent"
+        delay = self.lognormal(60.0, 0.6) if agent_made else self.agent_delay(tk)
+        wait = self.backlog_wait(tk.t0 / 1000.0) * _BACKLOG_SHARE[tk.priority]
+        reply_at = tk.now + max(1, round((delay * self.scale + wait) * 1000.0))
         before: list[tuple[int, str]] = []
         notes = self.weighted((0, 1, 2), (0.70, 0.22, 0.08))
         before += [(r.randint(tk.now + 1, reply_at), "note") for _ in range(notes)]
@@ -532,8 +552,7 @@ class _Simulation:
         assert tk.solved_at is not None
         if tk.created_by == "customer" and r.random() < _CSAT:
             slow = (
-                tk.first_response_s is not None
-                and tk.first_response_s > _SLA_TARGET[tk.priority]
+                tk.first_response_s is not None and tk.first_response_s > _SLA_TARGET[tk.priority]
             )
             unhappy = slow or tk.reopened or tk.escalation_level > 0
             weights = _CSAT_UNHAPPY if unhappy else _CSAT_HAPPY
@@ -590,7 +609,7 @@ class _Simulation:
 
     def deliver(self, t_ms: int, pending: _Pending) -> None:
         """Turn an event into its record(s) and queue them for delivery."""
-        o, n, st = self.opts, self.noise, self.st
+        o, n = self.opts, self.noise
         value = self.encoder.encode(pending.fields)
         key = pending.key.encode()
         at = t_ms
@@ -614,9 +633,7 @@ class _Simulation:
             kinds = BAD_KINDS if pending.topic in _TICKET_UPDATES else _TIMELESS_BAD_KINDS
             kind = n.choice(kinds)
             fields = dict(pending.fields, event_id=self.event_id(n))
-            bad_value, bad_ms = make_bad(
-                kind, pending.topic, fields, t_ms, pending.created_ms, n
-            )
+            bad_value, bad_ms = make_bad(kind, pending.topic, fields, t_ms, pending.created_ms, n)
             bad = SimRecord(pending.topic, key, bad_value, bad_ms / 1000, t_ms / 1000, bad=kind)
             self.queue(t_ms, bad)
 
@@ -675,7 +692,7 @@ def generate(
         too). ``None``: no limit. With neither limit the iterator never ends.
     :param rate: ticket arrivals per hour (the peak for ``daily``, the base for ``incident``).
         Surveys not tied to a ticket add 7 % to the arrivals; a ticket makes ~9 events on average.
-    :param teams: team names (1–128 characters, distinct).
+    :param teams: team names (1 to 128 characters, distinct).
     :param options: delivery noise and profile knobs.
     """
     if profile not in PROFILES:
@@ -712,4 +729,3 @@ def _limited(records: Iterator[SimRecord], count: int | None) -> Iterator[SimRec
         yield record
         if n >= count:
             return
-
