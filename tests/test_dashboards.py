@@ -1,0 +1,419 @@
+"""The provisioned Grafana dashboards, and the real-Prometheus harness in ``prom.py``.
+
+Static checks: valid JSON, stable unique uids, every panel has a query, every metric name
+is a public one (SPEC §5), datasource by uid. Then every dashboard query is parsed by a
+real Prometheus, and the harness itself is tested against a tiny ``prometheus_client``
+exporter (scrape, query, wait_for, recording rules, alerts, clean stop).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prom import (
+    DASHBOARDS_DIR,
+    REPO,
+    RULES_DIR,
+    PrometheusError,
+    PrometheusServer,
+    dashboard_files,
+    dashboard_queries,
+    find_binary,
+    free_port,
+    iter_panels,
+    load_dashboard,
+    sample_value,
+    substitute,
+)
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+DATASOURCE_UID = "support-prometheus"
+EXPECTED_UIDS = {"support-wallboard", "support-team-detail"}
+
+WINDOWED_METRICS = {
+    "support_tickets_created",
+    "support_tickets_solved",
+    "support_tickets_escalated",
+    "support_tickets_reopened",
+    "support_escalation_ratio",
+    "support_first_response_seconds",
+    "support_first_response_mean_seconds",
+    "support_first_responses",
+    "support_first_response_sla_attainment_ratio",
+    "support_resolution_seconds",
+    "support_resolution_mean_seconds",
+    "support_first_contact_resolution_ratio",
+    "support_csat_satisfied_ratio",
+    "support_csat_mean_score",
+    "support_csat_responses",
+    "support_nps_score",
+    "support_nps_responses",
+    "support_enps_score",
+    "support_enps_responses",
+}
+LIVE_METRICS = {
+    "support_open_tickets",
+    "support_unanswered_tickets",
+    "support_oldest_unanswered_age_seconds",
+    "support_unanswered_past_sla_tickets",
+}
+HEALTH_METRICS = {
+    "support_events_processed_total",
+    "support_events_rejected_total",
+    "support_events_late_total",
+    "support_events_duplicate_total",
+    "support_events_orphaned_total",
+    "support_last_event_timestamp_seconds",
+    "support_consumer_lag_messages",
+    "support_build_info",
+}
+# Series Prometheus itself creates for every target.
+PROMETHEUS_METRICS = {"up"}
+PUBLIC_METRICS = WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | PROMETHEUS_METRICS
+
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+}
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_LABEL_LIST = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENTIFIER = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)\s*(\()?")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names referenced by a PromQL expression (functions, keywords, label names
+    in matchers and grouping clauses, and durations are not metric names)."""
+    text = _STRING.sub('""', expr)
+    text = _MATCHERS.sub("", text)
+    text = _RANGE.sub("", text)
+    text = _LABEL_LIST.sub(" ", text)
+    names = set()
+    for match in _IDENTIFIER.finditer(text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in _KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def all_dashboards() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in dashboard_files():
+        yield path, load_dashboard(path)
+
+
+def test_dashboard_files_exist() -> None:
+    names = {p.name for p in dashboard_files()}
+    assert names == {f"{uid}.json" for uid in EXPECTED_UIDS}
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_dashboard_is_valid_provisioned_json(path: Path) -> None:
+    dashboard = json.loads(path.read_text())  # raises on invalid JSON
+    assert dashboard["uid"] == path.stem, "file name and uid must agree (stable URLs)"
+    assert dashboard["title"]
+    assert dashboard["schemaVersion"] >= 36
+    assert "id" not in dashboard or dashboard["id"] is None, "provisioned JSON has no db id"
+    assert dashboard["editable"] is False
+    panel_ids = [p["id"] for p in iter_panels(dashboard)]
+    assert len(panel_ids) == len(set(panel_ids)), "panel ids must be unique"
+    for panel in iter_panels(dashboard):
+        assert {"x", "y", "w", "h"} <= panel["gridPos"].keys()
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+
+
+def test_dashboard_uids_and_titles_unique() -> None:
+    dashboards = [d for _, d in all_dashboards()]
+    uids = [d["uid"] for d in dashboards]
+    titles = [d["title"] for d in dashboards]
+    assert set(uids) == EXPECTED_UIDS
+    assert len(uids) == len(set(uids))
+    assert len(titles) == len(set(titles))
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_every_panel_queries_prometheus_by_uid(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    panels = [p for p in iter_panels(dashboard) if p["type"] != "row"]
+    assert panels
+    for panel in panels:
+        title = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, title
+        targets = panel.get("targets", [])
+        assert targets, f"panel {title!r} has no query"
+        ref_ids = [t["refId"] for t in targets]
+        assert len(ref_ids) == len(set(ref_ids)), title
+        for target in targets:
+            assert target["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, title
+            assert target.get("expr", "").strip(), f"panel {title!r} has an empty query"
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == DATASOURCE_UID
+
+
+def test_datasource_provisioning_uses_the_dashboards_uid() -> None:
+    text = (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    assert re.search(rf"^\s*uid:\s*{DATASOURCE_UID}\s*$", text, re.M)
+    assert re.search(r"^\s*url:\s*http://prometheus:9090\s*$", text, re.M)
+    provider = (REPO / "deploy/grafana/provisioning/dashboards/support.yml").read_text()
+    assert re.search(r"^\s*path:\s*/etc/grafana/dashboards\s*$", provider, re.M)
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert "./deploy/grafana/dashboards:/etc/grafana/dashboards" in compose
+
+
+def test_metric_name_extraction() -> None:
+    expr = (
+        'max by (team) (support_first_response_seconds{window="1h",quantile="0.5",'
+        'team=~"$team"}) / on (team) group_left sum without (instance) '
+        "(rate(support_events_processed_total[5m] offset 1h)) > bool 0.5e3"
+        ' and time() - up{job="x"}'
+    )
+    assert metric_names(expr) == {
+        "support_first_response_seconds",
+        "support_events_processed_total",
+        "up",
+    }
+    # A typo is a metric name that is not public: the check below would fail on it.
+    assert metric_names("max(support_first_respons_seconds)") - PUBLIC_METRICS == {
+        "support_first_respons_seconds"
+    }
+
+
+def test_every_dashboard_metric_is_public() -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    used: set[str] = set()
+    for uid, title, expr in queries:
+        names = metric_names(expr)
+        assert names, f"{uid} / {title}: no metric in {expr!r}"
+        unknown = names - PUBLIC_METRICS
+        assert not unknown, f"{uid} / {title}: unknown metric(s) {unknown} in {expr!r}"
+        used |= names
+    # The wallboard and team board together cover the live queue and the main KPIs.
+    assert used >= LIVE_METRICS
+    assert {
+        "support_first_response_seconds",
+        "support_first_response_sla_attainment_ratio",
+        "support_csat_satisfied_ratio",
+        "support_nps_score",
+        "support_tickets_created",
+        "support_tickets_solved",
+        "support_escalation_ratio",
+        "support_events_rejected_total",
+        "support_consumer_lag_messages",
+        "support_last_event_timestamp_seconds",
+    } <= used
+
+
+def test_template_variables_are_substituted_and_used_as_regex() -> None:
+    for uid, title, expr in dashboard_queries():
+        assert "$" not in expr, f"{uid} / {title}: {expr}"
+        assert "[[" not in expr, f"{uid} / {title}: {expr}"
+    raw = [
+        target["expr"]
+        for _, dashboard in all_dashboards()
+        for panel in iter_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
+    # $team may be a multi-value regex: only `=~` works with it.
+    for expr in raw:
+        assert not re.search(r'[^~]"\$\{?team\b', expr), expr
+    assert any('team=~"$team"' in expr for expr in raw)
+    assert substitute('x{team=~"$team"}[$__rate_interval]', {"team": ".+"}) == ('x{team=~".+"}[1m]')
+    assert substitute("${window:raw} [[window]]", {"window": "1h"}) == "1h 1h"
+    with pytest.raises(KeyError):
+        substitute("$nope", {})
+
+
+# -- against a real Prometheus --------------------------------------------------------
+
+
+def _require_prometheus() -> None:
+    if not find_binary("prometheus", "PROMETHEUS_BIN"):
+        pytest.fail(
+            "the `prometheus` binary is required (apt-get install prometheus, or set "
+            "PROMETHEUS_BIN); it checks dashboard queries and runs the integration tests"
+        )
+
+
+def test_every_dashboard_query_is_valid_promql() -> None:
+    _require_prometheus()
+    with PrometheusServer() as prom:
+        for uid, title, expr in dashboard_queries():
+            try:
+                prom.query(expr)
+            except PrometheusError as error:
+                pytest.fail(f"{uid} / {title}: {expr!r} is rejected by Prometheus: {error}")
+
+
+_TEST_RULES = """\
+groups:
+  - name: harness
+    rules:
+      - alert: PastSlaNow
+        expr: support_unanswered_past_sla_tickets{team!="all"} > 0
+        labels: {severity: test}
+        annotations: {summary: "team {{ $labels.team }}: {{ $value }}"}
+"""
+
+
+class Exporter:
+    """A tiny exporter with a few support_* series, served on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        dims = ["team", "channel", "priority"]
+        self.unanswered = Gauge("support_unanswered_tickets", "", dims, registry=self.registry)
+        self.past_sla = Gauge(
+            "support_unanswered_past_sla_tickets", "", dims, registry=self.registry
+        )
+        self.frt = Gauge(
+            "support_first_response_seconds",
+            "",
+            ["window", *dims, "quantile"],
+            registry=self.registry,
+        )
+        self.processed = Counter("support_events_processed", "", ["topic"], registry=self.registry)
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[Exporter]:
+    exp = Exporter()
+    exp.unanswered.labels("all", "all", "all").set(7)
+    exp.unanswered.labels("billing", "all", "all").set(3)
+    exp.past_sla.labels("billing", "all", "all").set(2)
+    exp.frt.labels("15m", "all", "all", "all", "0.5").set(312.5)
+    exp.processed.labels("ticket-created").inc(5)
+    server, thread = start_http_server(exp.port, addr="127.0.0.1", registry=exp.registry)
+    try:
+        yield exp
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def prom(
+    exporter: Exporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusServer]:
+    """One Prometheus for the harness tests: its first scrape waits for the service
+    discovery update (about 5 s in Prometheus 2.x), so it is shared."""
+    _require_prometheus()
+    test_rules = tmp_path_factory.mktemp("rules") / "harness.yml"
+    test_rules.write_text(_TEST_RULES)
+    rule_files = [*sorted(RULES_DIR.glob("*.yml")), test_rules]
+    with PrometheusServer([exporter.target], rule_files=rule_files) as server:
+        yield server
+
+
+def test_harness_scrapes_and_queries(prom: PrometheusServer, exporter: Exporter) -> None:
+    assert prom.running
+    result = prom.wait_for(
+        'support_unanswered_tickets{team="all",channel="all",priority="all"}',
+        lambda r: len(r) == 1,
+        timeout=20,
+    )
+    assert sample_value(result[0]) == 7
+    assert result[0]["metric"]["job"] == "support-kpi-worker"
+    assert result[0]["metric"]["instance"] == exporter.target
+
+    # Values change: the next scrape (1 s) is visible.
+    exporter.unanswered.labels("all", "all", "all").set(11)
+    prom.wait_for(
+        'support_unanswered_tickets{team="all"}',
+        lambda r: bool(r) and sample_value(r[0]) == 11,
+        timeout=10,
+    )
+    exporter.processed.labels("ticket-created").inc(3)
+    counted = prom.wait_for(
+        'support_events_processed_total{topic="ticket-created"}',
+        lambda r: bool(r) and sample_value(r[0]) == 8,
+        timeout=10,
+    )
+    assert counted[0]["metric"]["topic"] == "ticket-created"
+
+    # Scalars come back as one sample; a bad query raises with Prometheus' message.
+    assert sample_value(prom.query("1 + 1")[0]) == 2
+    with pytest.raises(PrometheusError, match="parse error"):
+        prom.query("sum(")
+    with pytest.raises(TimeoutError, match="never_there"):
+        prom.wait_for("never_there", timeout=0.5)
+
+
+def test_harness_evaluates_the_project_rules(prom: PrometheusServer) -> None:
+    # The recording rule drops instance, window and quantile.
+    recorded = prom.wait_for("support:first_response_p50_seconds:15m", timeout=20)
+    assert recorded[0]["metric"] == {
+        "__name__": "support:first_response_p50_seconds:15m",
+        "job": "support-kpi-worker",
+        "team": "all",
+        "channel": "all",
+        "priority": "all",
+    }
+    assert sample_value(recorded[0]) == 312.5
+    groups = prom.rules()
+    assert {g["name"] for g in groups} == {"support-kpi-recording", "support-kpi-alerts", "harness"}
+    for group in groups:
+        for rule in group["rules"]:
+            assert rule["health"] in ("ok", "unknown"), rule
+
+
+def test_harness_reports_alerts(prom: PrometheusServer) -> None:
+    firing = prom.wait_for('ALERTS{alertname="PastSlaNow"}', timeout=20)
+    assert firing[0]["metric"]["alertstate"] == "firing"
+    alerts = [a for a in prom.alerts() if a["labels"]["alertname"] == "PastSlaNow"]
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["state"] == "firing"
+    assert alert["labels"]["team"] == "billing"
+    assert alert["labels"]["severity"] == "test"
+    assert alert["annotations"]["summary"] == "team billing: 2"
+
+
+def test_harness_stops_cleanly() -> None:
+    _require_prometheus()
+    with PrometheusServer() as server:
+        process, workdir = server.process, server.workdir
+        assert process is not None
+        assert workdir is not None
+        assert workdir.is_dir()
+        assert server.query("vector(1)")
+    assert process.poll() is not None, "prometheus must be stopped on exit"
+    assert not server.running
+    assert not workdir.exists()
+    with pytest.raises(PrometheusError, match="not running"):
+        server.query("vector(1)")
+
+
+def test_harness_fails_clearly_without_binary_or_rules(tmp_path: Path) -> None:
+    with pytest.raises(PrometheusError, match="not installed"):
+        PrometheusServer(binary="").start()
+    missing = PrometheusServer(rule_files=[tmp_path / "missing.yml"], binary="/bin/true")
+    with pytest.raises(PrometheusError, match="rule file not found"):
+        missing.start()
+    assert missing.workdir is None
+
+
+def test_dashboards_dir_is_the_provisioned_one() -> None:
+    assert DASHBOARDS_DIR == REPO / "deploy" / "grafana" / "dashboards"
