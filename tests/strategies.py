@@ -387,7 +387,7 @@ def _ms(seconds: float) -> int:
 def scenarios(
     draw: st.DrawFn,
     *,
-    max_tickets: int = 14,
+    max_tickets: int = 20,
     max_steps: int = 8,
     delivery: DeliveryMode = "any",
     duplicates: bool = True,

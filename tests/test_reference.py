@@ -660,7 +660,11 @@ def _assert_same(actual: KpiValues, expected: KpiValues) -> None:
     assert not diffs, format_differences(diffs, actual_name="permuted", expected_name="original")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(scenarios(second_creates=False, future=False))
 def test_reference_is_independent_of_arrival_order_and_resends(scenario: Scenario) -> None:
     if not scenario.arrivals:
