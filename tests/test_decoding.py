@@ -411,8 +411,16 @@ def test_unsupported_schema_version(version: Any) -> None:
 
 def test_unsupported_schema_version_wins_over_other_errors() -> None:
     # A version-2 event may legitimately look different: report the version, not a field.
-    data = payload("ticket-created", schema_version=2, ticket_id=DROP, channel="whatsapp")
+    # schema_version comes last, after a broken field, so document order does not decide this.
+    document = {k: v for k, v in BASE["ticket-created"].items() if k != "schema_version"}
+    document.update(channel="whatsapp", schema_version=2)
+    data = json.dumps(document).encode()
+    assert data.index(b"whatsapp") < data.index(b"schema_version")
     assert rejected("ticket-created", data).reason == "unsupported_schema_version"
+    del document["ticket_id"]
+    assert rejected("ticket-created", json.dumps(document).encode()).reason == (
+        "unsupported_schema_version"
+    )
 
 
 @pytest.mark.parametrize(
