@@ -1,0 +1,343 @@
+"""The docker-compose stack, the worker image and the Prometheus config (SPEC §6).
+
+No Docker engine is needed: `docker-compose config` validates and normalizes the compose
+file offline, `promtool check config` the Prometheus config, and the topic-creation script
+runs against a fake `kafka-topics.sh`. Without docker-compose the compose tests are
+skipped locally and fail in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from prom import REPO, WORKER_JOB, find_binary
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+CREATE_TOPICS = REPO / "deploy" / "kafka" / "create-topics.sh"
+INPUT_TOPICS = [
+    "ticket-created",
+    "ticket-replied",
+    "ticket-escalated",
+    "ticket-status-changed",
+    "survey-submitted",
+    "customer-lifecycle",
+]
+ALL_TOPICS = [*INPUT_TOPICS, "support-events-dlq", "support-kpis"]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+_YAML_TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
+
+
+def _missing(what: str) -> NoReturn:
+    message = f"{what} is not installed"
+    if IN_CI:
+        pytest.fail(f"{message} (required in CI)")
+    pytest.skip(f"{message}; install it to run this test (it is required in CI)")
+
+
+def compose_command() -> list[str]:
+    """docker-compose v1, else the `docker compose` plugin."""
+    if binary := shutil.which("docker-compose"):
+        return [binary]
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    _missing("docker-compose")
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without overrides of the compose file's variables."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SUPPORT_", "COMPOSE_", "GRAFANA_", "SIMULATOR_"))
+    }
+
+
+def _yaml_interpreters() -> list[str]:
+    """Python interpreters that may have PyYAML: ours, docker-compose's, the system's."""
+    candidates = [sys.executable]
+    if compose := shutil.which("docker-compose"):
+        with open(compose, "rb") as script:
+            first = script.readline().decode(errors="replace")
+        if first.startswith("#!"):
+            candidates.append(first[2:].split()[0])
+    candidates += [p for p in (shutil.which("python3"), "/usr/bin/python3") if p]
+    return list(dict.fromkeys(candidates))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML with PyYAML from any interpreter that has it (the venv may not)."""
+    for interpreter in _yaml_interpreters():
+        if not Path(interpreter).exists():
+            continue
+        result = subprocess.run(
+            [interpreter, "-c", _YAML_TO_JSON],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            return json.loads(result.stdout)
+    _missing("PyYAML (in any python3)")
+
+
+@cache
+def compose_config() -> dict[str, Any]:
+    """The normalized, interpolated compose model (as `docker compose up` would use it)."""
+    result = subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_clean_env(),
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = load_yaml(result.stdout)
+    return config
+
+
+def service(name: str) -> dict[str, Any]:
+    services: dict[str, Any] = compose_config()["services"]
+    assert name in services, f"service {name!r} missing from docker-compose.yml"
+    svc: dict[str, Any] = services[name]
+    return svc
+
+
+def environment(name: str) -> dict[str, str]:
+    env = service(name).get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+# -- compose --------------------------------------------------------------------------
+
+
+def test_compose_config_is_valid() -> None:
+    result = subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_clean_env(),
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(compose_config()["services"]) >= {
+        "kafka",
+        "topics",
+        "worker",
+        "simulator",
+        "prometheus",
+        "grafana",
+    }
+
+
+def test_worker_is_scalable() -> None:
+    worker = service("worker")
+    assert "container_name" not in worker, "a fixed container name breaks --scale"
+    assert "ports" not in worker, "a fixed host port breaks --scale; Prometheus uses DNS"
+    assert worker["build"]["context"] == str(REPO)
+    assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert "6066" in [str(p) for p in worker.get("expose", [])]
+    env = environment("worker")
+    assert env["SUPPORT_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["SUPPORT_WEB_PORT"] == "6066"
+    assert env["SUPPORT_CLOCK"] == "wall"
+    for name in (
+        "SUPPORT_KAFKA_SECURITY_PROTOCOL",
+        "SUPPORT_KAFKA_SASL_MECHANISM",
+        "SUPPORT_KAFKA_SASL_USERNAME",
+        "SUPPORT_KAFKA_SASL_PASSWORD",
+        "SUPPORT_KAFKA_SSL_CAFILE",
+    ):
+        assert name in env, f"worker should pass {name} through"
+
+
+def test_kafka_runs_kraft_and_partition_counts_agree() -> None:
+    kafka = service("kafka")
+    assert kafka["image"].startswith("apache/kafka:")
+    env = environment("kafka")
+    assert "controller" in env["KAFKA_PROCESS_ROLES"], "KRaft: the broker is its own controller"
+    assert "KAFKA_ZOOKEEPER_CONNECT" not in env
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert kafka["healthcheck"]["test"]
+    partitions = {
+        environment("topics")["SUPPORT_PARTITIONS"],
+        environment("worker")["SUPPORT_PARTITIONS"],
+        env["KAFKA_NUM_PARTITIONS"],
+    }
+    assert partitions == {"8"}, "topic creator, worker and broker default must agree"
+
+    topics = service("topics")
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert any("create-topics.sh" in str(v) for v in topics.get("volumes", []))
+    assert "/opt/support/create-topics.sh" in topics["entrypoint"]
+    assert service("simulator")["depends_on"]["topics"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_simulator_targets_the_compose_kafka() -> None:
+    command = [str(c) for c in service("simulator")["command"]]
+    assert command[0] == "support-kpi-simulator"
+    assert command[command.index("--bootstrap-servers") + 1] == "kafka:9092"
+    assert "--realtime" in command
+    assert command[command.index("--profile") + 1] == "steady"
+
+
+def test_prometheus_and_grafana_services() -> None:
+    prometheus = service("prometheus")
+    assert prometheus["image"].startswith("prom/prometheus:")
+    mounts = [
+        str(v.get("source", v)) if isinstance(v, dict) else str(v) for v in prometheus["volumes"]
+    ]
+    assert any(str(REPO / "deploy" / "prometheus") in m for m in mounts), mounts
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+    grafana = service("grafana")
+    assert grafana["image"].startswith("grafana/grafana")
+    env = environment("grafana")
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].endswith("support-wallboard.json")
+    mounts = [
+        str(v.get("source", v)) if isinstance(v, dict) else str(v) for v in grafana["volumes"]
+    ]
+    assert any(str(REPO / "deploy" / "grafana" / "provisioning") in m for m in mounts), mounts
+
+
+# -- Prometheus config ------------------------------------------------------------------
+
+
+def test_prometheus_discovers_every_worker_by_dns() -> None:
+    config = load_yaml(PROMETHEUS_CONFIG.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert WORKER_JOB in jobs, "rules and dashboards filter on this job name"
+    worker = jobs[WORKER_JOB]
+    assert "static_configs" not in worker
+    (dns,) = worker["dns_sd_configs"]
+    assert dns["names"] == ["worker"]
+    assert dns.get("type", "SRV") == "A"
+    assert dns["port"] == 6066
+    assert config["rule_files"] == ["rules/*.yml"]
+
+
+def test_promtool_check_config() -> None:
+    promtool = find_binary("promtool", "PROMTOOL_BIN")
+    if not promtool:
+        pytest.fail("promtool is required: apt-get install prometheus (or set PROMTOOL_BIN)")
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS_CONFIG)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+# -- image ------------------------------------------------------------------------------
+
+
+def test_dockerfile_builds_a_non_root_worker_image() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines[0] == "FROM python:3.11-slim"
+    assert any("pip install ." in line for line in lines)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "the image must switch to a non-root user"
+    assert users[-1] not in ("root", "0")
+    assert lines[-1] == 'CMD ["support-kpi-worker"]'
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".git", ".venv"} <= set(ignored)
+
+
+# -- topic creation -------------------------------------------------------------------
+
+_FAKE_KAFKA_TOPICS = r"""#!/bin/sh
+# Records each call; topics live as files "<state>/<topic>" holding the partition count.
+echo "$*" >> "$FAKE_STATE/calls"
+topic=""; partitions=""; action=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --topic) topic="$2"; shift ;;
+        --partitions) partitions="$2"; shift ;;
+        --create|--describe|--list) action="$1" ;;
+    esac
+    shift
+done
+case "$action" in
+    --list) ls "$FAKE_STATE/topics" ;;
+    --create) f="$FAKE_STATE/topics/$topic"; [ -f "$f" ] || echo "$partitions" > "$f" ;;
+    --describe) printf 'Topic: %s\tTopicId: x\tPartitionCount: %s\tReplicationFactor: 1\n' \
+        "$topic" "$(cat "$FAKE_STATE/topics/$topic")" ;;
+esac
+"""
+
+
+def _run_create_topics(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "kafka-topics.sh"
+    fake.write_text(_FAKE_KAFKA_TOPICS)
+    fake.chmod(0o755)
+    (tmp_path / "topics").mkdir(exist_ok=True)
+    return subprocess.run(
+        ["sh", str(CREATE_TOPICS)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env={
+            "PATH": os.environ["PATH"],
+            "KAFKA_BIN": str(bin_dir),
+            "FAKE_STATE": str(tmp_path),
+            **env,
+        },
+    )
+
+
+def test_create_topics_script(tmp_path: Path) -> None:
+    result = _run_create_topics(tmp_path, SUPPORT_PARTITIONS="6")
+    assert result.returncode == 0, result.stderr
+    created = {p.name: p.read_text().strip() for p in (tmp_path / "topics").iterdir()}
+    assert created == dict.fromkeys(ALL_TOPICS, "6")
+    calls = (tmp_path / "calls").read_text().splitlines()
+    creates = {c.split("--topic ")[1].split()[0]: c for c in calls if "--create" in c}
+    assert "cleanup.policy=compact" in creates["support-kpis"]
+    assert all("cleanup.policy" not in creates[t] for t in INPUT_TOPICS)
+    assert all("--bootstrap-server kafka:9092" in c for c in calls)
+
+    # Idempotent: a second run succeeds and changes nothing.
+    assert _run_create_topics(tmp_path, SUPPORT_PARTITIONS="6").returncode == 0
+
+
+def test_create_topics_refuses_a_partition_mismatch(tmp_path: Path) -> None:
+    (tmp_path / "topics").mkdir()
+    (tmp_path / "topics" / "ticket-replied").write_text("3\n")
+    result = _run_create_topics(tmp_path, SUPPORT_PARTITIONS="8")
+    assert result.returncode != 0
+    assert "ticket-replied has 3 partitions, expected 8" in result.stderr
