@@ -27,7 +27,12 @@ from typing import Any
 import faust
 import msgspec
 from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from streams.core.aggregate import US
 from streams.core.kpis import EngineConfig
@@ -42,6 +47,8 @@ from streams.records import dead_letter, dead_letter_key, encode_record
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+disable_created_metrics()  # no *_created series: the counters' start time is not a KPI
 
 _TICKET_DECODER = msgspec.msgpack.Decoder(TicketState)
 _TICKET_ENCODER = msgspec.msgpack.Encoder()
@@ -207,12 +214,12 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
+        raw = faust.Schema(key_serializer="raw", value_serializer="raw")
         self.tickets = _RecoveryAwareTable(
             app,
             name="tickets",
             partitions=s.partitions,
-            key_serializer="raw",
-            value_serializer="raw",
+            schema=raw,
             beacon=app.tables.beacon,
             source_topics=self.input_kinds,
             on_recovered=self._tickets_recovered,
@@ -223,8 +230,7 @@ class KpiWorker:
             app,
             name="kpi-partials",
             partitions=s.partitions,
-            key_serializer="raw",
-            value_serializer="raw",
+            schema=raw,
             beacon=app.tables.beacon,
             source_topics=[self.partials.get_topic_name()],
             on_recovered=self._partials_recovered,
@@ -236,7 +242,22 @@ class KpiWorker:
         app.agent(self.partials, name="merge-partials")(self._merge_partials)
         app.timer(s.flush_interval, name="flush-partials")(self._flush_partials)
         app.timer(s.publish_interval, name="publish-kpis")(self._publish_kpis)
-        app.page("/metrics")(self._metrics_page)
+        registry = self.registry
+
+        async def metrics_page(web: Any, request: Any) -> Any:
+            return web.bytes(
+                generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+            )
+
+        app.page("/metrics")(metrics_page)
+
+        async def declare_output_topics() -> None:
+            # Agents declare their input topics; topics the worker only writes to are
+            # declared here so they get the configured partitions and compaction.
+            for topic in (self.kpi_topic, self.dlq_topic):
+                await topic.maybe_declare()
+
+        app.task(declare_output_topics)
         return app
 
     # -- clocks ---------------------------------------------------------------------------------
@@ -416,9 +437,6 @@ class KpiWorker:
         now = time.time()
         for key, value in self.publisher.changes(self.readings(), now):
             await self.kpi_topic.send(key=key, value=value)
-
-    async def _metrics_page(self, web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def _partial_key(partition: int, update: PartialUpdate) -> bytes:
