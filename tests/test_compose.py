@@ -170,6 +170,11 @@ def test_worker_is_scalable() -> None:
         "SUPPORT_KAFKA_SSL_CAFILE",
     ):
         assert name in env, f"worker should pass {name} through"
+    # Unset optional settings must stay unset in the container (an empty CA file path
+    # would be read as the current directory).
+    raw = service("worker")["environment"]
+    for name in ("SUPPORT_KAFKA_SSL_CAFILE", "SUPPORT_KAFKA_SASL_USERNAME"):
+        assert raw[name] is None, f"{name} should be passed through only when set"
 
 
 def test_kafka_runs_kraft_and_partition_counts_agree() -> None:
