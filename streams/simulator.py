@@ -287,6 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_jsonl(records, args.output, realtime=args.realtime, progress=progress)
     except KeyboardInterrupt:
         interrupted = True
+    except OSError as exc:
+        print(f"support-kpi-simulator: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if type(exc).__module__.startswith("aiokafka"):
+            print(f"support-kpi-simulator: Kafka error: {exc}", file=sys.stderr)
+            return 1
+        raise
     finally:
         if progress is not None:
             progress.finish()

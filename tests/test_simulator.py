@@ -482,6 +482,10 @@ def test_bad_input_is_really_invalid(noisy: list[SimRecord]) -> None:
             if record.bad == "before_created":
                 assert isinstance(ev, TicketReplied | TicketEscalated | TicketStatusChanged)
                 assert event_time(ev) < created[ev.ticket_id]
+            elif record.bad == "csat_score":
+                assert isinstance(ev, SurveySubmitted)
+                assert ev.kind == "csat"
+                assert not 1 <= ev.score <= 5
             else:
                 assert event_time(ev) > record.deliver_at + 86_000
             continue

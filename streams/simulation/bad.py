@@ -26,8 +26,26 @@ BAD_KINDS: Final[tuple[str, ...]] = (
     "out_of_range",  # negative level or score, score above 10, empty or over-long id
     "before_created",  # a ticket update timed before the ticket's creation (ticket updates only)
     "future",  # occurred_at days ahead of the event stream
+    "csat_score",  # a CSAT score of 0 or 6-10: fits the type, breaks the 1-5 rule (surveys only)
 )
-DECODABLE_BAD_KINDS: Final = frozenset({"before_created", "future"})
+#: Kinds that decode into the event type but break a rule the processor checks.
+DECODABLE_BAD_KINDS: Final = frozenset({"before_created", "future", "csat_score"})
+_TICKET_UPDATES: Final = frozenset({"ticket-replied", "ticket-escalated", "ticket-status-changed"})
+_KINDS_FOR: Final[dict[str, tuple[str, ...]]] = {
+    topic: tuple(
+        k
+        for k in BAD_KINDS
+        if (k != "before_created" or topic in _TICKET_UPDATES)
+        and (k != "csat_score" or topic == "survey-submitted")
+    )
+    for topic in ("ticket-created", *_TICKET_UPDATES, "survey-submitted")
+}
+
+
+def kinds_for(topic: str) -> tuple[str, ...]:
+    """The bad-input kinds that can be derived from an event of ``topic``."""
+    return _KINDS_FOR[topic]
+
 
 _REQUIRED: Final[dict[str, tuple[str, ...]]] = {
     "ticket-created": ("ticket_id", "customer_id", "team", "channel", "priority"),
@@ -121,6 +139,10 @@ def make_bad(
         late = t_ms + rng.randint(1, 30) * 86_400_000
         f["occurred_at"] = format_time(late)
         return enc(f), late
+    if kind == "csat_score":
+        f["kind"] = "csat"
+        f["score"] = rng.choice((0, 6, 7, 9, 10))
+        return enc(f), t_ms
     raise ValueError(f"unknown bad-input kind {kind!r}")
 
 

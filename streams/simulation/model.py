@@ -19,17 +19,14 @@ import heapq
 import math
 import random
 import re
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 import msgspec
 
-from streams.simulation.bad import BAD_KINDS, make_bad
+from streams.simulation.bad import kinds_for, make_bad
 from streams.simulation.timefmt import format_time
-
-_TIMELESS_BAD_KINDS = tuple(k for k in BAD_KINDS if k != "before_created")
 
 Profile = Literal["steady", "daily", "incident"]
 PROFILES: tuple[Profile, ...] = get_args(Profile)
@@ -40,7 +37,6 @@ ESCALATED: Final = "ticket-escalated"
 STATUS: Final = "ticket-status-changed"
 SURVEY: Final = "survey-submitted"
 TOPICS: tuple[str, ...] = (CREATED, REPLIED, ESCALATED, STATUS, SURVEY)
-_TICKET_UPDATES = frozenset({REPLIED, ESCALATED, STATUS})
 
 DEFAULT_TEAMS: tuple[str, ...] = ("Billing", "Technical", "Accounts", "Onboarding")
 # Relative ticket share of the default teams; custom team lists share traffic evenly.
@@ -228,6 +224,16 @@ class SimOptions:
             raise ValueError("incident_volume_factor must be >= 1")
 
 
+_UUID_VERSION_MASK: Final = ~(0xF000 << 64) & ~(0xC000 << 48) & ((1 << 128) - 1)
+_UUID_VERSION_BITS: Final = (0x4000 << 64) | (0x8000 << 48)
+
+
+def random_uuid4(rng: random.Random) -> str:
+    """A version-4 UUID text from ``rng`` (same text as ``uuid.UUID(int=..., version=4)``)."""
+    h = f"{(rng.getrandbits(128) & _UUID_VERSION_MASK) | _UUID_VERSION_BITS:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "team"
 
@@ -285,6 +291,8 @@ class _Simulation:
         self.profile = profile
         self.rng = random.Random(f"support-kpi-sim:{seed}:traffic")
         self.noise = random.Random(f"support-kpi-sim:{seed}:noise")
+        # Event ids and timestamp notation, drawn at emission (in event-time order).
+        self.ids = random.Random(f"support-kpi-sim:{seed}:ids")
         self.start_ms = round(start * 1000)
         self.end_ms = (
             None if duration_seconds is None else self.start_ms + round(duration_seconds * 1000)
@@ -350,10 +358,10 @@ class _Simulation:
     # --- helpers ----------------------------------------------------------------------------
 
     def event_id(self, rng: random.Random) -> str:
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        return random_uuid4(rng)
 
     def stamp(self, t_ms: int) -> str:
-        r = self.rng
+        r = self.ids
         if self.opts.local_time_share and r.random() < self.opts.local_time_share:
             return format_time(t_ms, r.choice(_LOCAL_OFFSETS))
         return format_time(t_ms)
@@ -361,11 +369,8 @@ class _Simulation:
     def push(
         self, t_ms: int, topic: str, key: str, body: dict[str, Any], created_ms: int | None
     ) -> None:
-        fields: dict[str, Any] = {
-            "event_id": self.event_id(self.rng),
-            "occurred_at": self.stamp(t_ms),
-            "schema_version": 1,
-        }
+        """Schedule an event; its event_id and timestamp text are drawn when it is emitted."""
+        fields: dict[str, Any] = {"event_id": "", "occurred_at": "", "schema_version": 1}
         fields.update(body)
         self.st.seq += 1
         heapq.heappush(
@@ -610,6 +615,8 @@ class _Simulation:
     def deliver(self, t_ms: int, pending: _Pending) -> None:
         """Turn an event into its record(s) and queue them for delivery."""
         o, n = self.opts, self.noise
+        pending.fields["event_id"] = self.event_id(self.ids)
+        pending.fields["occurred_at"] = self.stamp(t_ms)
         value = self.encoder.encode(pending.fields)
         key = pending.key.encode()
         at = t_ms
@@ -630,8 +637,7 @@ class _Simulation:
                 )
             self.queue(again, dup)
         if o.bad_input_rate and n.random() < o.bad_input_rate:
-            kinds = BAD_KINDS if pending.topic in _TICKET_UPDATES else _TIMELESS_BAD_KINDS
-            kind = n.choice(kinds)
+            kind = n.choice(kinds_for(pending.topic))
             fields = dict(pending.fields, event_id=self.event_id(n))
             bad_value, bad_ms = make_bad(kind, pending.topic, fields, t_ms, pending.created_ms, n)
             bad = SimRecord(pending.topic, key, bad_value, bad_ms / 1000, t_ms / 1000, bad=kind)
