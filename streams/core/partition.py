@@ -227,7 +227,11 @@ class PartitionEngine:
     # -- partial aggregates ---------------------------------------------------------------
 
     def flush(self) -> list[PartialUpdate]:
-        """Absolute values of every partial that changed since the last flush."""
+        """Absolute values of every partial that changed since the last flush.
+
+        The aggregates are the engine's own objects: encode them (the worker sends them to
+        Kafka) before the engine processes the next event.
+        """
         updates = []
         for group, bucket in self._dirty:
             if bucket == LIVE_BUCKET:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
+import msgspec
+
 from streams.core.aggregate import US
 from streams.core.kpis import EngineConfig, KpiValues
-from streams.core.partition import DictTicketStore, PartitionEngine
+from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
 from streams.core.store import KpiStore
 from streams.core.ticket import to_us
 from streams.events import Event, routing_key
+
+_WIRE_ENCODER = msgspec.msgpack.Encoder()
+_WIRE_DECODER = msgspec.msgpack.Decoder(PartialUpdate)
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -38,6 +43,7 @@ def replay(
         engine.process(event, clock_us)
         engine.housekeeping(clock_us)
         for update in engine.flush():
-            kpi_store.apply(update)
+            # Through the wire format, as in the worker: a flushed partial is a snapshot.
+            kpi_store.apply(_WIRE_DECODER.decode(_WIRE_ENCODER.encode(update)))
     now_us = kpi_store.stream_time_us if now is None else round(now * US)
     return kpi_store.values(now_us)
