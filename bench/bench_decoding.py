@@ -151,6 +151,10 @@ def _machine() -> dict[str, str]:
                 break
     except OSError:
         pass
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "unknown"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "CPU": model,
@@ -159,6 +163,7 @@ def _machine() -> dict[str, str]:
         "OS": platform.platform(),
         "msgspec": version("msgspec"),
         "jsonschema": version("jsonschema"),
+        "load average at start (1/5/15 min; other work on the machine skews figures)": load,
     }
 
 
