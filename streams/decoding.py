@@ -144,6 +144,10 @@ def decode(
     spec = _KINDS.get(kind)
     if spec is None:
         return Rejection("unknown_topic", None, f"no event type for topic {_quote(kind)}")
+    if type(data) is not bytes:  # defensive: a tombstone (None) or a buffer from a client
+        if data is None:
+            return Rejection("malformed_json", None, "record has no value (tombstone)")
+        data = bytes(data)
     size = len(data)
     if size > max_bytes:
         return Rejection("oversized", None, f"payload is {size} bytes, the limit is {max_bytes}")

@@ -289,6 +289,18 @@ def test_malformed_json_wins_over_a_validation_error_earlier_in_the_document() -
     assert rejected("ticket-created", data).reason == "malformed_json"
 
 
+def test_a_record_without_value_is_rejected_not_raised() -> None:
+    rejection = decode("ticket-created", None, now=NOW, future_tolerance_seconds=TOLERANCE)  # type: ignore[arg-type]
+    assert rejection == Rejection("malformed_json", None, "record has no value (tombstone)")
+
+
+def test_buffers_decode_like_bytes() -> None:
+    data = payload("ticket-status-changed")
+    for buffer in (bytearray(data), memoryview(data)):
+        event = decode("ticket-status-changed", buffer, now=NOW, future_tolerance_seconds=1.0)  # type: ignore[arg-type]
+        assert isinstance(event, TicketStatusChanged)
+
+
 @pytest.mark.parametrize(
     ("data", "kind"),
     [(b'[{"event_id":"evt_1"}]', "array"), (b'"evt_1"', "string"), (b"42", "number")],
