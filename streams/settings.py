@@ -71,7 +71,9 @@ def _parse_sla(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SUPPORT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SUPPORT_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     # Kafka connection
     kafka_bootstrap: str = "127.0.0.1:9092"
