@@ -245,11 +245,12 @@ def dead_letter(
     topic: str,
     partition: int,
     offset: int,
-    original: bytes,
+    original: bytes | None,
     rejected_at: float,
     max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
 ) -> DeadLetterRecord:
-    """Build the dead-letter record of one rejected input record."""
+    """Build the dead-letter record of one rejected input record (``None``: a tombstone)."""
+    original = b"" if original is None else bytes(original)
     detail = rejection.detail[:MAX_DETAIL_LENGTH]
     field = rejection.field[:MAX_FIELD_LENGTH] if rejection.field else None
     return DeadLetterRecord(

@@ -23,6 +23,7 @@ from streams.events import (
     TicketReplied,
     TicketStatusChanged,
 )
+from streams.records import dead_letter
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
 TOLERANCE = 300.0
@@ -292,6 +293,10 @@ def test_malformed_json_wins_over_a_validation_error_earlier_in_the_document() -
 def test_a_record_without_value_is_rejected_not_raised() -> None:
     rejection = decode("ticket-created", None, now=NOW, future_tolerance_seconds=TOLERANCE)  # type: ignore[arg-type]
     assert rejection == Rejection("malformed_json", None, "record has no value (tombstone)")
+    record = dead_letter(
+        rejection, topic="ticket-created", partition=0, offset=7, original=None, rejected_at=NOW
+    )
+    assert (record.original_base64, record.original_size) == (b"", 0)
 
 
 def test_buffers_decode_like_bytes() -> None:
