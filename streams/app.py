@@ -371,9 +371,11 @@ class KpiWorker:
             self.engines.pop(partition, None)
 
     async def _flush_partials(self) -> None:
+        # Buffered sends: the consumer flushes the producer before it commits offsets, and a
+        # partial lost in a crash is re-sent by the rebuild after recovery.
         for engine in list(self.engines.values()):
             for update in engine.flush():
-                await self.partials.send(
+                self.partials.send_soon(
                     key=dimension_key(update.group), value=_PARTIAL_ENCODER.encode(update)
                 )
 
@@ -436,7 +438,7 @@ class KpiWorker:
     async def _publish_kpis(self) -> None:
         now = time.time()
         for key, value in self.publisher.changes(self.readings(), now):
-            await self.kpi_topic.send(key=key, value=value)
+            self.kpi_topic.send_soon(key=key, value=value)
 
 
 def _partial_key(partition: int, update: PartialUpdate) -> bytes:

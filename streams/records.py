@@ -34,7 +34,11 @@ KPI_NAMES: Final[tuple[str, ...]] = WINDOWED_KPIS + LIVE_KPIS
 CHANNEL_VALUES: Final[tuple[str, ...]] = (*CHANNELS, ALL, UNKNOWN)
 PRIORITY_VALUES: Final[tuple[str, ...]] = (*PRIORITIES, ALL, UNKNOWN)
 #: KPIs whose value is a share in [0, 1]; NPS-style scores lie in [-100, 100]; all others >= 0.
-RATIO_KPIS: Final[frozenset[str]] = frozenset(k for k in KPI_NAMES if k.endswith("_ratio"))
+# escalation_ratio (escalated / created in the window) can exceed 1: tickets created before
+# the window may escalate in it.
+RATIO_KPIS: Final[frozenset[str]] = frozenset(
+    k for k in KPI_NAMES if k.endswith("_ratio") and k != "escalation_ratio"
+)
 SCORE_KPIS: Final[frozenset[str]] = frozenset({"nps_score", "enps_score"})
 
 #: Window names: "live" or a positive size with a unit, like "15m", "1h", "24h", "7d".

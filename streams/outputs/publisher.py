@@ -8,12 +8,15 @@ it was last published, at most once per publish interval (the caller's timer per
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 
 from streams.core.aggregate import US
 from streams.core.store import KpiReading
 from streams.records import Dimensions, KpiRecord, encode_record, utc_datetime
+
+log = logging.getLogger(__name__)
 
 
 class KpiPublisher:
@@ -33,8 +36,13 @@ class KpiPublisher:
             current = (reading.value, reading.sample_size)
             if self._published.get(topic_key) == current:
                 continue
+            try:
+                record = to_record(reading, computed_at)
+            except ValueError as error:  # a value the KPI schema forbids: report, never crash
+                log.error("not publishing %s: %s", topic_key, error)
+                continue
             self._published[topic_key] = current
-            out.append((topic_key.encode(), encode_record(to_record(reading, computed_at))))
+            out.append((topic_key.encode(), encode_record(record)))
         return out
 
 

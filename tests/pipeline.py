@@ -1,0 +1,290 @@
+"""Integration-test harness: real worker processes on the session's embedded broker.
+
+A :class:`Deployment` is one isolated installation (its own topic names and Faust app id)
+on the shared broker. :class:`WorkerProcess` runs ``python -m streams.worker`` as a real
+child process, so tests can ``kill -9`` it. :func:`expected_kpis` computes what the KPIs
+must be with the brute-force reference, from the same simulator records the test produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+from reference import differences, format_differences, reference_kpis
+
+from streams.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics, free_port
+from streams.core import kpis
+from streams.core.kpis import EngineConfig, KpiKey, KpiValues
+from streams.decoding import Rejection, decode
+from streams.events import EVENT_TYPES, Event
+from streams.settings import load_settings
+from streams.simulation.model import SimRecord
+from streams.simulator import send_to_kafka
+
+T = TypeVar("T")
+
+INPUT_TOPICS = tuple(EVENT_TYPES)  # default topic names = logical kinds
+_QUANTILE_KPIS = {
+    ("support_first_response_seconds", "0.5"): kpis.FIRST_RESPONSE_P50,
+    ("support_first_response_seconds", "0.9"): kpis.FIRST_RESPONSE_P90,
+    ("support_resolution_seconds", "0.5"): kpis.RESOLUTION_P50,
+    ("support_resolution_seconds", "0.9"): kpis.RESOLUTION_P90,
+}
+_KPI_METRICS = {"support_" + name for name in (*kpis.WINDOWED_KPIS, *kpis.LIVE_KPIS)}
+
+
+@dataclass
+class Deployment:
+    bootstrap: str
+    prefix: str
+    partitions: int = 4
+    env: dict[str, str] = field(default_factory=dict)
+
+    def topic(self, name: str) -> str:
+        """The deployment's actual name for a default topic name."""
+        return f"{self.prefix}.{name}"
+
+    @property
+    def topics(self) -> dict[str, str]:
+        names = (*INPUT_TOPICS, "support-kpis", "support-events-dlq")
+        return {name: self.topic(name) for name in names}
+
+    def worker_env(self, web_port: int) -> dict[str, str]:
+        env = {
+            "SUPPORT_KAFKA_BOOTSTRAP": self.bootstrap,
+            "SUPPORT_APP_ID": self.prefix.replace(".", "-"),
+            "SUPPORT_PARTITIONS": str(self.partitions),
+            "SUPPORT_SESSION_TIMEOUT": f"{SHORT_SESSION_TIMEOUT_SECONDS}s",
+            "SUPPORT_WEB_PORT": str(web_port),
+            "SUPPORT_WEB_HOST": "127.0.0.1",
+            "SUPPORT_CLOCK": "stream",
+            "SUPPORT_FLUSH_INTERVAL": "100ms",
+            "SUPPORT_PUBLISH_INTERVAL": "1s",
+            "SUPPORT_LOG_LEVEL": "info",
+        }
+        for name, actual in self.topics.items():
+            env["SUPPORT_TOPIC_" + _setting_name(name)] = actual
+        env.update(self.env)
+        return env
+
+    def engine_config(self) -> EngineConfig:
+        overrides = {k.removeprefix("SUPPORT_").lower(): v for k, v in self.env.items()}
+        return load_settings(**overrides).engine_config()
+
+    def create_topics(self) -> None:
+        topics = {name: self.partitions for name in self.topics.values()}
+        asyncio.run(create_topics(self.bootstrap, topics, compacted=[self.topic("support-kpis")]))
+
+    def produce(self, records: Iterable[SimRecord]) -> int:
+        return asyncio.run(send_to_kafka(records, self.bootstrap, topics=self.topics))
+
+    def produce_raw(self, topic: str, items: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """Produce raw (key, value) pairs to one default-named topic."""
+
+        async def send() -> None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            try:
+                for key, value in items:
+                    await producer.send_and_wait(self.topic(topic), value=value, key=key)
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+
+
+def _setting_name(topic: str) -> str:
+    special = {"support-kpis": "KPIS", "support-events-dlq": "DLQ"}
+    return special.get(topic, topic.replace("-", "_").upper())
+
+
+class WorkerProcess:
+    """``python -m streams.worker`` as a child process with its own working directory."""
+
+    def __init__(self, deployment: Deployment, name: str = "worker") -> None:
+        self.deployment = deployment
+        self.name = name
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.log_path = self.workdir / "worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.deployment.worker_env(self.port)}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.worker"],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the worker serves /metrics and has been assigned partitions."""
+
+        def ready() -> bool:
+            text = self.scrape()
+            return text is not None and "owns input partitions" in self.log()
+
+        wait_until(ready, timeout, lambda: f"{self.name} not ready; log:\n{self.log_tail()}")
+
+    def scrape(self) -> str | None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=5) as response:
+                body: bytes = response.read()
+                return body.decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no commit, no flush."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, message: Callable[[], str], step: float = 0.5
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(step)
+    raise AssertionError(message())
+
+
+# -- reading KPIs back -------------------------------------------------------------------------
+
+
+@dataclass
+class Scrape:
+    values: KpiValues
+    duplicates: list[KpiKey]  # keys exported more than once
+    counters: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(texts: Iterable[str]) -> Scrape:
+    """KPI values from one or more /metrics bodies (several workers: their union)."""
+    values: KpiValues = {}
+    duplicates: list[KpiKey] = []
+    counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name not in _KPI_METRICS and "quantile" not in labels:
+                    key_labels = tuple(sorted(labels.items()))
+                    counter_key = (sample.name, key_labels)
+                    counters[counter_key] = counters.get(counter_key, 0.0) + sample.value
+                    continue
+                if "quantile" in labels:
+                    kpi = _QUANTILE_KPIS.get((sample.name, labels["quantile"]))
+                    if kpi is None:
+                        continue
+                else:
+                    kpi = sample.name.removeprefix("support_")
+                window = labels.get("window", kpis.LIVE_WINDOW)
+                key = KpiKey(kpi, window, labels["team"], labels["channel"], labels["priority"])
+                if key in values:
+                    duplicates.append(key)
+                values[key] = sample.value
+    return Scrape(values, duplicates, counters)
+
+
+def counter_total(scrape: Scrape, name: str, **labels: str) -> float:
+    total = 0.0
+    for (sample_name, sample_labels), value in scrape.counters.items():
+        if sample_name == name and all(dict(sample_labels).get(k) == v for k, v in labels.items()):
+            total += value
+    return total
+
+
+def decoded_events(records: Iterable[SimRecord], *, now: float | None = None) -> list[Event]:
+    """The valid events among simulator records, in delivery order (as the worker sees them)."""
+    wall = time.time() if now is None else now
+    events = []
+    for record in records:
+        decoded = decode(record.topic, record.value, now=wall, future_tolerance_seconds=300)
+        if not isinstance(decoded, Rejection):
+            events.append(decoded)
+    return events
+
+
+def expected_kpis(events: Sequence[Event], config: EngineConfig) -> KpiValues:
+    """Reference KPIs at stream time (the latest event time), as SUPPORT_CLOCK=stream reads."""
+    now = max(event.occurred_at.timestamp() for event in events)
+    return reference_kpis(events, config, now=now)
+
+
+def assert_kpis_converge(
+    read: Callable[[], KpiValues], expected: Mapping[KpiKey, float | None], timeout: float = 90.0
+) -> None:
+    """Wait until the exported KPIs equal the reference; fail with the differences."""
+    last: list[str] = ["nothing read yet"]
+
+    def agree() -> bool:
+        actual = read()
+        diffs = differences(actual, expected)
+        if diffs:
+            last[0] = format_differences(diffs, actual_name="exported")
+        return not diffs and bool(actual)
+
+    wait_until(agree, timeout, lambda: last[0], step=1.0)
+
+
+def scrape_all(workers: Sequence[WorkerProcess]) -> Scrape:
+    texts = []
+    for worker in workers:
+        text = worker.scrape()
+        if text is not None:
+            texts.append(text)
+    return parse_metrics(texts)
+
+
+def mapping(values: Mapping[str, T]) -> dict[str, T]:
+    return dict(values)
