@@ -1,0 +1,686 @@
+"""``python -m streams.demo`` (``make demo``): the whole pipeline on one machine, live.
+
+Starts, in this order:
+
+1. the embedded Kafka-API broker (Tansu, in memory, free loopback port) and the topics: the
+   input topics, ``support-kpis`` (compacted) and ``support-events-dlq``, all with
+   ``--partitions`` partitions;
+2. one worker (``python -m streams.worker``) as a child process; its output goes to
+   ``worker.log`` in the demo's temporary directory;
+3. the traffic simulator, in this process: one simulated helpdesk whose history starts
+   ``--backfill`` ago (sent at once, so the 1h/24h windows have data immediately) and which
+   then runs in real time (``--profile``; ``incident`` starts a minute into the live part).
+   Ticket lives run ten times faster than reality (time scale 0.1) and the traffic carries
+   some duplicates, out-of-order deliveries and invalid records, so the health counters move.
+
+Then it prints where ``/metrics`` is and, every ``--interval`` seconds, a short summary scraped
+from it. Ctrl-C (or SIGTERM/SIGHUP) stops the simulator, the worker (SIGTERM, SIGKILL after a
+timeout) and the broker, removes the temporary directory (unless ``--keep``) and exits 0. If a
+child dies early, the demo prints the tail of its log, stops the rest and exits 1.
+
+The worker inherits the caller's ``SUPPORT_*`` variables (e.g. ``SUPPORT_SLA_TARGETS``), except
+those the demo sets: ``SUPPORT_KAFKA_BOOTSTRAP``, ``SUPPORT_PARTITIONS``, ``SUPPORT_WEB_HOST``,
+``SUPPORT_WEB_PORT``, ``SUPPORT_SESSION_TIMEOUT``, ``SUPPORT_APP_ID`` and ``SUPPORT_LOG_LEVEL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.broker import (
+    SHORT_SESSION_TIMEOUT_SECONDS,
+    BrokerStartError,
+    EmbeddedBroker,
+    TopicCreationError,
+    create_topics,
+    free_port,
+)
+from streams.simulation import (
+    DEFAULT_RATE,
+    PROFILES,
+    TOPICS,
+    SimOptions,
+    SimRecord,
+    generate,
+    send_to_kafka,
+)
+
+__all__ = ["Summary", "format_summary", "main", "parse_metrics"]
+
+DEFAULT_WEB_PORT = 6066
+DEFAULT_PARTITIONS = 4
+APP_ID = "support-kpi-demo"
+KPI_TOPIC = "support-kpis"
+DLQ_TOPIC = "support-events-dlq"
+LIFECYCLE_TOPIC = "customer-lifecycle"  # the worker consumes it; the simulator does not write it
+TIME_SCALE = 0.1
+INCIDENT_DELAY = 60.0  # the incident profile starts this long into the live part
+WORKER_READY_TIMEOUT = 90.0
+WORKER_STOP_TIMEOUT = 10.0
+SIMULATOR_STOP_TIMEOUT = 10.0
+LOG_TAIL_LINES = 30
+MISSING = "—"
+
+log = logging.getLogger("streams.demo")
+
+
+# --- reading /metrics ------------------------------------------------------------------------
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Series:
+    """Prometheus text exposition -> {(sample name, labels): value}."""
+    series: Series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series[(sample.name, frozenset(sample.labels.items()))] = float(sample.value)
+    return series
+
+
+_OVERALL = {"team": "all", "channel": "all", "priority": "all"}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The numbers the demo shows; ``None`` where the worker exports no value (yet)."""
+
+    waiting: float | None = None
+    oldest_waiting_seconds: float | None = None
+    first_response_p50: Mapping[str, float | None] = field(default_factory=dict)
+    sla_attainment_1h: float | None = None
+    csat_24h: float | None = None
+    nps_24h: float | None = None
+    created_1h: float | None = None
+    solved_1h: float | None = None
+    escalation_ratio_1h: float | None = None
+    processed_total: float | None = None
+    rejected_total: float | None = None
+
+    @classmethod
+    def from_series(cls, series: Series, windows: Sequence[str] = ("15m", "1h", "24h")) -> Summary:
+        def overall(name: str, **labels: str) -> float | None:
+            return series.get((name, frozenset({**_OVERALL, **labels}.items())))
+
+        def total(name: str) -> float | None:
+            values = [value for (sample, _), value in series.items() if sample == name]
+            return sum(values) if values else None
+
+        return cls(
+            waiting=overall("support_unanswered_tickets"),
+            oldest_waiting_seconds=overall("support_oldest_unanswered_age_seconds"),
+            first_response_p50={
+                w: overall("support_first_response_seconds", window=w, quantile="0.5")
+                for w in windows
+            },
+            sla_attainment_1h=overall("support_first_response_sla_attainment_ratio", window="1h"),
+            csat_24h=overall("support_csat_satisfied_ratio", window="24h"),
+            nps_24h=overall("support_nps_score", window="24h"),
+            created_1h=overall("support_tickets_created", window="1h"),
+            solved_1h=overall("support_tickets_solved", window="1h"),
+            escalation_ratio_1h=overall("support_escalation_ratio", window="1h"),
+            processed_total=total("support_events_processed_total"),
+            rejected_total=total("support_events_rejected_total"),
+        )
+
+
+def _count(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.0f}"
+
+
+def _percent(value: float | None) -> str:
+    return MISSING if value is None else f"{value * 100:.1f}%"
+
+
+def _score(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.1f}"
+
+
+def _duration(seconds: float | None) -> str:
+    """Compact duration: 42s, 5m07s, 2h03m, 1d04h."""
+    if seconds is None:
+        return MISSING
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def format_summary(summary: Summary, elapsed: float) -> list[str]:
+    """Three short lines (each under 100 characters for typical values)."""
+    stamp = f"[{_duration(elapsed):>6}]"
+    pad = " " * len(stamp)
+    p50 = " · ".join(f"{w} {_duration(v)}" for w, v in summary.first_response_p50.items())
+    return [
+        f"{stamp} waiting now {_count(summary.waiting)} · oldest "
+        f"{_duration(summary.oldest_waiting_seconds)} · created/solved 1h "
+        f"{_count(summary.created_1h)}/{_count(summary.solved_1h)} · escalation 1h "
+        f"{_percent(summary.escalation_ratio_1h)}",
+        f"{pad} first response p50: {p50} · SLA met 1h {_percent(summary.sla_attainment_1h)}",
+        f"{pad} CSAT 24h {_percent(summary.csat_24h)} · NPS 24h {_score(summary.nps_24h)} · "
+        f"events {_count(summary.processed_total)} processed, "
+        f"{_count(summary.rejected_total)} rejected",
+    ]
+
+
+def scrape(url: str, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        body: bytes = response.read()
+    return body.decode("utf-8")
+
+
+# --- child processes -------------------------------------------------------------------------
+
+
+def _port_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` (any IPv4 address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """``preexec_fn``: the child gets SIGTERM if the demo dies without cleaning up (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # the child leads its own session: pgid == pid
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_bytes()[-20000:].decode("utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class ChildDied(RuntimeError):
+    """A part of the demo stopped on its own; the message says which, with its log tail."""
+
+
+# --- the simulator ---------------------------------------------------------------------------
+
+
+class _UntilNow(Iterator[SimRecord]):
+    """Records due for delivery by ``cutoff``; keeps the first later one for :meth:`rest`."""
+
+    def __init__(self, records: Iterator[SimRecord], cutoff: float) -> None:
+        self._records = records
+        self._cutoff = cutoff
+        self._held: SimRecord | None = None
+        self._done = False
+
+    def __iter__(self) -> _UntilNow:
+        return self
+
+    def __next__(self) -> SimRecord:
+        if self._done:
+            raise StopIteration
+        record = next(self._records, None)
+        if record is None or record.deliver_at > self._cutoff:
+            self._held = record
+            self._done = True
+            raise StopIteration
+        return record
+
+    def rest(self) -> Iterator[SimRecord]:
+        if self._held is not None:
+            yield self._held
+        yield from self._records
+
+
+@dataclass
+class SimulatorState:
+    sent: int = 0
+    backfill_sent: int = 0
+    backfill_seconds: float | None = None
+
+    def count(self, sent: int, record: SimRecord) -> None:
+        self.sent += 1
+
+
+async def run_simulator(
+    bootstrap: str,
+    *,
+    profile: str,
+    seed: int,
+    backfill: float,
+    rate: float,
+    state: SimulatorState,
+    out: TextIO,
+) -> None:
+    """Backfill ``backfill`` seconds of history as fast as possible, then continue live."""
+    now = time.time()
+    options = SimOptions(
+        duplicate_rate=0.02,
+        out_of_order=0.05,
+        out_of_order_delay=60.0,
+        bad_input_rate=0.005,
+        time_scale=TIME_SCALE,
+        incident_start=backfill + INCIDENT_DELAY if profile == "incident" else None,
+        incident_ramp=300.0,
+    )
+    records = generate(
+        profile,  # type: ignore[arg-type]  # checked by argparse choices
+        seed=seed,
+        start=now - backfill,
+        rate=rate,
+        options=options,
+    )
+    if backfill > 0:
+        head = _UntilNow(records, now)
+        began = time.monotonic()
+        state.backfill_sent = await send_to_kafka(head, bootstrap, progress=state.count)
+        state.backfill_seconds = time.monotonic() - began
+        print(
+            f"backfill: {state.backfill_sent} events ({_duration(backfill)} of history) "
+            f"sent in {state.backfill_seconds:.1f}s; now live",
+            file=out,
+            flush=True,
+        )
+        records = head.rest()
+    await send_to_kafka(records, bootstrap, realtime=True, progress=state.count)
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    profile: str
+    partitions: int
+    port: int
+    duration: float | None
+    seed: int
+    backfill: float
+    rate: float
+    interval: float
+    keep: bool
+
+
+class Demo:
+    def __init__(self, options: Options, out: TextIO) -> None:
+        self.options = options
+        self.out = out
+        self.tty = out.isatty()
+        self.workdir = Path(tempfile.mkdtemp(prefix="support-kpi-demo-"))
+        self.worker_log = self.workdir / "worker.log"
+        self.broker_log = self.workdir / "broker.log"
+        self.broker = EmbeddedBroker(log_path=self.broker_log)
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.simulator: asyncio.Task[None] | None = None
+        self.sim_state = SimulatorState()
+        self.stop_requested = asyncio.Event()
+        self.hurry = asyncio.Event()
+        self.web_port = 0
+        self.metrics_answered = False
+        self._drawn_lines = 0
+
+    def say(self, text: str) -> None:
+        if self.tty and self._drawn_lines:
+            self._drawn_lines = 0  # keep the last summary; print below it
+        print(text, file=self.out, flush=True)
+
+    def request_stop(self, signum: int) -> None:
+        if self.stop_requested.is_set():
+            self.hurry.set()  # a second Ctrl-C: do not wait for graceful shutdowns
+        else:
+            self.say(f"\n{signal.Signals(signum).name}: stopping…")
+            self.stop_requested.set()
+
+    async def run(self) -> int:
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        try:
+            await self._start()
+            if self.stop_requested.is_set():
+                return 0
+            await self._watch()
+            return 0
+        except ChildDied as exc:
+            self.say(f"error: {exc}")
+            return 1
+        except (BrokerStartError, TopicCreationError, ConnectionError) as exc:
+            self.say(f"error: {exc}")
+            return 1
+        finally:
+            await self._shutdown()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if opts.keep:
+                self.say(f"logs kept in {self.workdir}")
+            else:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def _start(self) -> None:
+        opts = self.options
+        self.say(
+            f"support-kpi demo: profile={opts.profile} seed={opts.seed} logs in {self.workdir}"
+        )
+        # 1. broker + topics (spawned from this, the main, thread: see EmbeddedBroker.spawn)
+        self.broker.spawn()
+        self.say(f"broker:    Tansu pid {self.broker.pid} on {self.broker.bootstrap_servers}")
+        await asyncio.to_thread(self.broker.wait_ready)
+        topics = {name: opts.partitions for name in (*TOPICS, LIFECYCLE_TOPIC, KPI_TOPIC)}
+        topics[DLQ_TOPIC] = opts.partitions
+        await create_topics(self.broker.bootstrap_servers, topics, compacted=[KPI_TOPIC])
+        if self.stop_requested.is_set():
+            return
+        # 2. the worker
+        self.web_port = self._pick_web_port()
+        env = dict(os.environ)
+        env.update(
+            SUPPORT_KAFKA_BOOTSTRAP=self.broker.bootstrap_servers,
+            SUPPORT_PARTITIONS=str(opts.partitions),
+            SUPPORT_WEB_HOST="127.0.0.1",
+            SUPPORT_WEB_PORT=str(self.web_port),
+            SUPPORT_SESSION_TIMEOUT=f"{SHORT_SESSION_TIMEOUT_SECONDS:g}s",
+            SUPPORT_APP_ID=APP_ID,
+            SUPPORT_LOG_LEVEL="warning",
+        )
+        self.worker = self._spawn_worker(env)
+        self.say(f"worker:    pid {self.worker.pid}, log {self.worker_log}")
+        await self._wait_for_metrics()
+        if self.stop_requested.is_set():
+            return
+        self.say(f"metrics:   {self.metrics_url}")
+        # 3. the simulator
+        self.simulator = asyncio.create_task(
+            run_simulator(
+                self.broker.bootstrap_servers,
+                profile=opts.profile,
+                seed=opts.seed,
+                backfill=opts.backfill,
+                rate=opts.rate,
+                state=self.sim_state,
+                out=self.out,
+            ),
+            name="simulator",
+        )
+        live = "" if opts.profile != "incident" else f", incident from +{INCIDENT_DELAY:g}s"
+        self.say(
+            f"simulator: {opts.profile} traffic, {opts.rate:g} tickets/h, backfill "
+            f"{_duration(opts.backfill)}, then live{live} (Ctrl-C stops everything)"
+        )
+
+    def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        # From the main thread (the parent-death signal belongs to the forking thread).
+        with self.worker_log.open("wb") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "streams.worker"],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # we stop it ourselves, after the simulator
+                preexec_fn=_die_with_parent(),
+            )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/metrics"
+
+    def _pick_web_port(self) -> int:
+        wanted = self.options.port
+        if wanted == 0:
+            return free_port()
+        if _port_free(wanted):
+            return wanted
+        port = free_port()
+        self.say(f"port {wanted} is taken; the worker serves /metrics on port {port} instead")
+        return port
+
+    async def _wait_for_metrics(self) -> None:
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        while not self.stop_requested.is_set():
+            self._check_children()
+            try:
+                await asyncio.to_thread(scrape, self.metrics_url, 1.0)
+                self.metrics_answered = True
+                return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise ChildDied(
+                    f"the worker did not serve {self.metrics_url} within "
+                    f"{WORKER_READY_TIMEOUT:g}s; last lines of {self.worker_log}:\n"
+                    f"{log_tail(self.worker_log)}"
+                )
+            await self._sleep(0.3)
+
+    def _check_children(self) -> None:
+        if not self.broker.running:
+            raise ChildDied(
+                f"the broker stopped; last lines of its log ({self.broker_log}):\n"
+                f"{log_tail(self.broker_log)}"
+            )
+        if self.worker is not None and self.worker.poll() is not None:
+            raise ChildDied(
+                f"the worker exited with code {self.worker.returncode}; last lines of "
+                f"{self.worker_log}:\n{log_tail(self.worker_log)}"
+            )
+        sim = self.simulator
+        if sim is not None and sim.done() and not sim.cancelled():
+            error = sim.exception()
+            raise ChildDied(f"the simulator stopped: {error!r}" if error else "simulator ended")
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_requested.wait(), seconds)
+
+    async def _watch(self) -> None:
+        opts = self.options
+        began = time.monotonic()
+        deadline = None if opts.duration is None else began + opts.duration
+        while not self.stop_requested.is_set():
+            await self._sleep(
+                opts.interval
+                if deadline is None
+                else min(opts.interval, deadline - time.monotonic())
+            )
+            if self.stop_requested.is_set():
+                break
+            self._check_children()
+            try:
+                text = await asyncio.to_thread(scrape, self.metrics_url)
+            except (OSError, urllib.error.URLError) as exc:
+                self.say(f"(no answer from {self.metrics_url}: {exc})")
+            else:
+                self.metrics_answered = True
+                summary = Summary.from_series(parse_metrics(text))
+                self._draw(format_summary(summary, time.monotonic() - began))
+            if deadline is not None and time.monotonic() >= deadline:
+                self.say(f"--duration {opts.duration:g}s reached: stopping…")
+                break
+
+    def _draw(self, lines: list[str]) -> None:
+        if self.tty and self._drawn_lines:
+            self.out.write(f"\x1b[{self._drawn_lines}F\x1b[J")  # redraw in place
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self._drawn_lines = len(lines) if self.tty else 0
+
+    async def _shutdown(self) -> None:
+        sim = self.simulator
+        if sim is not None and not sim.done():
+            sim.cancel()  # send_to_kafka flushes what it handed over, then stops its producer
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(sim, SIMULATOR_STOP_TIMEOUT)
+        if sim is not None:
+            self.say(f"simulator: stopped after {self.sim_state.sent} events")
+        worker = self.worker
+        if worker is not None:
+            if worker.poll() is None:
+                _signal_group(worker, signal.SIGTERM)
+                if not await self._wait_exit(worker, WORKER_STOP_TIMEOUT):
+                    self.say("worker:    still running; killing it")
+                    _signal_group(worker, signal.SIGKILL)
+                    await asyncio.to_thread(worker.wait)
+            _signal_group(worker, signal.SIGKILL)  # anything left in its process group
+            self.say(f"worker:    stopped (exit code {worker.returncode})")
+        if self.broker.pid is not None:
+            await asyncio.to_thread(self.broker.stop)
+            self.say("broker:    stopped")
+
+    async def _wait_exit(self, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while proc.poll() is None:
+            if self.hurry.is_set() or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    from streams.simulator import parse_duration
+
+    return parse_duration(text)
+
+
+def _non_negative_seconds(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0s") else _seconds(text)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535: {text!r}")
+    return value
+
+
+def _partitions(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"partitions must be 1-1024: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m streams.demo",
+        description="Run the support-KPI pipeline locally: embedded broker, one worker and "
+        "the traffic simulator; print live KPIs and serve /metrics. Ctrl-C stops everything.",
+    )
+    p.add_argument("--profile", choices=PROFILES, default="steady", help="traffic profile")
+    p.add_argument(
+        "--partitions",
+        type=_partitions,
+        default=DEFAULT_PARTITIONS,
+        help=f"partitions per topic [default {DEFAULT_PARTITIONS}]",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_WEB_PORT,
+        help=f"worker web port for /metrics; a free one if taken, 0: any free one "
+        f"[default {DEFAULT_WEB_PORT}]",
+    )
+    p.add_argument(
+        "--duration", type=_seconds, help="stop by itself after this long (90s, 5m, ...)"
+    )
+    p.add_argument("--seed", type=int, help="simulator seed (default: random, printed)")
+    p.add_argument(
+        "--backfill",
+        type=_non_negative_seconds,
+        default=7200.0,
+        help="history sent at start, so the long windows have data (0: none) [default 2h]",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help=f"ticket arrivals per hour [default {DEFAULT_RATE:g}]",
+    )
+    p.add_argument(
+        "--interval", type=_seconds, default=3.0, help="seconds between summaries [default 3]"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.rate > 0:
+        build_parser().error("--rate must be positive")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # shutdown chatter
+    options = Options(
+        profile=args.profile,
+        partitions=args.partitions,
+        port=args.port,
+        duration=args.duration,
+        seed=args.seed if args.seed is not None else random.SystemRandom().randrange(2**32),
+        backfill=args.backfill,
+        rate=args.rate,
+        interval=args.interval,
+        keep=args.keep,
+    )
+
+    async def run() -> int:
+        return await Demo(options, out if out is not None else sys.stdout).run()
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
