@@ -1,0 +1,951 @@
+"""Unit tests of the stage-1 KPI engine (:mod:`streams.core.partition`), one rule at a time.
+
+Each rule is checked through :func:`streams.core.replay.replay` (the whole core, read as KPI
+values) and/or directly on a :class:`PartitionEngine` with a :class:`DictTicketStore` and a
+:class:`KpiStore`, where outcomes, held/rejected events, housekeeping, tombstones and the partial
+aggregates themselves are visible. Times are seconds after ``strategies.BASE_TIME`` (a whole
+minute). The hand-computed cases of ``test_reference.py`` are also run through the engine.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import pytest
+import test_reference
+from hypothesis import HealthCheck, assume, given, settings
+from reference import (
+    differences,
+    format_differences,
+    normalize,
+    reference_counts,
+    reference_kpis,
+)
+from strategies import Builder, Scenario, at, scenarios, ts
+from test_differential import decoded
+
+from streams.core import kpis as K
+from streams.core.aggregate import US
+from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
+from streams.core.partition import (
+    LIVE_BUCKET,
+    DictTicketStore,
+    Outcome,
+    PartialUpdate,
+    PartitionEngine,
+    ProcessResult,
+    Source,
+)
+from streams.core.replay import replay
+from streams.core.store import KpiStore
+from streams.core.ticket import Held, to_us
+from streams.events import CustomerLifecycle, Event, SurveySubmitted, event_time
+
+B = 60.0  # bucket seconds
+CFG = EngineConfig(
+    windows=(("5m", 300.0), ("1h", 3600.0)),
+    bucket_seconds=B,
+    grace_seconds=60.0,
+    sla_targets={"urgent": 900.0, "high": 3600.0, "normal": 14400.0, "low": 28800.0},
+    orphan_hold_seconds=3600.0,
+    retention_seconds=7200.0,
+)
+HORIZON = CFG.horizon_seconds  # 3660 s
+
+_WIRE = msgspec.msgpack.Encoder()
+_PARTIAL = msgspec.msgpack.Decoder(PartialUpdate)
+
+
+def us(seconds: float) -> int:
+    """Engine time (µs since the epoch) of ``seconds`` after BASE_TIME."""
+    return to_us(at(seconds))
+
+
+def _canonical(value: Any) -> Any:
+    """Builtins with every dict rebuilt in key order (sketches have int keys)."""
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def snapshot(engine: PartitionEngine) -> bytes:
+    """Every partial aggregate of the engine, msgpack-encoded deterministically."""
+    partials = (sorted(engine.windows.items()), sorted(engine.live.items()))
+    return msgspec.msgpack.encode(_canonical(msgspec.to_builtins(partials)))
+
+
+class Harness:
+    """One engine, its ticket store and a stage-2 store fed through the wire format."""
+
+    def __init__(self, config: EngineConfig = CFG, partition: int = 0) -> None:
+        self.config = config
+        self.tickets = DictTicketStore()
+        self.engine = PartitionEngine(partition, self.tickets, config)
+        self.kpis = KpiStore(config)
+        self.flushed: list[PartialUpdate] = []
+        self.orphans: list[Held] = []
+
+    def clock_for(self, event: Event) -> int:
+        """Stream-time clock, as in replay: the latest event time seen, this event included."""
+        return max(self.engine.stream_time_us, to_us(event.occurred_at))
+
+    def feed(
+        self, event: Event, *, clock: float | None = None, source: Source | None = None
+    ) -> ProcessResult:
+        clock_us = self.clock_for(event) if clock is None else us(clock)
+        result = self.engine.process(event, clock_us, source)
+        self.tick_us(clock_us)
+        return result
+
+    def feed_all(self, events: Sequence[Event]) -> list[ProcessResult]:
+        return [self.feed(event) for event in events]
+
+    def tick(self, clock: float) -> None:
+        self.tick_us(us(clock))
+
+    def tick_us(self, clock_us: int) -> None:
+        self.orphans += self.engine.housekeeping(clock_us)
+        self.flush()
+
+    def flush(self) -> list[PartialUpdate]:
+        updates = self.engine.flush()
+        for update in updates:
+            wire = _PARTIAL.decode(_WIRE.encode(update))
+            self.flushed.append(wire)
+            self.kpis.apply(wire)
+        return updates
+
+    def values(self, now: float) -> KpiValues:
+        return self.kpis.values(us(now))
+
+
+def get(
+    values: KpiValues,
+    kpi: str,
+    window: str = "1h",
+    team: str = ALL,
+    channel: str = ALL,
+    priority: str = ALL,
+) -> float | None:
+    """A value; a missing count is 0 (the group has no partial), anything else missing is None."""
+    key = KpiKey(kpi, window, team, channel, priority)
+    if key not in values and kpi in _COUNTS:
+        return 0.0
+    return values.get(key)
+
+
+_COUNTS = {
+    K.TICKETS_CREATED,
+    K.TICKETS_SOLVED,
+    K.TICKETS_ESCALATED,
+    K.TICKETS_REOPENED,
+    K.FIRST_RESPONSES,
+    K.CSAT_RESPONSES,
+    K.NPS_RESPONSES,
+    K.ENPS_RESPONSES,
+    K.OPEN_TICKETS,
+    K.UNANSWERED_TICKETS,
+    K.UNANSWERED_PAST_SLA,
+}
+
+
+def live(values: KpiValues, kpi: str, team: str = ALL) -> float | None:
+    return get(values, kpi, LIVE_WINDOW, team)
+
+
+def engine_kpis(
+    events: Sequence[Event], now: float, config: EngineConfig = CFG, partitions: int = 1
+) -> KpiValues:
+    """KPIs of the engine (replay) at ``now``, checked against the reference on the way."""
+    actual = replay(events, config, now=ts(now), partitions=partitions)
+    expected = reference_kpis(events, config, now=ts(now))
+    diffs = differences(actual, expected)
+    assert not diffs, format_differences(diffs)
+    return actual
+
+
+@pytest.fixture
+def b() -> Builder:
+    return Builder()
+
+
+# --- first response -------------------------------------------------------------------------
+
+
+def test_bot_system_replies_and_internal_notes_never_stop_the_first_response_clock(
+    b: Builder,
+) -> None:
+    events: list[Event] = [
+        b.created("t1", 0),
+        b.replied("t1", 5, author="bot"),
+        b.replied("t1", 10, author="system"),
+        b.replied("t1", 15, author="customer"),
+        b.replied("t1", 20, author="agent", public=False),
+        b.replied("t1", 25, author="bot", public=False),
+    ]
+    h = Harness()
+    h.feed_all(events)
+    v = h.values(30)
+    assert get(v, K.FIRST_RESPONSES) == 0
+    assert get(v, K.FIRST_RESPONSE_MEAN) is None
+    assert live(v, K.UNANSWERED_TICKETS) == 1  # still waiting for an agent
+    h.feed(b.replied("t1", 420))
+    v = h.values(430)
+    assert get(v, K.FIRST_RESPONSES) == 1
+    assert get(v, K.FIRST_RESPONSE_MEAN) == 420.0
+    assert get(v, K.FIRST_RESPONSE_P50) == pytest.approx(420.0, rel=0.01)
+    assert live(v, K.UNANSWERED_TICKETS) == 0
+    assert engine_kpis([*events, b.replied("t1", 420)], 430)[
+        KpiKey(K.FIRST_RESPONSE_MEAN, "1h")
+    ] == (420.0)
+
+
+def test_agent_and_system_created_tickets_count_in_volume_not_in_first_response(
+    b: Builder,
+) -> None:
+    events: list[Event] = [
+        b.created("agent", 0, created_by="agent"),
+        b.created("system", 0, created_by="system"),
+        b.created("customer", 0),
+        b.replied("agent", 60),
+        b.replied("system", 60),
+        b.replied("customer", 120),
+    ]
+    v = engine_kpis(events, 200)
+    assert get(v, K.TICKETS_CREATED) == 3
+    assert get(v, K.FIRST_RESPONSES) == 1
+    assert get(v, K.FIRST_RESPONSE_MEAN) == 120.0
+    # Never "unanswered" either, even without a reply.
+    v = engine_kpis([b.created("x", 0, created_by="system")], 200)
+    assert live(v, K.OPEN_TICKETS) == 1
+    assert live(v, K.UNANSWERED_TICKETS) == 0
+
+
+def test_reply_at_the_same_instant_as_creation_counts_with_value_zero(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.replied("t1", 100))  # same instant, arrives first: held, then applied
+    h.feed(b.created("t1", 100, priority="urgent"))
+    h.feed(b.created("t2", 100))
+    h.feed(b.replied("t2", 100))
+    v = h.values(120)
+    assert get(v, K.FIRST_RESPONSES) == 2
+    assert get(v, K.FIRST_RESPONSE_MEAN) == 0.0
+    assert get(v, K.FIRST_RESPONSE_P50) == 0.0
+    assert get(v, K.FIRST_RESPONSE_P90) == 0.0
+    assert get(v, K.FIRST_RESPONSE_SLA_ATTAINMENT) == 1.0
+
+
+def test_sla_attainment_per_priority_with_the_exact_boundary_met(b: Builder) -> None:
+    targets = CFG.sla_targets
+    events: list[Event] = []
+    for priority, target in targets.items():
+        on = f"{priority}-on-target"
+        over = f"{priority}-over"
+        events += [
+            b.created(on, 0, priority=priority),  # type: ignore[arg-type]
+            b.replied(on, target),  # exactly the target: met
+            b.created(over, 0, priority=priority),  # type: ignore[arg-type]
+            b.replied(over, target + 0.125),  # just over: missed
+        ]
+    now = max(targets.values()) + 1
+    config = EngineConfig(
+        windows=(("5m", 300.0), ("12h", 43200.0)),
+        grace_seconds=60.0,
+        sla_targets=dict(targets),
+    )
+    v = engine_kpis(events, now, config)
+    assert get(v, K.FIRST_RESPONSES, "12h") == 8
+    assert get(v, K.FIRST_RESPONSE_SLA_ATTAINMENT, "12h") == 0.5
+    for priority in targets:
+        assert get(v, K.FIRST_RESPONSE_SLA_ATTAINMENT, "12h", priority=priority) == 0.5
+    # The same replies judged against a looser urgent target: both urgent tickets meet it.
+    loose = EngineConfig(
+        windows=config.windows, grace_seconds=60.0, sla_targets={**targets, "urgent": 901.0}
+    )
+    v = engine_kpis(events, now, loose)
+    assert get(v, K.FIRST_RESPONSE_SLA_ATTAINMENT, "12h", priority="urgent") == 1.0
+
+
+# --- escalations and team moves ----------------------------------------------------------------
+
+
+def test_to_team_moves_the_ticket_escalation_counts_for_the_old_team(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("t1", 0, team="tier1"),
+        b.escalated("t1", 60, to_team="tier2"),
+        b.replied("t1", 120),
+        b.escalated("t1", 180, level=2),  # no move, not a first escalation
+        b.status("t1", 300, "solved"),
+        b.created("t2", 0, team="tier1"),  # stays in tier1, open
+    ]
+    v = engine_kpis(events, 600)
+    assert get(v, K.TICKETS_CREATED, team="tier1") == 2
+    assert get(v, K.TICKETS_CREATED, team="tier2") == 0
+    assert get(v, K.TICKETS_ESCALATED, team="tier1") == 1
+    assert get(v, K.TICKETS_ESCALATED, team="tier2") == 0
+    assert get(v, K.ESCALATION_RATIO, team="tier1") == 0.5
+    assert get(v, K.ESCALATION_RATIO, team="tier2") is None  # nothing created there
+    assert get(v, K.FIRST_RESPONSES, team="tier2") == 1
+    assert get(v, K.FIRST_RESPONSES, team="tier1") == 0
+    assert get(v, K.TICKETS_SOLVED, team="tier2") == 1
+    assert get(v, K.RESOLUTION_MEAN, team="tier2") == 300.0
+    # Live: t1 is solved, t2 is open in tier1.
+    assert live(v, K.OPEN_TICKETS, team="tier1") == 1
+    assert live(v, K.OPEN_TICKETS, team="tier2") == 0
+
+
+def test_open_ticket_moved_by_to_team_moves_its_live_backlog(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.created("t1", 0, team="tier1"))
+    assert live(h.values(10), K.UNANSWERED_TICKETS, team="tier1") == 1
+    h.feed(b.escalated("t1", 60, to_team="tier2"))
+    v = h.values(70)
+    assert live(v, K.UNANSWERED_TICKETS, team="tier1") == 0
+    assert live(v, K.UNANSWERED_TICKETS, team="tier2") == 1
+    assert live(v, K.OLDEST_UNANSWERED_AGE, team="tier2") == 70.0
+    assert (("tier1", ALL, ALL)) not in h.engine.live  # the old team's live partial is gone
+
+
+# --- surveys ---------------------------------------------------------------------------------
+
+
+def test_survey_team_is_the_survey_team_else_the_ticket_team_else_unknown(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("t1", 0, team="tier1", channel="chat", priority="high"),
+        b.survey(30, "csat", 5, ticket="t1", team="billing"),  # survey team wins
+        b.survey(40, "csat", 4, ticket="t1"),  # ticket team
+        b.escalated("t1", 50, to_team="tier2"),
+        b.survey(60, "csat", 3, ticket="t1"),  # the ticket's team at that point
+        b.survey(70, "csat", 1),  # no ticket, no team
+        b.survey(80, "nps", 10, team="billing"),  # no ticket, a team
+    ]
+    v = engine_kpis(events, 600)
+    assert get(v, K.CSAT_RESPONSES) == 4
+    assert get(v, K.CSAT_RESPONSES, team="billing") == 1
+    assert get(v, K.CSAT_RESPONSES, team="tier1") == 1
+    assert get(v, K.CSAT_RESPONSES, team="tier2") == 1
+    assert get(v, K.CSAT_RESPONSES, team=UNKNOWN) == 1
+    assert get(v, K.CSAT_MEAN, team=UNKNOWN) == 1.0
+    # A ticket survey has the ticket's channel and priority; one without a ticket "unknown".
+    assert get(v, K.CSAT_RESPONSES, channel="chat") == 3
+    assert get(v, K.CSAT_RESPONSES, priority="high") == 3
+    assert get(v, K.CSAT_RESPONSES, channel=UNKNOWN) == 1
+    assert get(v, K.CSAT_RESPONSES, priority=UNKNOWN) == 1
+    assert get(v, K.NPS_RESPONSES, team="billing") == 1
+    assert get(v, K.NPS_RESPONSES, channel=UNKNOWN) == 1
+    assert get(v, K.NPS_RESPONSES, priority=UNKNOWN) == 1
+    assert get(v, K.NPS_SCORE, team="billing") == 100.0
+
+
+def test_enps_partials_exist_only_for_overall_and_team_groups(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.created("t1", 0, team="tier1", channel="chat"))
+    h.feed(b.survey(10, "enps", 10, ticket="t1"))
+    h.feed(b.survey(20, "enps", 0, team="ops"))
+    enps_groups = {g for (g, _), agg in h.engine.windows.items() if agg.enps_count}
+    assert enps_groups == {(ALL, ALL, ALL), ("tier1", ALL, ALL), ("ops", ALL, ALL)}
+    v = h.values(30)
+    assert get(v, K.ENPS_SCORE) == 0.0
+    assert get(v, K.ENPS_SCORE, team="tier1") == 100.0
+    assert KpiKey(K.ENPS_SCORE, "1h", ALL, "chat", ALL) not in v
+
+
+# --- resolutions -----------------------------------------------------------------------------
+
+
+def test_first_contact_resolution_true_and_false(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("one-reply", 0),  # FCR: one public agent reply, not escalated
+        b.replied("one-reply", 10, author="bot"),
+        b.replied("one-reply", 20, public=False),
+        b.replied("one-reply", 30),
+        b.status("one-reply", 40, "solved"),
+        b.created("two-replies", 0),
+        b.replied("two-replies", 10),
+        b.replied("two-replies", 20),
+        b.status("two-replies", 40, "solved"),
+        b.created("no-reply", 0),
+        b.status("no-reply", 40, "closed"),
+        b.created("escalated", 0),
+        b.replied("escalated", 10),
+        b.escalated("escalated", 20),
+        b.status("escalated", 40, "solved"),
+    ]
+    v = engine_kpis(events, 600)
+    assert get(v, K.TICKETS_SOLVED) == 4
+    assert get(v, K.FIRST_CONTACT_RESOLUTION) == 0.25
+    solo = engine_kpis(events[:5], 600)
+    assert get(solo, K.FIRST_CONTACT_RESOLUTION) == 1.0
+    none = engine_kpis(events[9:11], 600)
+    assert get(none, K.FIRST_CONTACT_RESOLUTION) == 0.0
+
+
+def test_reopen_then_solve_again_counts_two_resolutions_fcr_only_on_the_first(
+    b: Builder,
+) -> None:
+    events: list[Event] = [
+        b.created("t1", 0),
+        b.replied("t1", 10),
+        b.status("t1", 100, "solved"),  # resolution 1, FCR true
+        b.status("t1", 200, "open"),  # reopened
+        b.replied("t1", 210),
+        b.status("t1", 400, "solved"),  # resolution 2: not judged for FCR
+    ]
+    h = Harness()
+    h.feed_all(events)
+    v = h.values(500)
+    assert get(v, K.TICKETS_SOLVED) == 2
+    assert get(v, K.TICKETS_REOPENED) == 1
+    assert get(v, K.RESOLUTION_MEAN) == 250.0
+    assert get(v, K.FIRST_CONTACT_RESOLUTION) == 1.0
+    overall = [agg for (g, _), agg in h.engine.windows.items() if g == (ALL, ALL, ALL)]
+    assert sum(agg.first_resolutions for agg in overall) == 1
+    assert sum(agg.solved for agg in overall) == 2
+    assert live(v, K.OPEN_TICKETS) == 0
+    assert engine_kpis(events, 500)[KpiKey(K.TICKETS_SOLVED, "1h")] == 2.0
+
+
+def test_closed_after_solved_is_not_a_second_resolution(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("t1", 0),
+        b.status("t1", 100, "solved"),
+        b.status("t1", 200, "closed"),
+    ]
+    h = Harness()
+    h.feed_all(events[:2])
+    before = snapshot(h.engine)
+    h.feed(events[2])
+    assert snapshot(h.engine) == before  # closing a solved ticket changes no aggregate
+    v = h.values(300)
+    assert get(v, K.TICKETS_SOLVED) == 1
+    assert get(v, K.TICKETS_REOPENED) == 0
+    assert get(v, K.RESOLUTION_MEAN) == 100.0
+    assert get(engine_kpis(events, 300), K.TICKETS_SOLVED) == 1
+
+
+def test_zero_denominators_give_none(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.survey(10, "nps", 9, team="billing"))
+    v = h.values(60)
+    overall = {k.kpi: val for k, val in v.items() if k.window == "1h" and k[2:] == (ALL,) * 3}
+    assert overall[K.NPS_SCORE] == 100.0
+    assert overall[K.TICKETS_CREATED] == 0.0
+    for kpi in (
+        K.ESCALATION_RATIO,  # 0 created
+        K.FIRST_RESPONSE_P50,
+        K.FIRST_RESPONSE_P90,
+        K.FIRST_RESPONSE_MEAN,
+        K.FIRST_RESPONSE_SLA_ATTAINMENT,
+        K.RESOLUTION_P50,
+        K.RESOLUTION_P90,
+        K.RESOLUTION_MEAN,
+        K.FIRST_CONTACT_RESOLUTION,
+        K.CSAT_SATISFIED,
+        K.CSAT_MEAN,
+        K.ENPS_SCORE,
+    ):
+        assert kpi in overall
+        assert overall[kpi] is None, kpi
+    assert all(val is None or val == val for val in v.values())  # no NaN
+
+
+# --- out of order, before creation, orphans ----------------------------------------------------
+
+
+def test_event_before_created_is_not_applied_and_comes_back_as_rejected(b: Builder) -> None:
+    h = Harness()
+    assert h.feed(b.created("t1", 100)).outcome is Outcome.APPLIED
+    before = snapshot(h.engine)
+    early = b.status("t1", 99.875, "solved")
+    source = Source("ticket-status-changed", 2, 41, b"raw-bytes")
+    result = h.feed(early, source=source)
+    assert result.outcome is Outcome.BEFORE_CREATED
+    [held] = result.rejected
+    assert held.step.event_id == early.event_id
+    assert (held.topic, held.partition, held.offset, held.raw) == source_fields(source)
+    assert snapshot(h.engine) == before
+    assert not h.tickets.data["t1"].steps
+    v = h.values(200)
+    assert get(v, K.TICKETS_SOLVED) == 0
+    assert live(v, K.OPEN_TICKETS) == 1
+
+
+def source_fields(source: Source) -> tuple[str, int, int, bytes]:
+    return (source.topic, source.partition, source.offset, source.raw)
+
+
+def test_held_event_earlier_than_the_creation_lands_in_rejected(b: Builder) -> None:
+    h = Harness()
+    early = b.replied("t1", 50)
+    on_time = b.replied("t1", 160)
+    source = Source("ticket-replied", 1, 7, b"{}")
+    assert h.feed(early, source=source).outcome is Outcome.HELD
+    assert h.feed(on_time).outcome is Outcome.HELD
+    result = h.feed(b.created("t1", 100))
+    assert result.outcome is Outcome.APPLIED
+    assert [held.step.event_id for held in result.rejected] == [early.event_id]
+    assert source_fields(source) == (
+        result.rejected[0].topic,
+        result.rejected[0].partition,
+        result.rejected[0].offset,
+        result.rejected[0].raw,
+    )
+    state = h.tickets.data["t1"]
+    assert not state.held
+    assert [step.event_id for step in state.steps] == [on_time.event_id]
+    v = h.values(200)
+    assert get(v, K.FIRST_RESPONSE_MEAN) == 60.0  # the early reply is not the first response
+
+
+def test_held_events_are_applied_when_ticket_created_arrives_later(b: Builder) -> None:
+    events: list[Event] = [
+        b.status("t1", 300, "solved"),
+        b.survey(320, "csat", 5, ticket="t1"),
+        b.replied("t1", 60),
+        b.created("t1", 0, team="tier1", channel="chat"),
+    ]
+    h = Harness()
+    outcomes = [r.outcome for r in h.feed_all(events)]
+    assert outcomes == [Outcome.HELD] * 3 + [Outcome.APPLIED]
+    v = h.values(400)
+    assert get(v, K.FIRST_RESPONSE_MEAN, team="tier1") == 60.0
+    assert get(v, K.TICKETS_SOLVED, channel="chat") == 1
+    assert get(v, K.FIRST_CONTACT_RESOLUTION) == 1.0
+    assert get(v, K.CSAT_RESPONSES, team="tier1") == 1
+    assert live(v, K.OPEN_TICKETS) == 0
+    # Before the creation arrived, nothing was counted.
+    h2 = Harness()
+    h2.feed_all(events[:3])
+    assert not h2.engine.windows
+    assert not h2.engine.live
+    assert not h2.kpis.values(us(400))
+    assert get(engine_kpis(events, 400), K.CSAT_RESPONSES, team="tier1") == 1
+
+
+def test_orphans_are_dropped_by_housekeeping_after_the_hold(b: Builder) -> None:
+    h = Harness()
+    reply = b.replied("ghost", 10)
+    source = Source("ticket-replied", 0, 99, b"payload")
+    assert h.feed(reply, source=source).outcome is Outcome.HELD
+    survey = b.survey(20, "csat", 5, ticket="ghost2")
+    assert h.feed(survey, clock=20).outcome is Outcome.HELD
+    hold = CFG.orphan_hold_seconds
+    h.tick_us(us(10 + hold) - 1)
+    assert not h.orphans
+    assert "ghost" in h.tickets.data
+    h.tick(10 + hold)
+    [orphan] = h.orphans
+    assert orphan.step.event_id == reply.event_id
+    assert source_fields(source) == (orphan.topic, orphan.partition, orphan.offset, orphan.raw)
+    assert orphan.held_since_us == us(10)
+    assert "ghost" not in h.tickets.data  # state deleted
+    assert "ghost2" in h.tickets.data  # held 10 s less: not yet
+    h.tick(20 + hold)
+    assert [o.step.event_id for o in h.orphans] == [reply.event_id, survey.event_id]
+    assert not h.tickets.data
+    assert not h.engine.windows
+    assert not h.kpis.groups  # an orphan never counted anywhere
+
+
+def test_hold_time_counts_from_arrival_on_the_engine_clock(b: Builder) -> None:
+    h = Harness()
+    # An event long before the clock (a late orphan) is held for the full hold from arrival.
+    h.feed(b.created("other", 5000))
+    h.feed(b.replied("ghost", 10))
+    h.tick(5000 + CFG.orphan_hold_seconds - 1)
+    assert not h.orphans
+    h.tick(5000 + CFG.orphan_hold_seconds)
+    assert len(h.orphans) == 1
+
+
+# --- duplicates ------------------------------------------------------------------------------
+
+
+def test_duplicate_event_id_gives_duplicate_and_changes_nothing(b: Builder) -> None:
+    h = Harness()
+    created = b.created("t1", 0)
+    reply = b.replied("t1", 60)
+    survey = b.survey(70, "csat", 5)  # stand-alone
+    held = b.replied("t2", 5)  # held: t2 is not created yet
+    for event in (created, reply, survey, held):
+        h.feed(event)
+    tickets = msgspec.msgpack.encode(sorted(h.tickets.data.items()))
+    partials = snapshot(h.engine)
+    values = h.values(100)
+    for event in (created, reply, survey, held):
+        assert h.feed(event).outcome is Outcome.DUPLICATE
+        assert h.engine.flush() == []  # nothing became dirty
+    # The same event_id reused by a different event of the ticket is a duplicate too.
+    impostor = b.status("t1", 80, "solved", event_id=reply.event_id)
+    assert h.feed(impostor).outcome is Outcome.DUPLICATE
+    assert msgspec.msgpack.encode(sorted(h.tickets.data.items())) == tickets
+    assert snapshot(h.engine) == partials
+    assert h.values(100) == values
+
+
+def test_second_ticket_created_is_a_duplicate_first_arrival_wins(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.created("t1", 100, team="tier1", priority="low"))
+    partials = snapshot(h.engine)
+    second = b.created("t1", 50, team="tier2", priority="urgent", created_by="agent")
+    assert h.feed(second).outcome is Outcome.DUPLICATE
+    assert snapshot(h.engine) == partials
+    creation = h.tickets.data["t1"].creation
+    assert creation is not None
+    assert (creation.team, creation.priority, creation.at_us) == ("tier1", "low", us(100))
+    v = h.values(200)
+    assert get(v, K.TICKETS_CREATED) == 1
+    assert get(v, K.TICKETS_CREATED, team="tier2") == 0
+
+
+# --- late events, bucket expiry, tombstones ----------------------------------------------------
+
+
+def test_late_flag_uses_clock_minus_horizon_strictly(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.created("t1", 0))
+    h.feed(b.created("t2", 10_000))
+    on_edge = h.feed(b.replied("t1", 10_000 - HORIZON))
+    assert on_edge.outcome is Outcome.APPLIED
+    assert not on_edge.late
+    past_edge = h.feed(b.replied("t1", 10_000 - HORIZON - 0.125))
+    assert past_edge.outcome is Outcome.APPLIED
+    assert past_edge.late
+    assert h.feed(b.survey(100, "csat", 5)).late  # a late stand-alone survey
+    assert h.feed(b.lifecycle("c1", 100)).late  # late, even though it is ignored
+    assert h.feed(b.lifecycle("c1", 100)).outcome is Outcome.IGNORED
+
+
+def test_late_events_update_live_state_but_do_not_resurrect_expired_buckets(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.created("old", 0, priority="urgent"))
+    h.feed(b.created("new", 10_000, priority="urgent"))
+    old_bucket = us(0) // round(B * US)
+    assert all(bucket != old_bucket for _, bucket in h.engine.windows)  # expired by now
+    partials = {k: v for k, v in h.engine.windows.items()}
+    h.flush()
+    h.flushed.clear()
+
+    late_reply = h.feed(b.replied("old", 100))
+    assert late_reply.late
+    assert late_reply.outcome is Outcome.APPLIED
+    # Ticket state is updated ...
+    assert [s.at_us for s in h.tickets.data["old"].steps] == [us(100)]
+    assert live(h.values(10_000), K.UNANSWERED_TICKETS) == 1  # only "new" waits now
+    late_solve = h.feed(b.status("old", 200, "solved"))
+    assert late_solve.late
+    assert late_solve.outcome is Outcome.APPLIED
+    # (solved, and its last event is older than clock - retention: retired at once)
+    assert "old" not in h.tickets.data
+    # ... and so is the live backlog, but no windowed partial came back.
+    assert h.engine.windows == partials
+    assert {u.bucket for u in h.flushed} == {LIVE_BUCKET}
+    v = h.values(10_000)
+    assert live(v, K.OPEN_TICKETS) == 1
+    assert live(v, K.UNANSWERED_TICKETS) == 1
+    assert live(v, K.OLDEST_UNANSWERED_AGE) == 0.0
+    assert get(v, K.TICKETS_SOLVED) == 0
+    assert get(v, K.FIRST_RESPONSES) == 0
+
+
+def test_bucket_expiry_in_housekeeping_emits_tombstones(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.created("t1", 30, team="tier1", channel="chat", priority="high"))
+    bucket = us(30) // round(B * US)
+    groups = {(ALL, ALL, ALL), ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "high")}
+    assert {g for g, _ in h.engine.windows} == groups
+    h.flushed.clear()
+    # The bucket [0, 60) expires once clock - horizon reaches its end (60 s).
+    h.tick_us(us(60 + HORIZON) - 1)
+    assert h.engine.windows
+    assert not h.flushed
+    h.tick(60 + HORIZON)
+    assert not h.engine.windows
+    tombstones = [u for u in h.flushed if u.bucket != LIVE_BUCKET]
+    assert {(u.group, u.bucket) for u in tombstones} == {(g, bucket) for g in groups}
+    assert all(u.window is None and u.live is None for u in tombstones)
+    assert all(u.partition == 0 for u in tombstones)
+    # Stage 2 forgot the windowed partials; the live backlog is still there.
+    assert all(not state.parts for state in h.kpis.groups.values())
+    assert live(h.values(60 + HORIZON), K.OPEN_TICKETS, team="tier1") == 1
+    h.flushed.clear()
+    h.tick(60 + HORIZON + 600)
+    assert not h.flushed  # nothing new to tell
+
+
+def test_retraction_to_empty_emits_a_tombstone(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.created("t1", 0))
+    h.feed(b.replied("t1", 600))  # first response in bucket 10
+    frt_bucket = us(600) // round(B * US)
+    assert ((ALL, ALL, ALL), frt_bucket) in h.engine.windows
+    h.flushed.clear()
+    h.feed(b.replied("t1", 300))  # an earlier first response: bucket 10 empties
+    assert ((ALL, ALL, ALL), frt_bucket) not in h.engine.windows
+    emptied = [u for u in h.flushed if u.bucket == frt_bucket]
+    assert len(emptied) == 4
+    assert all(u.window is None for u in emptied)
+    assert get(h.values(700), K.FIRST_RESPONSE_MEAN) == 300.0
+
+
+# --- retirement ------------------------------------------------------------------------------
+
+
+def test_solved_ticket_is_retired_after_retention_an_open_one_never(b: Builder) -> None:
+    assert CFG.retention_seconds > HORIZON
+    h = Harness()
+    h.feed_all(
+        [
+            b.created("solved", 0),
+            b.status("solved", 600, "solved"),
+            b.created("open", 0),
+            b.created("reopened", 0),
+            b.status("reopened", 100, "solved"),
+            b.status("reopened", 200, "open"),
+            b.created("solved-late-survey", 0),
+            b.status("solved-late-survey", 100, "closed"),
+            b.survey(900, "csat", 4, ticket="solved-late-survey"),
+        ]
+    )
+    due = 600 + CFG.retention_seconds
+    h.tick_us(us(due) - 1)
+    assert "solved" in h.tickets.data
+    h.tick(due)
+    assert "solved" not in h.tickets.data
+    assert "solved-late-survey" in h.tickets.data  # its last event is later
+    h.tick(900 + CFG.retention_seconds)
+    assert "solved-late-survey" not in h.tickets.data
+    h.tick(100 * 86400)
+    assert set(h.tickets.data) == {"open", "reopened"}
+    assert live(h.values(100 * 86400), K.OPEN_TICKETS) == 2
+
+
+def test_retirement_waits_for_the_horizon_when_retention_is_shorter(b: Builder) -> None:
+    config = EngineConfig(
+        windows=CFG.windows, grace_seconds=60.0, retention_seconds=60.0, orphan_hold_seconds=60.0
+    )
+    h = Harness(config)
+    h.feed_all([b.created("t", 0), b.status("t", 30, "solved")])
+    h.tick_us(us(30 + config.horizon_seconds) - 1)
+    assert "t" in h.tickets.data
+    h.tick(30 + config.horizon_seconds + B)
+    assert "t" not in h.tickets.data
+
+
+# --- rebuild ---------------------------------------------------------------------------------
+
+
+def rebuilt_snapshot(h: Harness, clock_us: int | None) -> bytes:
+    fresh = PartitionEngine(h.engine.partition, h.tickets, h.config)
+    fresh.rebuild(clock_us)
+    updates = fresh.flush()
+    # Everything is re-sent after a rebuild, nothing else.
+    assert {(u.group, u.bucket) for u in updates} == {*fresh.windows} | {
+        (g, LIVE_BUCKET) for g in fresh.live
+    }
+    return snapshot(fresh)
+
+
+def test_rebuild_reproduces_the_incremental_partials(b: Builder) -> None:
+    h = Harness()
+    h.feed_all(
+        [
+            b.replied("t1", 90),  # held, then applied
+            b.created("t1", 0, team="tier1", channel="chat", priority="urgent"),
+            b.escalated("t1", 120, to_team="tier2"),
+            b.status("t1", 300, "solved"),
+            b.status("t1", 400, "open"),
+            b.status("t1", 500, "closed"),
+            b.survey(600, "csat", 4, ticket="t1"),
+            b.created("t2", 200, team="tier2", created_by="agent"),
+            b.replied("t2", 250, author="bot"),
+            b.survey(650, "enps", 9, team="tier1"),
+            b.survey(660, "nps", 2),
+            b.replied("ghost", 700),  # an orphan, still held
+            b.created("t3", 5000, priority="low"),
+            b.replied("t1", 100),  # late: the first response moves into an expired bucket
+        ]
+    )
+    clock = h.engine.stream_time_us
+    assert rebuilt_snapshot(h, clock) == snapshot(h.engine)
+    assert rebuilt_snapshot(h, None) == snapshot(h.engine)  # stream time is the same clock
+    # The rebuilt engine's flush, applied to an empty stage 2, gives the same KPIs.
+    fresh = PartitionEngine(0, h.tickets, CFG)
+    fresh.rebuild(clock)
+    store = KpiStore(CFG)
+    for update in fresh.flush():
+        store.apply(_PARTIAL.decode(_WIRE.encode(update)))
+    assert store.values(clock) == h.kpis.values(clock)
+
+
+def _retired_before_expiry(events: Sequence[Event], clock_us: int, config: EngineConfig) -> bool:
+    """The known defect (see the xfail test below): a stand-alone survey is retired at
+    ``time + horizon`` although its bucket is kept until ``bucket end + horizon``."""
+    bucket_us = round(config.bucket_seconds * US)
+    horizon_us = round(config.horizon_seconds * US)
+    for event in events:
+        if isinstance(event, SurveySubmitted) and event.ticket_id is None:
+            at_us = to_us(event.occurred_at)
+            bucket_end = (at_us // bucket_us + 1) * bucket_us
+            if at_us + horizon_us <= clock_us < bucket_end + horizon_us:
+                return True
+    return False
+
+
+HYPOTHESIS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@HYPOTHESIS
+@given(scenarios())
+def test_rebuild_equals_incremental_processing_on_generated_streams(scenario: Scenario) -> None:
+    events = decoded(scenario)
+    h = Harness(scenario.config)
+    h.feed_all(events)
+    clock = h.engine.stream_time_us
+    assume(not _retired_before_expiry(events, clock, scenario.config))
+    assert rebuilt_snapshot(h, clock) == snapshot(h.engine)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a stand-alone survey's state is retired at last event + horizon, but its "
+    "bucket only expires at bucket end + horizon, so rebuild() loses a partial that incremental "
+    "processing still has (and never tombstones it)",
+)
+def test_rebuild_after_a_standalone_survey_is_retired_matches(b: Builder) -> None:
+    h = Harness()
+    h.feed(b.survey(30, "csat", 5))  # bucket [0, 60) expires at 60 + horizon
+    h.feed(b.created("t", 30 + HORIZON))  # clock = survey + horizon: the survey is retired
+    assert snapshot(PartitionEngine(0, DictTicketStore(), CFG)) != snapshot(h.engine)
+    assert rebuilt_snapshot(h, h.engine.stream_time_us) == snapshot(h.engine)
+
+
+# --- health outcomes vs the reference ----------------------------------------------------------
+
+
+def engine_counts(events: Sequence[Event], config: EngineConfig) -> dict[str, int]:
+    """Health counts from the engine's ProcessResults (one partition, stream-time clock, no
+    housekeeping until the end; then everything still held is dropped as an orphan)."""
+    tickets = DictTicketStore()
+    engine = PartitionEngine(0, tickets, config)
+    counts = {"duplicates": 0, "late": 0, "before_created": 0, "orphans": 0}
+    for event in events:
+        clock_us = max(engine.stream_time_us, to_us(event.occurred_at))
+        result = engine.process(event, clock_us)
+        if result.outcome is Outcome.DUPLICATE:
+            counts["duplicates"] += 1
+            continue
+        counts["late"] += result.late
+        counts["before_created"] += len(result.rejected)
+        if result.outcome is Outcome.BEFORE_CREATED:
+            assert len(result.rejected) == 1
+    end = engine.stream_time_us + round(config.orphan_hold_seconds * US)
+    counts["orphans"] = len(engine.housekeeping(end))
+    return counts
+
+
+def _compare_health(scenario: Scenario) -> None:
+    # Customer-lifecycle events have no KPI yet: the engine ignores (and does not de-duplicate)
+    # them, so they are left out of both sides.
+    events = [e for e in decoded(scenario) if not isinstance(e, CustomerLifecycle)]
+    expected = reference_counts(events, scenario.config)
+    assert engine_counts(events, scenario.config) == {
+        "duplicates": expected.duplicates,
+        "late": expected.late,
+        "before_created": expected.before_created,
+        "orphans": expected.orphans,
+    }
+
+
+@HYPOTHESIS
+@given(scenarios(duplicates=False))
+def test_health_outcomes_agree_with_reference_counts(scenario: Scenario) -> None:
+    """Second creates, late, before-created and orphan events; no re-sends (see below)."""
+    _compare_health(scenario)
+
+
+@HYPOTHESIS
+@given(scenarios(duplicates=True, before_created=False, second_creates=False))
+def test_health_outcomes_with_resends_agree_with_reference_counts(scenario: Scenario) -> None:
+    """Exact re-sends of every kind of event, late events and orphans."""
+    _compare_health(scenario)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: an event rejected as before_created is not remembered, so its re-send is "
+    "rejected (and dead-lettered) again instead of being a DUPLICATE (reference: duplicate)",
+)
+def test_resent_before_created_event_is_a_duplicate(b: Builder) -> None:
+    early = b.replied("t1", 50)
+    events: list[Event] = [b.created("t1", 100), early, early]
+    expected = reference_counts(events, CFG)
+    assert (expected.before_created, expected.duplicates) == (1, 1)
+    h = Harness()
+    outcomes = [r.outcome for r in h.feed_all(events)]
+    assert outcomes == [Outcome.APPLIED, Outcome.BEFORE_CREATED, Outcome.DUPLICATE]
+
+
+# --- the hand-computed reference cases, through the engine ---------------------------------------
+
+
+def _reference_cases() -> list[Callable[..., Any]]:
+    cases: list[Callable[..., Any]] = []
+    for name, fn in vars(test_reference).items():
+        if name.startswith("test_") and inspect.isfunction(fn):
+            source = inspect.getsource(fn)
+            if "run(" in source and "@given" not in source:
+                cases.append(fn)
+    return cases
+
+
+REFERENCE_CASES = _reference_cases()
+
+
+def test_reference_cases_were_found() -> None:
+    assert len(REFERENCE_CASES) >= 25
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize("case", REFERENCE_CASES, ids=lambda fn: fn.__name__)
+def test_hand_computed_reference_case_through_the_engine(
+    case: Callable[..., Any], partitions: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each case's own assertions run on the engine's values (which must also equal the
+    reference's for every key)."""
+    calls = []
+
+    def run_engine(
+        events: Sequence[Event], now: float, config: EngineConfig = test_reference.CFG
+    ) -> KpiValues:
+        calls.append(now)
+        actual = engine_kpis(events, now, config, partitions)  # == reference, within tolerance
+        expected = reference_kpis(events, config, now=ts(now))
+        # The engine's quantiles are within 1% (the cases assert exact nearest-rank values), and
+        # it reports zero-valued series for groups that only have a live backlog: hand the case
+        # the engine's values on the reference's keys, quantiles as verified above.
+        values = normalize(actual, expected)
+        for key in values:
+            if key.kpi in K.QUANTILE_KPIS:
+                values[key] = expected[key]
+        return values
+
+    monkeypatch.setattr(test_reference, "run", run_engine)
+    params = inspect.signature(case).parameters
+    case(*([Builder()] if params else []))
+    assert calls, "the case never ran the engine"
+
+
+def test_event_time_helpers_agree() -> None:
+    # Guards the harness: us() and the Builder's timestamps are the same instant.
+    assert us(90.5) == to_us(Builder().replied("x", 90.5).occurred_at)
+    assert event_time(Builder().created("x", 60)) == ts(60)
