@@ -1,0 +1,437 @@
+"""Tests of the stage-2 store (:mod:`streams.core.store`): latest partial per
+(group, partition, bucket), rolling windows that decay without input, live backlog readings and
+the team label cap. Expected values are recomputed from scratch from the latest partials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.core import kpis as K
+from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
+from streams.core.partition import LIVE_BUCKET, Group, PartialUpdate
+from streams.core.store import KpiReading, KpiStore
+
+CFG = EngineConfig(
+    windows=(("5m", 300.0), ("1h", 3600.0)),
+    bucket_seconds=60.0,
+    grace_seconds=60.0,
+    sla_targets={"urgent": 900.0, "high": 3600.0, "normal": 14400.0, "low": 28800.0},
+)
+B_US = 60 * US
+T0 = 1_710_144_000 * US  # 2024-03-11 08:00 UTC, a whole hour
+BUCKET0 = T0 // B_US
+OVERALL: Group = (ALL, ALL, ALL)
+
+_WIRE = msgspec.msgpack.Encoder()
+_PARTIAL = msgspec.msgpack.Decoder(PartialUpdate)
+
+
+def agg(
+    created: int = 0,
+    frt_s: Sequence[float] = (),
+    solved_s: Sequence[float] = (),
+    csat: Sequence[int] = (),
+    nps: Sequence[int] = (),
+    enps: Sequence[int] = (),
+    escalated: int = 0,
+) -> WindowAggregate:
+    a = WindowAggregate(created=created, escalated=escalated)
+    for seconds in frt_s:
+        a.add_first_response(round(seconds * US), seconds <= 900, +1)
+    for seconds in solved_s:
+        a.add_resolution(round(seconds * US), seconds < 100, +1)
+    for score in csat:
+        a.add_survey("csat", score, +1)
+    for score in nps:
+        a.add_survey("nps", score, +1)
+    for score in enps:
+        a.add_survey("enps", score, +1)
+    return a
+
+
+def window_update(
+    group: Group, partition: int, bucket: int, window: WindowAggregate | None
+) -> PartialUpdate:
+    """An update as stage 2 receives it: decoded from the wire (a snapshot, not shared)."""
+    update = PartialUpdate(group, partition, BUCKET0 + bucket, window, None, T0)
+    return _PARTIAL.decode(_WIRE.encode(update))
+
+
+def live_update(group: Group, partition: int, live: LiveAggregate | None) -> PartialUpdate:
+    return _PARTIAL.decode(_WIRE.encode(PartialUpdate(group, partition, LIVE_BUCKET, None, live)))
+
+
+def windowed(store: KpiStore, now_us: int, max_teams: int | None = None) -> KpiValues:
+    return {r.key: r.value for r in store.read(now_us, max_teams) if r.key.window != LIVE_WINDOW}
+
+
+def live_values(store: KpiStore, now_us: int, max_teams: int | None = None) -> KpiValues:
+    return {r.key: r.value for r in store.read(now_us, max_teams) if r.key.window == LIVE_WINDOW}
+
+
+PartsKey = tuple[Group, int, int]  # (group, partition, bucket)
+
+
+def from_scratch(
+    parts: dict[PartsKey, WindowAggregate], groups: Iterable[Group], now_us: int
+) -> KpiValues:
+    """The windowed readings at now_us, recomputed by summing the latest partials per window."""
+    end = now_us // B_US + 1 - BUCKET0  # relative bucket numbers, as in the keys
+    out: KpiValues = {}
+    for group in groups:
+        for name, size_s in CFG.windows:
+            size = round(size_s * US) // B_US
+            total = WindowAggregate()
+            for (g, _, bucket), partial in parts.items():
+                if g == group and end - size <= bucket < end:
+                    total.merge(partial)
+            for kpi, (value, _) in total.values().items():
+                if kpi in K.TEAM_ONLY_KPIS and group[1:] != (ALL, ALL):
+                    continue
+                out[KpiKey(kpi, name, *group)] = value
+    return out
+
+
+# --- latest value per (group, partition, bucket) -------------------------------------------------
+
+
+def test_applying_the_same_update_twice_is_the_same_as_once() -> None:
+    once, twice = KpiStore(CFG), KpiStore(CFG)
+    updates = [
+        window_update(OVERALL, 0, 0, agg(created=2, frt_s=[30, 90])),
+        window_update(OVERALL, 1, 0, agg(created=1, csat=[5])),
+        window_update(("tier1", ALL, ALL), 0, 1, agg(created=3, enps=[9])),
+        live_update(OVERALL, 0, LiveAggregate(open=2, unanswered={"low": {T0: 2}})),
+    ]
+    for update in updates:
+        once.apply(update)
+        twice.apply(update)
+        twice.apply(_PARTIAL.decode(_WIRE.encode(update)))
+    now = T0 + 90 * US
+    assert list(twice.read(now)) == list(once.read(now))
+    assert windowed(once, now)[KpiKey(K.TICKETS_CREATED, "5m")] == 3.0
+    assert live_values(twice, now)[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 2.0
+
+
+def test_a_newer_value_replaces_the_older_one_for_the_same_partial() -> None:
+    store = KpiStore(CFG)
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[600])))
+    now = T0 + 30 * US
+    store.read(now)  # the window's running total now includes bucket 0
+    store.apply(window_update(OVERALL, 0, 0, agg(created=5, frt_s=[60])))
+    store.apply(window_update(OVERALL, 1, 0, agg(created=2)))  # another partition adds up
+    v = windowed(store, now)
+    assert v[KpiKey(K.TICKETS_CREATED, "5m")] == 7.0
+    assert v[KpiKey(K.FIRST_RESPONSES, "5m")] == 1.0
+    assert v[KpiKey(K.FIRST_RESPONSE_MEAN, "5m")] == 60.0
+    assert v[KpiKey(K.FIRST_RESPONSE_P90, "1h")] == pytest.approx(60.0, rel=0.01)
+
+
+def test_a_tombstone_removes_the_partial() -> None:
+    store = KpiStore(CFG)
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    store.apply(window_update(OVERALL, 1, 0, agg(created=4)))
+    now = T0 + 30 * US
+    assert windowed(store, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 5.0
+    store.apply(window_update(OVERALL, 1, 0, None))
+    assert windowed(store, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 1.0
+    store.apply(window_update(OVERALL, 0, 0, None))
+    assert not store.groups  # the group is gone: no stale series
+    assert list(store.read(now)) == []
+    store.apply(window_update(OVERALL, 0, 0, None))  # a repeated tombstone is harmless
+    store.apply(live_update(OVERALL, 0, None))
+    assert not store.groups
+
+
+def test_an_empty_partial_is_a_tombstone_and_live_tombstones_remove_the_backlog() -> None:
+    store = KpiStore(CFG)
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    store.apply(live_update(OVERALL, 0, LiveAggregate(open=1)))
+    store.apply(live_update(OVERALL, 1, LiveAggregate(open=2)))
+    store.apply(window_update(OVERALL, 0, 0, WindowAggregate()))
+    now = T0 + 30 * US
+    assert windowed(store, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 0.0
+    assert live_values(store, now)[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 3.0
+    store.apply(live_update(OVERALL, 1, None))
+    assert live_values(store, now)[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 1.0
+    store.apply(live_update(OVERALL, 0, LiveAggregate()))
+    assert not store.groups
+
+
+def test_stream_time_is_the_latest_seen() -> None:
+    store = KpiStore(CFG)
+    store.apply(PartialUpdate(OVERALL, 0, BUCKET0, agg(created=1), None, T0 + 5))
+    store.apply(PartialUpdate(OVERALL, 1, BUCKET0, agg(created=1), None, T0 + 3))
+    assert store.stream_time_us == T0 + 5
+
+
+# --- rolling windows ---------------------------------------------------------------------------
+
+
+def test_window_bounds_are_aligned_to_the_bucket_grid() -> None:
+    store = KpiStore(CFG)
+    for now in (T0, T0 + 1, T0 + B_US - 1):
+        assert store.window_bounds(now) == [
+            (T0 + B_US - 300 * US, T0 + B_US),
+            (T0 + B_US - 3600 * US, T0 + B_US),
+        ]
+    assert store.window_bounds(T0 + B_US)[0] == (T0 + 2 * B_US - 300 * US, T0 + 2 * B_US)
+    # Readings carry the same bounds.
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    readings = [r for r in store.read(T0 + 17 * US) if r.key.kpi == K.TICKETS_CREATED]
+    assert {(r.key.window, r.window_start_us, r.window_end_us) for r in readings} == {
+        ("5m", T0 + B_US - 300 * US, T0 + B_US),
+        ("1h", T0 + B_US - 3600 * US, T0 + B_US),
+    }
+
+
+def test_window_edges_current_bucket_in_future_bucket_out_start_inclusive() -> None:
+    store = KpiStore(CFG)
+    for bucket in (-5, -4, 0, 1):
+        store.apply(window_update(OVERALL, 0, bucket, agg(created=10 ** (bucket + 5))))
+    v = windowed(store, T0 + 59 * US)  # 5m window: buckets [-4, 0]
+    assert v[KpiKey(K.TICKETS_CREATED, "5m")] == 10.0 + 1e5
+    assert v[KpiKey(K.TICKETS_CREATED, "1h")] == 1.0 + 10.0 + 1e5
+
+
+def test_values_decay_as_the_clock_moves_without_input() -> None:
+    store = KpiStore(CFG)
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[100])))
+    store.apply(window_update(OVERALL, 0, 3, agg(created=2, frt_s=[300])))
+    key = KpiKey(K.TICKETS_CREATED, "5m")
+    mean = KpiKey(K.FIRST_RESPONSE_MEAN, "5m")
+    assert windowed(store, T0)[key] == 1.0
+    assert windowed(store, T0 + 3 * B_US)[key] == 3.0
+    assert windowed(store, T0 + 3 * B_US)[mean] == 200.0
+    assert windowed(store, T0 + 5 * B_US)[key] == 2.0  # bucket 0 left the 5m window
+    assert windowed(store, T0 + 5 * B_US)[mean] == 300.0
+    assert windowed(store, T0 + 8 * B_US)[key] == 0.0
+    assert windowed(store, T0 + 8 * B_US)[mean] is None
+    assert windowed(store, T0 + 8 * B_US)[KpiKey(K.TICKETS_CREATED, "1h")] == 3.0
+    assert windowed(store, T0 + 63 * B_US)[KpiKey(K.TICKETS_CREATED, "1h")] == 0.0
+
+
+_GROUPS: tuple[Group, ...] = (OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL))
+
+_partial = st.builds(
+    agg,
+    created=st.integers(0, 3),
+    frt_s=st.lists(st.sampled_from([0.0, 1.0, 59.5, 600.0, 7200.0]), max_size=3),
+    solved_s=st.lists(st.sampled_from([10.0, 500.0, 86400.0]), max_size=2),
+    csat=st.lists(st.integers(1, 5), max_size=2),
+    nps=st.lists(st.integers(0, 10), max_size=2),
+    enps=st.lists(st.integers(0, 10), max_size=1),
+    escalated=st.integers(0, 2),
+)
+# (group, partition, bucket relative to BUCKET0, partial or tombstone)
+_update = st.tuples(
+    st.sampled_from(_GROUPS),
+    st.integers(0, 2),
+    st.integers(-10, 130),
+    st.one_of(st.none(), _partial),
+)
+# Reading clocks: microseconds after T0, anywhere within ~2.5 hours, bucket edges included.
+_clock = st.one_of(
+    st.integers(-10, 150).map(lambda n: n * B_US),
+    st.integers(-10, 150).map(lambda n: n * B_US - 1),
+    st.integers(-600 * US, 150 * B_US),
+)
+# A step is either an update or a read.
+_step = st.one_of(_update.map(lambda u: ("apply", u)), _clock.map(lambda c: ("read", c)))
+
+PROPERTY = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _run_steps(
+    steps: Sequence[tuple[str, object]],
+) -> None:
+    store = KpiStore(CFG)
+    parts: dict[PartsKey, WindowAggregate] = {}
+    for kind, payload in steps:
+        if kind == "apply":
+            assert isinstance(payload, tuple)
+            group, partition, bucket, partial = payload
+            store.apply(window_update(group, partition, bucket, partial))
+            if partial is None or partial.is_empty():
+                parts.pop((group, partition, bucket), None)
+            else:
+                parts[(group, partition, bucket)] = partial
+        else:
+            assert isinstance(payload, int)
+            now = T0 + payload
+            groups = {g for g, _, _ in parts}
+            assert set(store.groups) == groups
+            assert windowed(store, now) == from_scratch(parts, groups, now)
+
+
+@PROPERTY
+@given(
+    st.lists(_update, max_size=25),
+    st.lists(st.integers(-600 * US, 150 * B_US), min_size=1, max_size=12).map(sorted),
+)
+def test_window_sliding_without_input_matches_a_recomputation(
+    updates: list[tuple[Group, int, int, WindowAggregate | None]], clocks: list[int]
+) -> None:
+    """Updates first, then reads at increasing clocks: values decay exactly."""
+    _run_steps([("apply", u) for u in updates] + [("read", c) for c in clocks])
+
+
+@PROPERTY
+@given(st.lists(_step, max_size=40))
+def test_interleaved_updates_and_reads_with_the_clock_going_back_match_a_recomputation(
+    steps: list[tuple[str, object]],
+) -> None:
+    """Updates inside and outside the current windows between reads; clocks in any order
+    (backwards, jumps past whole windows, the same bucket again)."""
+    _run_steps(steps)
+
+
+def test_clock_going_backwards_recomputes_the_window() -> None:
+    store = KpiStore(CFG)
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    store.apply(window_update(OVERALL, 0, 10, agg(created=2)))
+    key = KpiKey(K.TICKETS_CREATED, "5m")
+    assert windowed(store, T0 + 10 * B_US)[key] == 2.0
+    assert windowed(store, T0 + 2 * B_US)[key] == 1.0
+    store.apply(window_update(OVERALL, 0, 1, agg(created=4)))  # inside the current window
+    assert windowed(store, T0 + 2 * B_US)[key] == 5.0
+    assert windowed(store, T0 + 11 * B_US)[key] == 2.0
+    assert windowed(store, T0 + 4 * B_US)[key] == 5.0
+
+
+# --- live backlog --------------------------------------------------------------------------------
+
+
+def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
+    store = KpiStore(CFG)
+    p0 = LiveAggregate()
+    p0.add(True, "urgent", T0, +1)  # urgent target 900 s
+    p0.add(True, "urgent", T0 + 100 * US, +1)
+    p0.add(True, None, T0 - 5000 * US, +1)  # open, answered: not in the unanswered figures
+    p1 = LiveAggregate()
+    p1.add(True, "low", T0 - 200 * US, +1)  # low target 28800 s
+    store.apply(live_update(OVERALL, 0, p0))
+    store.apply(live_update(OVERALL, 1, p1))
+
+    def at(now: int) -> dict[str, float | None]:
+        return {k.kpi: v for k, v in live_values(store, now).items() if k.team == ALL}
+
+    v = at(T0 + 900 * US)
+    assert v[K.OPEN_TICKETS] == 4.0
+    assert v[K.UNANSWERED_TICKETS] == 3.0
+    assert v[K.OLDEST_UNANSWERED_AGE] == 1100.0
+    assert v[K.UNANSWERED_PAST_SLA] == 0.0  # exactly on target is not past it
+    assert at(T0 + 900 * US + 1)[K.UNANSWERED_PAST_SLA] == 1.0
+    assert at(T0 + 1000 * US + 1)[K.UNANSWERED_PAST_SLA] == 2.0
+    assert at(T0 + 28600 * US + 1)[K.UNANSWERED_PAST_SLA] == 3.0
+    # Live readings have no window bounds and follow the clock, not the buckets.
+    readings = [r for r in store.read(T0 + 1) if r.key.window == LIVE_WINDOW]
+    assert readings
+    assert all(r.window_start_us is None and r.window_end_us is None for r in readings)
+    # The answered ticket's partition replaces its partial: only p1's ticket remains unanswered.
+    p0.add(True, "urgent", T0, -1)
+    p0.add(True, "urgent", T0 + 100 * US, -1)
+    store.apply(live_update(OVERALL, 0, p0))
+    v = at(T0 + 900 * US)
+    assert v[K.OPEN_TICKETS] == 2.0
+    assert v[K.UNANSWERED_TICKETS] == 1.0
+    assert v[K.OLDEST_UNANSWERED_AGE] == 1100.0
+    store.apply(live_update(OVERALL, 1, None))
+    v = at(T0 + 900 * US)
+    assert v[K.UNANSWERED_TICKETS] == 0.0
+    assert v[K.OLDEST_UNANSWERED_AGE] == 0.0
+    assert v[K.OPEN_TICKETS] == 1.0
+
+
+# --- eNPS and the team label cap ----------------------------------------------------------------
+
+
+def test_enps_is_read_only_for_overall_and_team_groups() -> None:
+    store = KpiStore(CFG)
+    for group in (OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "high")):
+        store.apply(window_update(group, 0, 0, agg(created=1, enps=[10], nps=[10])))
+    readings = list(store.read(T0))
+    enps = {r.key[2:] for r in readings if r.key.kpi in K.TEAM_ONLY_KPIS}
+    nps = {r.key[2:] for r in readings if r.key.kpi == K.NPS_SCORE}
+    assert enps == {OVERALL, ("tier1", ALL, ALL)}
+    assert nps == {OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "high")}
+    by_key = {r.key: r for r in readings}
+    assert by_key[KpiKey(K.ENPS_SCORE, "1h", "tier1")].value == 100.0
+    assert by_key[KpiKey(K.ENPS_RESPONSES, "1h", "tier1")].sample_size == 1
+
+
+def _team(name: str) -> Group:
+    return (name, ALL, ALL)
+
+
+def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
+    store = KpiStore(CFG)
+    # Volume = created + csat + nps + enps responses in the longest window.
+    teams = {
+        "alpha": [(0, agg(created=2, frt_s=[10, 20]))],  # 2
+        "bravo": [(0, agg(created=1, csat=[5, 4, 3])), (30, agg(created=1))],  # 5
+        "charlie": [(0, agg(created=5, frt_s=[3000], solved_s=[10.0]))],  # 5, ties bravo
+        "delta": [(0, agg(created=1, frt_s=[50, 70, 90], nps=[10, 0]))],  # 3
+        "echo": [(-70, agg(created=50)), (0, agg(created=1, enps=[9]))],  # 2: 50 are too old
+    }
+    partitions = {"alpha": 0, "bravo": 1, "charlie": 0, "delta": 2, "echo": 1}
+    for name, parts in teams.items():
+        for bucket, partial in parts:
+            store.apply(window_update(_team(name), partitions[name], bucket, partial))
+        live = LiveAggregate()
+        live.add(True, "normal", T0 - len(name) * US, +1)
+        store.apply(live_update(_team(name), partitions[name], live))
+    store.apply(window_update(OVERALL, 0, 0, agg(created=10)))
+    now = T0 + 30 * B_US
+
+    capped = list(store.read(now, max_teams=3))
+    teams_seen = {r.key.team for r in capped}
+    # bravo and charlie tie at 5 (name order), delta 3; alpha and echo are merged.
+    assert teams_seen == {ALL, "bravo", "charlie", "delta", OTHER}
+    merged = WindowAggregate()
+    for name in ("alpha", "echo"):
+        for bucket, partial in teams[name]:
+            if bucket > -30:  # inside the 1h window
+                merged.merge(partial)
+    expected = {KpiKey(k, "1h", OTHER): v for k, (v, _) in merged.values().items()}
+    got = {r.key: r.value for r in capped if r.key.team == OTHER and r.key.window == "1h"}
+    assert got == expected
+    assert got[KpiKey(K.TICKETS_CREATED, "1h", OTHER)] == 3.0
+    assert got[KpiKey(K.FIRST_RESPONSE_P90, "1h", OTHER)] == pytest.approx(20.0, rel=0.01)
+    assert got[KpiKey(K.ENPS_RESPONSES, "1h", OTHER)] == 1.0
+    live_other = {
+        r.key.kpi: r.value for r in capped if r.key.team == OTHER and r.key.window == LIVE_WINDOW
+    }
+    assert live_other[K.OPEN_TICKETS] == 2.0
+    assert live_other[K.UNANSWERED_TICKETS] == 2.0
+    assert live_other[K.OLDEST_UNANSWERED_AGE] == (now - (T0 - 5 * US)) / US  # alpha
+    # Kept teams and the overall group are unchanged by the cap.
+    uncapped = {r.key: r.value for r in store.read(now)}
+    for reading in capped:
+        if reading.key.team != OTHER:
+            assert uncapped[reading.key] == reading.value
+    assert {k.team for k in uncapped} == {ALL, *teams}
+    # At or under the cap nothing is merged.
+    assert {r.key.team for r in store.read(now, max_teams=5)} == {ALL, *teams}
+
+
+def test_team_cap_counts_only_team_groups() -> None:
+    store = KpiStore(CFG)
+    for channel in ("chat", "email", "phone"):
+        store.apply(window_update((ALL, channel, ALL), 0, 0, agg(created=1)))
+    store.apply(window_update(_team("solo"), 0, 0, agg(created=1)))
+    readings: list[KpiReading] = list(store.read(T0, max_teams=1))
+    assert {r.key.team for r in readings} == {ALL, "solo"}
+    assert {r.key.channel for r in readings} == {ALL, "chat", "email", "phone"}
+    zero = list(store.read(T0, max_teams=0))
+    assert {r.key.team for r in zero} == {ALL, OTHER}
