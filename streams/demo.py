@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -235,11 +236,16 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)  # the child leads its own session: pgid == pid
 
 
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a child's log, without terminal control sequences."""
     try:
         text = path.read_bytes()[-20000:].decode("utf-8", errors="replace")
     except OSError:
         return "(no log)"
+    text = _TERMINAL_CONTROL.sub("", text)
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
