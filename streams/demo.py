@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import random
@@ -682,8 +683,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         keep=args.keep,
     )
 
+    stream = out if out is not None else sys.stdout
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="replace")  # "—" and "·" on a terminal that lacks them
+
     async def run() -> int:
-        return await Demo(options, out if out is not None else sys.stdout).run()
+        return await Demo(options, stream).run()
 
     return asyncio.run(run())
 
