@@ -16,7 +16,7 @@ Starts, in this order:
 Then it prints where ``/metrics`` is and, every ``--interval`` seconds, a short summary scraped
 from it. Ctrl-C (or SIGTERM/SIGHUP) stops the simulator, the worker (SIGTERM, SIGKILL after a
 timeout) and the broker, removes the temporary directory (unless ``--keep``) and exits 0. If a
-child dies early, the demo prints the tail of its log, stops the rest and exits 1.
+child dies early, the demo prints the tail of its log, stops the rest, keeps the logs and exits 1.
 
 The worker inherits the caller's ``SUPPORT_*`` variables (e.g. ``SUPPORT_SLA_TARGETS``), except
 those the demo sets: ``SUPPORT_KAFKA_BOOTSTRAP``, ``SUPPORT_PARTITIONS``, ``SUPPORT_WEB_HOST``,
@@ -66,6 +66,7 @@ from streams.simulation import (
     generate,
     send_to_kafka,
 )
+from streams.simulator import parse_duration
 
 __all__ = ["Summary", "format_summary", "main", "parse_metrics"]
 
@@ -389,23 +390,21 @@ class Demo:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        failed = True
         try:
             await self._start()
-            if self.stop_requested.is_set():
-                return 0
-            await self._watch()
+            if not self.stop_requested.is_set():
+                await self._watch()
+            failed = False
             return 0
-        except ChildDied as exc:
-            self.say(f"error: {exc}")
-            return 1
-        except (BrokerStartError, TopicCreationError, ConnectionError) as exc:
+        except (ChildDied, BrokerStartError, TopicCreationError, ConnectionError) as exc:
             self.say(f"error: {exc}")
             return 1
         finally:
             await self._shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if opts.keep:
+            if opts.keep or failed:  # after a failure, keep the logs for a look
                 self.say(f"logs kept in {self.workdir}")
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -593,13 +592,14 @@ class Demo:
 
 
 def _seconds(text: str) -> float:
-    from streams.simulator import parse_duration
-
     return parse_duration(text)
 
 
 def _non_negative_seconds(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0s") else _seconds(text)
+    """Like :func:`_seconds`, but zero (``0``, ``0s``, ``0m``, ...) is allowed."""
+    if re.fullmatch(r"\s*0*\.?0*\s*[smhd]?\s*", text.lower()) and re.search(r"\d", text):
+        return 0.0
+    return parse_duration(text)
 
 
 def _port(text: str) -> int:
