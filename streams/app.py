@@ -214,12 +214,12 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        raw: faust.Schema[bytes, bytes] = faust.Schema(key_serializer="raw", value_serializer="raw")
         self.tickets = _RecoveryAwareTable(
             app,
             name="tickets",
             partitions=s.partitions,
-            schema=raw,
+            key_type=bytes,  # bytes key/value types make Faust use the raw codec
+            value_type=bytes,
             beacon=app.tables.beacon,
             source_topics=self.input_kinds,
             on_recovered=self._tickets_recovered,
@@ -230,7 +230,8 @@ class KpiWorker:
             app,
             name="kpi-partials",
             partitions=s.partitions,
-            schema=raw,
+            key_type=bytes,  # bytes key/value types make Faust use the raw codec
+            value_type=bytes,
             beacon=app.tables.beacon,
             source_topics=[self.partials.get_topic_name()],
             on_recovered=self._partials_recovered,

@@ -132,6 +132,7 @@ class PartitionEngine:
         self.hold_us = round(config.orphan_hold_seconds * US)
         self.retention_us = round(config.retention_seconds * US)
         self.stream_time_us = 0
+        self._flushed_stream_time_us = 0
         self.windows: dict[tuple[Group, int], WindowAggregate] = {}
         self.live: dict[Group, LiveAggregate] = {}
         self._dirty: set[tuple[Group, int]] = set()
@@ -232,6 +233,10 @@ class PartitionEngine:
         The aggregates are the engine's own objects: encode them (the worker sends them to
         Kafka) before the engine processes the next event.
         """
+        if self.stream_time_us > self._flushed_stream_time_us:
+            # Carry the advancing stream time to stage 2 even when no partial changed.
+            self._dirty.add(((ALL, ALL, ALL), LIVE_BUCKET))
+            self._flushed_stream_time_us = self.stream_time_us
         updates = []
         for group, bucket in self._dirty:
             if bucket == LIVE_BUCKET:
