@@ -895,6 +895,34 @@ def test_resent_before_created_event_is_a_duplicate(b: Builder) -> None:
     assert outcomes == [Outcome.APPLIED, Outcome.BEFORE_CREATED, Outcome.DUPLICATE]
 
 
+# --- cost of a flush ---------------------------------------------------------------------------
+
+
+def _bytes_flushed_by_one_reply(backlog: int) -> int:
+    """Encoded size of the partials one reply flushes, with ``backlog`` unanswered tickets."""
+    build = Builder()
+    h = Harness()
+    for i in range(backlog):
+        h.engine.process(build.created(f"t{i}", i * 7.5), us(i * 7.5))
+    h.engine.process(build.created("x", backlog * 7.5), us(backlog * 7.5))
+    h.engine.housekeeping(us(backlog * 7.5))
+    h.engine.flush()
+    h.engine.process(build.replied("x", backlog * 7.5 + 1), us(backlog * 7.5 + 1))
+    return sum(len(_WIRE.encode(u)) for u in h.engine.flush())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a live-backlog partial holds one entry per unanswered ticket's creation "
+    "time and is flushed whole when any ticket of the group changes, so flush size and "
+    "KpiStore.apply cost grow linearly with the backlog (bench/RESULTS-engine.md)",
+)
+def test_one_event_flushes_a_bounded_amount_whatever_the_backlog() -> None:
+    small = _bytes_flushed_by_one_reply(200)
+    large = _bytes_flushed_by_one_reply(2000)
+    assert large < 2 * small, (small, large)
+
+
 # --- the hand-computed reference cases, through the engine ---------------------------------------
 
 
