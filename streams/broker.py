@@ -126,9 +126,11 @@ def _stop_all_at_exit() -> None:
 
 
 def _parent_death_signal_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` making the child get SIGTERM when its parent dies (Linux only).
+    """A ``preexec_fn`` making the child get SIGKILL when its parent dies (Linux only).
 
     Covers the cases where Python cannot clean up (SIGKILL, default SIGTERM handling).
+    SIGKILL, not SIGTERM: the storage is in memory and Tansu's graceful stop would keep
+    the port for ~5 s while connections drain.
     The libc function is resolved here, before fork, so the child only calls it.
     """
     if not sys.platform.startswith("linux"):
@@ -143,7 +145,7 @@ def _parent_death_signal_hook() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -163,6 +165,9 @@ class EmbeddedBroker:
 
     ``port=None`` picks a free port. ``start`` returns once the broker answers a Kafka
     metadata request, or raises :class:`BrokerStartError` with the tail of its output.
+
+    ``stop_timeout``: on SIGTERM Tansu waits up to ~5 s for client connections that are
+    still open; its storage is in memory, so after this many seconds it gets SIGKILL.
     """
 
     def __init__(
@@ -172,7 +177,7 @@ class EmbeddedBroker:
         host: str = _LOOPBACK,
         binary: str | None = None,
         start_timeout: float = 30.0,
-        stop_timeout: float = 10.0,
+        stop_timeout: float = 2.0,
         log_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self._requested_port = port
@@ -353,7 +358,11 @@ class EmbeddedBroker:
                 try:
                     proc.wait(timeout=self._stop_timeout)
                 except subprocess.TimeoutExpired:
-                    log.warning("Tansu pid=%s ignored SIGTERM; killing it", proc.pid)
+                    log.info(
+                        "Tansu pid=%s still draining connections %gs after SIGTERM; killing it",
+                        proc.pid,
+                        self._stop_timeout,
+                    )
                     self._signal_group(proc, signal.SIGKILL)
                     proc.wait()
             else:

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -185,6 +186,19 @@ def test_stop_leaves_no_process() -> None:
     assert not process_running(pid)
     assert not broker.running
     broker.stop()  # idempotent
+
+
+def test_stop_with_open_client_connection() -> None:
+    """Tansu drains open connections for ~5 s on SIGTERM; stop() escalates to SIGKILL."""
+    broker = EmbeddedBroker(stop_timeout=0.5).start()
+    pid = broker.pid
+    assert pid is not None
+    with socket.create_connection((broker.host, broker.port)):
+        started = time.monotonic()
+        broker.stop()
+        took = time.monotonic() - started
+    assert not process_running(pid)
+    assert took < 3.0
 
 
 def test_context_manager_stops_on_exception() -> None:
