@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 import test_reference
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from reference import (
     differences,
     format_differences,
@@ -42,7 +42,7 @@ from streams.core.partition import (
 from streams.core.replay import replay
 from streams.core.store import KpiStore
 from streams.core.ticket import Held, to_us
-from streams.events import CustomerLifecycle, Event, SurveySubmitted, event_time
+from streams.events import CustomerLifecycle, Event, event_time
 
 B = 60.0  # bucket seconds
 CFG = EngineConfig(
@@ -785,20 +785,6 @@ def test_rebuild_reproduces_the_incremental_partials(b: Builder) -> None:
     assert store.values(clock) == h.kpis.values(clock)
 
 
-def _retired_before_expiry(events: Sequence[Event], clock_us: int, config: EngineConfig) -> bool:
-    """The known defect (see the xfail test below): a stand-alone survey is retired at
-    ``time + horizon`` although its bucket is kept until ``bucket end + horizon``."""
-    bucket_us = round(config.bucket_seconds * US)
-    horizon_us = round(config.horizon_seconds * US)
-    for event in events:
-        if isinstance(event, SurveySubmitted) and event.ticket_id is None:
-            at_us = to_us(event.occurred_at)
-            bucket_end = (at_us // bucket_us + 1) * bucket_us
-            if at_us + horizon_us <= clock_us < bucket_end + horizon_us:
-                return True
-    return False
-
-
 HYPOTHESIS = settings(
     max_examples=60,
     deadline=None,
@@ -813,16 +799,9 @@ def test_rebuild_equals_incremental_processing_on_generated_streams(scenario: Sc
     h = Harness(scenario.config)
     h.feed_all(events)
     clock = h.engine.stream_time_us
-    assume(not _retired_before_expiry(events, clock, scenario.config))
     assert rebuilt_snapshot(h, clock) == snapshot(h.engine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a stand-alone survey's state is retired at last event + horizon, but its "
-    "bucket only expires at bucket end + horizon, so rebuild() loses a partial that incremental "
-    "processing still has (and never tombstones it)",
-)
 def test_rebuild_after_a_standalone_survey_is_retired_matches(b: Builder) -> None:
     h = Harness()
     h.feed(b.survey(30, "csat", 5))  # bucket [0, 60) expires at 60 + horizon
@@ -882,11 +861,6 @@ def test_health_outcomes_with_resends_agree_with_reference_counts(scenario: Scen
     _compare_health(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: an event rejected as before_created is not remembered, so its re-send is "
-    "rejected (and dead-lettered) again instead of being a DUPLICATE (reference: duplicate)",
-)
 def test_resent_before_created_event_is_a_duplicate(b: Builder) -> None:
     early = b.replied("t1", 50)
     events: list[Event] = [b.created("t1", 100), early, early]

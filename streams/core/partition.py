@@ -167,6 +167,7 @@ class PartitionEngine:
             for held in state.held:
                 if held.step.at_us < state.creation.at_us:
                     result.rejected.append(held)
+                    state.rejected_ids.append(held.step.event_id)
                 else:
                     state.add_step(held.step)
             state.held = []
@@ -190,6 +191,8 @@ class PartitionEngine:
             if step.at_us < state.creation.at_us:
                 src = source or Source()
                 held = Held(step, clock_us, src.topic, src.partition, src.offset, src.raw)
+                state.rejected_ids.append(step.event_id)  # a re-send is a duplicate
+                self.store.put(key, state)
                 return ProcessResult(Outcome.BEFORE_CREATED, late, [held])
             state.add_step(step)
 
@@ -340,13 +343,18 @@ class PartitionEngine:
     # -- ticket retirement ------------------------------------------------------------------
 
     def _retirement_due(self, state: TicketState) -> int:
-        """When a finished ticket's state can go: no KPI can need it any more."""
+        """When a finished ticket's state can go: no KPI can need it any more.
+
+        Not before the bucket of its last event has expired, so that a rebuild from the
+        remaining tickets yields exactly the partials incremental processing still has.
+        """
         last = state.last_event_us()
+        expired = (last // self.bucket_us + 1) * self.bucket_us + self.horizon_us
         if state.standalone:
-            return last + self.horizon_us
+            return expired
         if state.creation is None or not state.is_resolved():
             return _NEVER
-        return last + max(self.retention_us, self.horizon_us)
+        return max(last + self.retention_us, expired)
 
     def _schedule_retirement(self, key: str, state: TicketState) -> None:
         due = self._retirement_due(state)

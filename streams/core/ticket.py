@@ -85,9 +85,13 @@ class TicketState(msgspec.Struct, array_like=True, kw_only=True):
     held: list[Held] = msgspec.field(default_factory=list)
     # A survey without a ticket lives in its own entity, keyed "survey:<survey_id>".
     standalone: bool = False
+    # Events rejected as earlier than the creation: a re-send of one is a duplicate.
+    rejected_ids: list[str] = msgspec.field(default_factory=list)
 
     def has_event(self, event_id: str) -> bool:
         if self.creation is not None and self.creation.event_id == event_id:
+            return True
+        if event_id in self.rejected_ids:
             return True
         return any(s.event_id == event_id for s in self.steps) or any(
             h.step.event_id == event_id for h in self.held
