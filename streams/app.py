@@ -36,7 +36,7 @@ from prometheus_client import (
 
 from streams.core.aggregate import US
 from streams.core.kpis import EngineConfig
-from streams.core.partition import LIVE_BUCKET, Outcome, PartialUpdate, PartitionEngine, Source
+from streams.core.partition import Outcome, PartialUpdate, PartitionEngine, Source
 from streams.core.store import KpiReading, KpiStore
 from streams.core.ticket import Held, TicketState, to_us
 from streams.decoding import Rejection, RejectionReason, decode
@@ -444,5 +444,6 @@ class KpiWorker:
 
 def _partial_key(partition: int, update: PartialUpdate) -> bytes:
     team, channel, priority = update.group
-    bucket = "live" if update.bucket == LIVE_BUCKET else str(update.bucket)
-    return f"{partition}|{update.partition}|{bucket}|{team}|{channel}|{priority}".encode()
+    kind = "live" if update.is_live else "window"
+    source = f"{update.partition}|{kind}|{update.bucket}"
+    return f"{partition}|{source}|{team}|{channel}|{priority}".encode()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from streams.core import kpis as K
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
-from streams.core.partition import LIVE_BUCKET, Group, PartialUpdate
+from streams.core.partition import Group, PartialUpdate
 from streams.core.store import KpiReading, KpiStore
 
 CFG = EngineConfig(
@@ -64,7 +64,9 @@ def window_update(
 
 
 def live_update(group: Group, partition: int, live: LiveAggregate | None) -> PartialUpdate:
-    return _PARTIAL.decode(_WIRE.encode(PartialUpdate(group, partition, LIVE_BUCKET, None, live)))
+    return _PARTIAL.decode(
+        _WIRE.encode(PartialUpdate(group, partition, 0, None, live, is_live=True))
+    )
 
 
 def windowed(store: KpiStore, now_us: int, max_teams: int | None = None) -> KpiValues:

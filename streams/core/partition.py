@@ -40,7 +40,10 @@ from streams.core.ticket import (
 from streams.events import CustomerLifecycle, Event, SurveySubmitted, TicketCreated, routing_key
 
 Group = tuple[str, str, str]  # (team, channel, priority), "all" where not broken down
-LIVE_BUCKET = -1  # bucket number of the live-backlog partial
+OVERALL: Group = ("all", "all", "all")
+# A live update with this bucket carries nothing but the stream time (no ticket is created in
+# bucket -1 of the epoch).
+HEARTBEAT_BUCKET = -1
 
 
 class TicketStore(Protocol):
@@ -102,14 +105,20 @@ class ProcessResult:
 
 
 class PartialUpdate(msgspec.Struct, array_like=True):
-    """The absolute value of one partial aggregate (None: it is empty now)."""
+    """The absolute value of one partial aggregate (None: it is empty now).
+
+    Windowed partials (``is_live`` False) are per bucket of *measurement* time; live-backlog
+    partials per bucket of *creation* time of the open tickets, so one ticket's change
+    re-sends only the tickets created in the same bucket, whatever the backlog.
+    """
 
     group: Group
     partition: int
-    bucket: int  # LIVE_BUCKET for the live backlog
+    bucket: int
     window: WindowAggregate | None = None
     live: LiveAggregate | None = None
     stream_time_us: int = 0
+    is_live: bool = False
 
 
 def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
@@ -134,8 +143,9 @@ class PartitionEngine:
         self.stream_time_us = 0
         self._flushed_stream_time_us = 0
         self.windows: dict[tuple[Group, int], WindowAggregate] = {}
-        self.live: dict[Group, LiveAggregate] = {}
+        self.live: dict[tuple[Group, int], LiveAggregate] = {}  # (group, creation bucket)
         self._dirty: set[tuple[Group, int]] = set()
+        self._dirty_live: set[tuple[Group, int]] = set()
         self._buckets: list[int] = []  # heap of buckets that have partials
         self._bucket_groups: dict[int, set[Group]] = {}
         self._orphan_due: list[tuple[int, str]] = []  # heap (due µs, key)
@@ -236,23 +246,27 @@ class PartitionEngine:
         The aggregates are the engine's own objects: encode them (the worker sends them to
         Kafka) before the engine processes the next event.
         """
-        if self.stream_time_us > self._flushed_stream_time_us:
+        now = self.stream_time_us
+        updates = [
+            PartialUpdate(
+                group, self.partition, bucket, self.windows.get((group, bucket)), None, now
+            )
+            for group, bucket in self._dirty
+        ]
+        updates.extend(
+            PartialUpdate(
+                group, self.partition, bucket, None, self.live.get((group, bucket)), now, True
+            )
+            for group, bucket in self._dirty_live
+        )
+        if not updates and now > self._flushed_stream_time_us:
             # Carry the advancing stream time to stage 2 even when no partial changed.
-            self._dirty.add(((ALL, ALL, ALL), LIVE_BUCKET))
-            self._flushed_stream_time_us = self.stream_time_us
-        updates = []
-        for group, bucket in self._dirty:
-            if bucket == LIVE_BUCKET:
-                live = self.live.get(group)
-                updates.append(
-                    PartialUpdate(group, self.partition, bucket, None, live, self.stream_time_us)
-                )
-            else:
-                window = self.windows.get((group, bucket))
-                updates.append(
-                    PartialUpdate(group, self.partition, bucket, window, None, self.stream_time_us)
-                )
+            updates.append(
+                PartialUpdate(OVERALL, self.partition, HEARTBEAT_BUCKET, None, None, now, True)
+            )
+        self._flushed_stream_time_us = now
         self._dirty.clear()
+        self._dirty_live.clear()
         return updates
 
     def rebuild(self, clock_us: int | None = None) -> None:
@@ -279,7 +293,8 @@ class PartitionEngine:
             facts, live = ticket_facts(state, self.sla_us)
             self._apply_difference(([], None), (facts, live), clock_us)
             self._schedule_retirement(key, state)
-        self._dirty = {*self.windows, *((g, LIVE_BUCKET) for g in self.live)}
+        self._dirty = set(self.windows)
+        self._dirty_live = set(self.live)
 
     def _apply_difference(
         self,
@@ -321,14 +336,16 @@ class PartitionEngine:
 
     def _apply_live(self, fact: LiveFact, sign: int) -> None:
         priority = fact.dims.priority if fact.unanswered else None
+        bucket = fact.created_us // self.bucket_us
         for group in groups_of(fact.dims):
-            aggregate = self.live.get(group)
+            key = (group, bucket)
+            aggregate = self.live.get(key)
             if aggregate is None:
-                aggregate = self.live[group] = LiveAggregate()
+                aggregate = self.live[key] = LiveAggregate()
             aggregate.add(True, priority, fact.created_us, sign)
             if aggregate.is_empty():
-                del self.live[group]
-            self._dirty.add((group, LIVE_BUCKET))
+                del self.live[key]
+            self._dirty_live.add(key)
 
     def _bucket_expired(self, bucket: int, clock_us: int) -> bool:
         return (bucket + 1) * self.bucket_us <= clock_us - self.horizon_us
@@ -387,7 +404,8 @@ def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
 
 
 __all__ = [
-    "LIVE_BUCKET",
+    "HEARTBEAT_BUCKET",
+    "OVERALL",
     "DictTicketStore",
     "Group",
     "Outcome",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from streams.core import kpis
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, OTHER, EngineConfig, KpiKey
-from streams.core.partition import LIVE_BUCKET, Group, PartialUpdate
+from streams.core.partition import Group, PartialUpdate
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class _GroupState:
         self.parts: dict[tuple[int, int], WindowAggregate] = {}  # (partition, bucket) -> partial
         self.buckets: dict[int, WindowAggregate] = {}  # bucket -> merged over partitions
         self.windows = [_Window() for _ in range(window_count)]
-        self.live_parts: dict[int, LiveAggregate] = {}
+        self.live_parts: dict[tuple[int, int], LiveAggregate] = {}  # (partition, bucket)
         self.live = LiveAggregate()
 
     def is_empty(self) -> bool:
@@ -74,19 +74,21 @@ class KpiStore:
             if update.window is None and update.live is None:
                 return
             state = self.groups[update.group] = _GroupState(len(self.window_buckets))
-        if update.bucket == LIVE_BUCKET:
-            self._apply_live(state, update.partition, update.live)
+        if update.is_live:
+            self._apply_live(state, (update.partition, update.bucket), update.live)
         else:
             self._apply_window(state, update.partition, update.bucket, update.window)
         if state.is_empty():
             del self.groups[update.group]
 
-    def _apply_live(self, state: _GroupState, partition: int, live: LiveAggregate | None) -> None:
-        old = state.live_parts.pop(partition, None)
+    def _apply_live(
+        self, state: _GroupState, part: tuple[int, int], live: LiveAggregate | None
+    ) -> None:
+        old = state.live_parts.pop(part, None)
         if old is not None:
             state.live.merge(old, -1)
         if live is not None and not live.is_empty():
-            state.live_parts[partition] = live
+            state.live_parts[part] = live
             state.live.merge(live, +1)
 
     def _apply_window(
