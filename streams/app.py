@@ -287,6 +287,13 @@ class KpiWorker:
         self, topic: str, partition: int, offset: int, raw: bytes
     ) -> list[tuple[bytes, bytes]]:
         """Process one input record; returns dead letters to send."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            # A partition revoked in a rebalance while its records were in flight: its new
+            # owner processes them from the committed offset. Touching its tickets or sending
+            # its partials here could overwrite the new owner's newer values.
+            log.debug("skipping %s[%d]@%d: partition not owned", topic, partition, offset)
+            return []
         self._positions[(topic, partition)] = offset + 1
         now = time.time()
         kind = self.input_kinds.get(topic, topic)
@@ -309,7 +316,6 @@ class KpiWorker:
             )
             return [(dead_letter_key(topic, partition, offset), encode_record(record))]
 
-        engine = self._engine(partition)
         at_us = to_us(decoded.occurred_at)
         clock = self.clock_us(max(engine.stream_time_us, at_us))
         result = engine.process(decoded, clock, Source(topic, partition, offset, raw))
@@ -345,15 +351,6 @@ class KpiWorker:
         )
         return dead_letter_key(held.topic, held.partition, held.offset), encode_record(record)
 
-    def _engine(self, partition: int) -> PartitionEngine:
-        engine = self.engines.get(partition)
-        if engine is None:  # not announced by a recovery (should not happen): rebuild now
-            engine = self.engines[partition] = PartitionEngine(
-                partition, self.ticket_store, self.config
-            )
-            engine.rebuild(self.clock_us(engine.stream_time_us))
-        return engine
-
     def _tickets_recovered(self, partitions: set[int]) -> None:
         for partition in list(self.engines):
             if partition not in partitions:
@@ -387,6 +384,10 @@ class KpiWorker:
             self._apply_partial(event.message.partition, event.value)
 
     def _apply_partial(self, partition: int, raw: bytes) -> None:
+        store = self.kpi_stores.get(partition)
+        if store is None:
+            log.debug("skipping a partial of partition %d: not owned", partition)
+            return  # revoked while in flight; the new owner applies it
         update = _PARTIAL_DECODER.decode(raw)
         key = _partial_key(partition, update)
         if update.window is None and update.live is None:
@@ -394,9 +395,6 @@ class KpiWorker:
                 del self.partial_table[key]
         else:
             self.partial_table[key] = raw
-        store = self.kpi_stores.get(partition)
-        if store is None:
-            store = self.kpi_stores[partition] = KpiStore(self.config)
         store.apply(update)
 
     def _partials_recovered(self, partitions: set[int]) -> None:
