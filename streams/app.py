@@ -36,7 +36,13 @@ from prometheus_client import (
 
 from streams.core.aggregate import US
 from streams.core.kpis import EngineConfig
-from streams.core.partition import Outcome, PartialUpdate, PartitionEngine, Source
+from streams.core.partition import (
+    Outcome,
+    PartialUpdate,
+    PartitionEngine,
+    Source,
+    dimension_of,
+)
 from streams.core.store import KpiReading, KpiStore
 from streams.core.ticket import Held, TicketState, to_us
 from streams.decoding import Rejection, RejectionReason, decode
@@ -55,20 +61,11 @@ _TICKET_ENCODER = msgspec.msgpack.Encoder()
 _PARTIAL_DECODER = msgspec.msgpack.Decoder(PartialUpdate)
 _PARTIAL_ENCODER = msgspec.msgpack.Encoder()
 
-# Stage-2 routing: every group of one dimension goes to the same stage-2 partition, so one
-# worker sees all teams and can cap the team label exactly (SPEC §5 label bounds).
-DIMENSION_KEYS = (b"overall", b"team", b"channel", b"priority")
-
 
 def dimension_key(group: tuple[str, str, str]) -> bytes:
-    team, channel, priority = group
-    if team != "all":
-        return b"team"
-    if channel != "all":
-        return b"channel"
-    if priority != "all":
-        return b"priority"
-    return b"overall"
+    """Stage-2 routing: every group of one dimension goes to the same stage-2 partition, so
+    one worker sees all teams and can cap the team label exactly (SPEC §5 label bounds)."""
+    return dimension_of(group).encode()
 
 
 class _RecoveryAwareTable(faust.Table[bytes, bytes]):
@@ -389,6 +386,10 @@ class KpiWorker:
             log.debug("skipping a partial of partition %d: not owned", partition)
             return  # revoked while in flight; the new owner applies it
         update = _PARTIAL_DECODER.decode(raw)
+        if update.reset:
+            self._reset_partials(partition, update)
+            store.apply(update)
+            return
         key = _partial_key(partition, update)
         if update.window is None and update.live is None:
             if key in self.partial_table:
@@ -396,6 +397,15 @@ class KpiWorker:
         else:
             self.partial_table[key] = raw
         store.apply(update)
+
+    def _reset_partials(self, partition: int, reset: PartialUpdate) -> None:
+        """Delete the stored partials a reset drops (tombstones in the changelog)."""
+        dimension = dimension_of(reset.group)
+        prefix = f"{partition}|{reset.partition}|".encode()
+        for key in [k for k in list(self.partial_table.keys()) if k.startswith(prefix)]:
+            update = _PARTIAL_DECODER.decode(self.partial_table[key])
+            if dimension_of(update.group) == dimension:
+                del self.partial_table[key]
 
     def _partials_recovered(self, partitions: set[int]) -> None:
         self.kpi_stores = {p: KpiStore(self.config) for p in partitions}

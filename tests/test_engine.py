@@ -747,7 +747,10 @@ def rebuilt_snapshot(h: Harness, clock_us: int | None) -> bytes:
     updates = fresh.flush()
     # Everything is re-sent after a rebuild; besides, at most a heartbeat carrying the
     # stream time to stage 2.
-    sent = {(u.group, u.bucket, u.is_live) for u in updates}
+    resets = [u for u in updates if u.reset]
+    assert len(resets) == 4, "a rebuild first resets every dimension of the partition"
+    assert updates[:4] == resets, "the resets precede the snapshot"
+    sent = {(u.group, u.bucket, u.is_live) for u in updates if not u.reset}
     partials = {(g, b, False) for g, b in fresh.windows} | {(g, b, True) for g, b in fresh.live}
     assert partials <= sent
     assert sent - partials <= {((ALL, ALL, ALL), HEARTBEAT_BUCKET, True)}
@@ -948,3 +951,22 @@ def test_event_time_helpers_agree() -> None:
     # Guards the harness: us() and the Builder's timestamps are the same instant.
     assert us(90.5) == to_us(Builder().replied("x", 90.5).occurred_at)
     assert event_time(Builder().created("x", 60)) == ts(60)
+
+
+def test_crash_before_a_flush_then_rebuild_leaves_no_stale_partial(b: Builder) -> None:
+    """kill -9 after a ticket was solved (state written, offsets committed) but before the
+    flush that would have emptied its live partial: the new owner's rebuild resets the
+    partition in stage 2, so the ticket does not stay open there."""
+    h = Harness()
+    h.feed(b.created("t1", 0))
+    h.feed(b.created("t2", 90))  # another creation bucket than t1's
+    assert live(h.values(90), K.OPEN_TICKETS) == 2
+    # Processed and persisted, never flushed: the crash.
+    h.engine.process(b.status("t1", 100, "solved"), us(100))
+    restarted = PartitionEngine(0, h.tickets, CFG)
+    restarted.rebuild(None)
+    for update in restarted.flush():
+        h.kpis.apply(_PARTIAL.decode(_WIRE.encode(update)))
+    values = h.values(100)
+    assert live(values, K.OPEN_TICKETS) == 1
+    assert get(values, K.TICKETS_SOLVED) == 1

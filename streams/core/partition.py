@@ -44,6 +44,20 @@ OVERALL: Group = ("all", "all", "all")
 # A live update with this bucket carries nothing but the stream time (no ticket is created in
 # bucket -1 of the epoch).
 HEARTBEAT_BUCKET = -1
+# Stage 2 is partitioned by dimension: all groups of one dimension meet in one place.
+DIMENSIONS = ("overall", "team", "channel", "priority")
+
+
+def dimension_of(group: Group) -> str:
+    """Which dimension a group breaks down: overall, team, channel or priority."""
+    team, channel, priority = group
+    if team != ALL:
+        return "team"
+    if channel != ALL:
+        return "channel"
+    if priority != ALL:
+        return "priority"
+    return "overall"
 
 
 class TicketStore(Protocol):
@@ -119,6 +133,10 @@ class PartialUpdate(msgspec.Struct, array_like=True):
     live: LiveAggregate | None = None
     stream_time_us: int = 0
     is_live: bool = False
+    # A reset drops everything stage 2 holds from this partition for the dimension of
+    # ``group``; the partials that follow it are a complete snapshot (sent after a rebuild,
+    # so a partial that emptied while its tombstone was lost in a crash cannot linger).
+    reset: bool = False
 
 
 def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
@@ -146,6 +164,7 @@ class PartitionEngine:
         self.live: dict[tuple[Group, int], LiveAggregate] = {}  # (group, creation bucket)
         self._dirty: set[tuple[Group, int]] = set()
         self._dirty_live: set[tuple[Group, int]] = set()
+        self._reset_pending = False
         self._buckets: list[int] = []  # heap of buckets that have partials
         self._bucket_groups: dict[int, set[Group]] = {}
         self._orphan_due: list[tuple[int, str]] = []  # heap (due µs, key)
@@ -247,7 +266,13 @@ class PartitionEngine:
         Kafka) before the engine processes the next event.
         """
         now = self.stream_time_us
-        updates = [
+        resets = [
+            PartialUpdate(group, self.partition, HEARTBEAT_BUCKET, stream_time_us=now, reset=True)
+            for group in _DIMENSION_GROUPS
+        ]
+        updates = resets if self._reset_pending else []
+        self._reset_pending = False
+        updates += [
             PartialUpdate(
                 group, self.partition, bucket, self.windows.get((group, bucket)), None, now
             )
@@ -295,6 +320,7 @@ class PartitionEngine:
             self._schedule_retirement(key, state)
         self._dirty = set(self.windows)
         self._dirty_live = set(self.live)
+        self._reset_pending = True
 
     def _apply_difference(
         self,
@@ -385,6 +411,13 @@ class PartitionEngine:
 
 
 _NEVER = 2**63
+# One representative group per dimension, to address a reset to each.
+_DIMENSION_GROUPS: tuple[Group, ...] = (
+    OVERALL,
+    ("*", ALL, ALL),
+    (ALL, "*", ALL),
+    (ALL, ALL, "*"),
+)
 
 
 def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
@@ -404,6 +437,7 @@ def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
 
 
 __all__ = [
+    "DIMENSIONS",
     "HEARTBEAT_BUCKET",
     "OVERALL",
     "DictTicketStore",

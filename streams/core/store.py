@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from streams.core import kpis
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, OTHER, EngineConfig, KpiKey
-from streams.core.partition import Group, PartialUpdate
+from streams.core.partition import Group, PartialUpdate, dimension_of
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,9 @@ class KpiStore:
     def apply(self, update: PartialUpdate) -> None:
         """Take the latest value of one partial (idempotent)."""
         self.stream_time_us = max(self.stream_time_us, update.stream_time_us)
+        if update.reset:
+            self.reset(update.partition, dimension_of(update.group))
+            return
         state = self.groups.get(update.group)
         if state is None:
             if update.window is None and update.live is None:
@@ -80,6 +83,17 @@ class KpiStore:
             self._apply_window(state, update.partition, update.bucket, update.window)
         if state.is_empty():
             del self.groups[update.group]
+
+    def reset(self, partition: int, dimension: str) -> None:
+        """Forget every partial of one source partition for the groups of one dimension."""
+        for group in [g for g in self.groups if dimension_of(g) == dimension]:
+            state = self.groups[group]
+            for part in [k for k in state.parts if k[0] == partition]:
+                self._apply_window(state, part[0], part[1], None)
+            for part in [k for k in state.live_parts if k[0] == partition]:
+                self._apply_live(state, part, None)
+            if state.is_empty():
+                del self.groups[group]
 
     def _apply_live(
         self, state: _GroupState, part: tuple[int, int], live: LiveAggregate | None
