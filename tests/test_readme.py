@@ -1,0 +1,76 @@
+"""The README's metrics catalog and settings table tell the truth."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.app import KpiWorker
+from streams.core.partition import DictTicketStore, PartitionEngine
+from streams.core.store import KpiStore
+from streams.core.ticket import to_us
+from streams.decoding import Rejection, decode
+from streams.settings import Settings, load_settings
+from streams.simulator import generate
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def documented_metrics() -> set[str]:
+    rows = [line for line in _section("Metrics catalog").splitlines() if line.startswith("| `")]
+    return {re.match(r"\| `([a-z_]+)`", row).group(1) for row in rows}  # type: ignore[union-attr]
+
+
+def exported_metrics() -> set[str]:
+    """Every metric family a worker exports once it has seen traffic of every kind."""
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1")
+    worker = KpiWorker(settings)
+    config = settings.engine_config()
+    store = KpiStore(config)
+    engine = PartitionEngine(0, DictTicketStore(), config)
+    start = time.time() - 3 * 3600
+    for record in generate("steady", seed=3, start=start, duration_seconds=3 * 3600, rate=300):
+        event = decode(record.topic, record.value, now=time.time(), future_tolerance_seconds=300)
+        if isinstance(event, Rejection):
+            continue
+        engine.process(event, max(engine.stream_time_us, to_us(event.occurred_at)))
+    for update in engine.flush():
+        store.apply(update)
+    worker.kpi_stores[0] = store
+    names = set()
+    for family in text_string_to_metric_families(generate_latest(worker.registry).decode()):
+        sample_names = {sample.name for sample in family.samples}
+        names |= sample_names if family.type == "counter" else {family.name}
+        if family.type == "info":
+            names = (names - {family.name}) | sample_names
+    return {name for name in names if name.startswith("support_")}
+
+
+def test_every_exported_metric_is_documented_and_every_documented_one_exported() -> None:
+    documented = documented_metrics()
+    exported = exported_metrics()
+    assert exported - documented == set(), "exported but not in the README's catalog"
+    assert documented - exported == set(), "in the README's catalog but never exported"
+
+
+def test_every_setting_is_documented() -> None:
+    table = _section("Settings")
+    for name in Settings.model_fields:
+        variable = f"SUPPORT_{name.upper()}"
+        if name.startswith("topic_"):
+            # Documented as a family: SUPPORT_TOPIC_TICKET_CREATED ... and the suffixes.
+            suffix = name.removeprefix("topic_").upper()
+            assert variable in table or f"`_{suffix}`" in table, variable
+        else:
+            assert variable in table, f"{variable} is not in the README's settings table"
