@@ -1,0 +1,84 @@
+"""Settings: parsed from SUPPORT_* variables, a bad value is one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from streams.settings import SettingsError, load_settings, parse_duration
+
+
+def test_defaults_match_the_spec() -> None:
+    settings = load_settings()
+    assert settings.windows == (("15m", 900.0), ("1h", 3600.0), ("24h", 86400.0))
+    assert settings.sla_targets == {
+        "urgent": 900.0,
+        "high": 3600.0,
+        "normal": 14400.0,
+        "low": 28800.0,
+    }
+    assert settings.max_teams == 100
+    assert settings.store == "memory://"
+    assert settings.engine_config().horizon_seconds == 86400 + 300
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("250ms", 0.25), ("42", 42)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORT_WINDOWS", "5m,2h")
+    monkeypatch.setenv("SUPPORT_SLA_TARGETS", "urgent=5m")
+    monkeypatch.setenv("SUPPORT_CLOCK", "stream")
+    monkeypatch.setenv("SUPPORT_KAFKA_SSL_CAFILE", "")  # empty means unset
+    settings = load_settings()
+    assert settings.windows == (("5m", 300.0), ("2h", 7200.0))
+    assert settings.sla_targets["urgent"] == 300.0
+    assert settings.sla_targets["low"] == 28800.0  # unnamed priorities keep their default
+    assert settings.clock == "stream"
+    assert settings.kafka_ssl_cafile is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SUPPORT_WINDOWS", "15m,90s", "window 90s is not a positive multiple of the bucket"),
+        ("SUPPORT_BUCKET", "7q", "SUPPORT_BUCKET: '7q' is not a duration"),
+        ("SUPPORT_SLA_TARGETS", "vip=1m", "unknown priority 'vip'"),
+        ("SUPPORT_WEB_PORT", "abc", "SUPPORT_WEB_PORT"),
+        ("SUPPORT_CLOCK", "sun", "SUPPORT_CLOCK"),
+        ("SUPPORT_RETENTION", "1h", "must be at least the longest window plus grace"),
+        ("SUPPORT_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "SASL needs SUPPORT_KAFKA_SASL_USERNAME"),
+        ("SUPPORT_STORE", "redis://", "SUPPORT_STORE"),
+    ],
+)
+def test_bad_values_give_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_worker_stops_with_one_line_and_exit_2_on_a_bad_setting() -> None:
+    env = {**os.environ, "SUPPORT_WINDOWS": "15m,90s"}
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("support-kpi-worker: invalid settings: window 90s")
+    assert "Traceback" not in done.stderr
