@@ -329,8 +329,8 @@ class KpiWorker:
 
     def _held_letter(self, held: Held, reason: RejectionReason, now: float) -> tuple[bytes, bytes]:
         """Dead letter of an event the engine could not apply (before_created or orphan)."""
+        self.health.rejected.labels(held.topic, reason).inc()
         if reason == "before_created":
-            self.health.rejected.labels(held.topic, reason).inc()
             rejection = Rejection(
                 reason, "occurred_at", "the event is earlier than its ticket's creation"
             )
@@ -352,13 +352,18 @@ class KpiWorker:
         for partition in list(self.engines):
             if partition not in partitions:
                 del self.engines[partition]
-        for key in [k for k, st in self.ticket_store.states() if st.partition not in partitions]:
-            self.tickets.data.pop(key.encode(), None)  # stale local copy; no changelog write
+        by_partition: dict[int, list[tuple[str, TicketState]]] = {p: [] for p in partitions}
+        for key, state in self.ticket_store.states():  # decode every ticket once
+            mine = by_partition.get(state.partition)
+            if mine is None:
+                self.tickets.data.pop(key.encode(), None)  # stale local copy; no changelog write
+            else:
+                mine.append((key, state))
         wall = self.settings.clock == "wall"
-        for partition in partitions:
+        for partition, states in by_partition.items():
             engine = PartitionEngine(partition, self.ticket_store, self.config)
             self.engines[partition] = engine
-            engine.rebuild(self.clock_us(0) if wall else None)
+            engine.rebuild(self.clock_us(0) if wall else None, states)
         log.info("stage 1 owns input partitions %s", sorted(partitions))
 
     def _tickets_revoked(self, partitions: set[int]) -> None:

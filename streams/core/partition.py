@@ -294,14 +294,18 @@ class PartitionEngine:
         self._dirty_live.clear()
         return updates
 
-    def rebuild(self, clock_us: int | None = None) -> None:
+    def rebuild(
+        self,
+        clock_us: int | None = None,
+        states: Iterable[tuple[str, TicketState]] | None = None,
+    ) -> None:
         """Recompute every partial from the ticket states of this partition; mark all dirty.
 
         ``clock_us`` None means stream time: the latest event time among the tickets.
+        ``states``: this partition's tickets when the caller has them already (else the store's).
         """
-        mine = [
-            (key, state) for key, state in self.store.states() if state.partition == self.partition
-        ]
+        source = self.store.states() if states is None else states
+        mine = [(key, state) for key, state in source if state.partition == self.partition]
         for _, state in mine:
             self.stream_time_us = max(self.stream_time_us, state.last_event_us())
         if clock_us is None:
