@@ -298,6 +298,10 @@ ALERT_RATE = 120.0
 ALERT_SEED = 1  # see predicted_alerts: this seed's steady control satisfies no alert condition
 INCIDENT_START_HOURS = 23.0  # three hours of incident at the end of the run
 SHORT_FOR = "5s"
+# The alert reads first-response KPIs only: creations, replies, and escalations (which move
+# a ticket to another team). Status changes and surveys are left out of the alert stacks to
+# halve what two workers must process on a small machine; the reference sees the same.
+ALERT_TOPICS = frozenset({"ticket-created", "ticket-replied", "ticket-escalated"})
 
 
 def shortened_rules(directory: Path) -> Path:
@@ -352,23 +356,33 @@ def test_first_response_time_rising_fires_on_incident_only(
 
     Two stacks run side by side on the same seed: 26 h of traffic at 120 tickets/h, one
     with an incident in its last three hours (incident profile), one steady (the quiet
-    control). With the stream clock the worker's gauges show the end of the backfill,
-    so the overall 15m median is well above twice the 24h median, above the 600 s floor,
-    with enough first responses, in the incident stack only (the reference, computed
-    from the same records, checks those preconditions first). Then: the incident stack's
-    overall alert fires, and the quiet stack fires nothing in the same wait.
+    control); only the topics first response depends on are sent (``ALERT_TOPICS``).
+    With the stream clock the worker's gauges show the end of the backfill, so the
+    overall 15m median is well above twice the 24h median, above the 600 s floor, with
+    enough first responses, in the incident stack only (the reference, computed from the
+    same records, checks those preconditions first). Then: the incident stack's overall
+    alert fires (and no team alert the reference does not predict), and the quiet stack
+    fires nothing in the same wait.
     """
     options = SimOptions(
         incident_start=INCIDENT_START_HOURS * 3600,
         incident_ramp=1200.0,
         incident_backlog_growth=0.9,
     )
-    incident_records = simulate(
-        "incident", seed=ALERT_SEED, hours=ALERT_HOURS, rate=ALERT_RATE, options=options
-    )
-    quiet_records = simulate(
-        "steady", seed=ALERT_SEED, hours=ALERT_HOURS, rate=ALERT_RATE, options=SimOptions()
-    )
+    incident_records = [
+        r
+        for r in simulate(
+            "incident", seed=ALERT_SEED, hours=ALERT_HOURS, rate=ALERT_RATE, options=options
+        )
+        if r.topic in ALERT_TOPICS
+    ]
+    quiet_records = [
+        r
+        for r in simulate(
+            "steady", seed=ALERT_SEED, hours=ALERT_HOURS, rate=ALERT_RATE, options=SimOptions()
+        )
+        if r.topic in ALERT_TOPICS
+    ]
     rules = shortened_rules(tmp_path)
     stacks: list[Stack] = []
     try:
@@ -397,7 +411,7 @@ def test_first_response_time_rising_fires_on_incident_only(
             )
         assert all(n > 0 for n in sent)
         for stack in stacks:
-            converge(stack)
+            converge(stack, timeout=300.0)
 
         quiet_seen: list[Sample] = []
         deadline = time.monotonic() + 60.0
