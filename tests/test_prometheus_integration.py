@@ -55,7 +55,7 @@ ALERT = "FirstResponseTimeRising"
 # reference predicts; the alert expressions themselves are only ever the project's own.
 ALERT_RATIO = 2.0
 ALERT_FLOOR_SECONDS = 600.0
-ALERT_MIN_RESPONSES = {"overall": 10.0, "team": 5.0}
+ALERT_MIN_RESPONSES = {"overall": 10.0, "team": 10.0}
 
 
 def simulate(
@@ -326,13 +326,15 @@ def predicted_alerts(values: KpiValues) -> set[str]:
     teams = {k.team for k in values if k.kpi == kpis.FIRST_RESPONSE_P50 and k.window == "15m"}
     firing = set()
     for team in teams:
-        p15 = values.get(KpiKey(kpis.FIRST_RESPONSE_P50, "15m", team))
+        # The overall rule compares the 15-minute median, the per-team rule the 1-hour one.
+        short = "15m" if team == kpis.ALL else "1h"
+        p_short = values.get(KpiKey(kpis.FIRST_RESPONSE_P50, short, team))
         p24 = values.get(KpiKey(kpis.FIRST_RESPONSE_P50, "24h", team))
-        count = values.get(KpiKey(kpis.FIRST_RESPONSES, "15m", team)) or 0.0
+        count = values.get(KpiKey(kpis.FIRST_RESPONSES, short, team)) or 0.0
         minimum = ALERT_MIN_RESPONSES["overall" if team == kpis.ALL else "team"]
-        if p15 is None or p24 is None:
+        if p_short is None or p24 is None:
             continue
-        if p15 > ALERT_RATIO * p24 and p15 > ALERT_FLOOR_SECONDS and count >= minimum:
+        if p_short > ALERT_RATIO * p24 and p_short > ALERT_FLOOR_SECONDS and count >= minimum:
             firing.add(team)
     return firing
 
