@@ -24,15 +24,23 @@ class KpiPublisher:
         self._published: dict[str, tuple[float | None, int]] = {}
 
     def forget(self) -> None:
-        """Re-publish everything next time (after a rebalance or restart)."""
+        """Re-publish everything next time (after a rebalance or restart). Keys this worker
+        no longer owns are not tombstoned: their new owner publishes them."""
         self._published.clear()
 
-    def changes(self, readings: Iterable[KpiReading], now: float) -> list[tuple[bytes, bytes]]:
-        """(key, value) of every KPI record whose value changed since it was last published."""
-        out = []
+    def changes(
+        self, readings: Iterable[KpiReading], now: float
+    ) -> list[tuple[bytes, bytes | None]]:
+        """(key, value) of every KPI record whose value changed since it was last published,
+        and (key, None) — a tombstone — for every key this worker published that no longer
+        exists (a team folded into ``other`` by the label cap, a group with no data left), so
+        a reader of the compacted topic never keeps a value the board no longer shows."""
+        out: list[tuple[bytes, bytes | None]] = []
         computed_at = utc_datetime(now)
+        seen: set[str] = set()
         for reading in readings:
             topic_key = reading.key.topic_key()
+            seen.add(topic_key)
             current = (reading.value, reading.sample_size)
             if self._published.get(topic_key) == current:
                 continue
@@ -43,6 +51,9 @@ class KpiPublisher:
                 continue
             self._published[topic_key] = current
             out.append((topic_key.encode(), encode_record(record)))
+        for topic_key in [k for k in self._published if k not in seen]:
+            del self._published[topic_key]
+            out.append((topic_key.encode(), None))
         return out
 
 
