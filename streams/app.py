@@ -18,6 +18,7 @@ Two stages, both partitioned, both on Kafka:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -279,6 +280,9 @@ class KpiWorker:
                 message.topic, message.partition, message.offset, event.value or b""
             ):
                 await self.dlq_topic.send(key=key, value=value)
+            # With a backlog the stream never suspends on its own: yield so that stage 2,
+            # the flush timer and /metrics keep up instead of waiting for the backlog's end.
+            await asyncio.sleep(0)
 
     def _handle_input(
         self, topic: str, partition: int, offset: int, raw: bytes
