@@ -387,7 +387,9 @@ class KpiWorker:
 
     async def _merge_partials(self, stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
-            self._apply_partial(event.message.partition, event.value)
+            message = event.message
+            self._positions[(message.topic, message.partition)] = message.offset + 1
+            self._apply_partial(message.partition, event.value)
 
     def _apply_partial(self, partition: int, raw: bytes) -> None:
         store = self.kpi_stores.get(partition)
@@ -442,8 +444,10 @@ class KpiWorker:
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         lag = {}
         consumer = self.app.consumer
+        partials = self.partials.get_topic_name()
         for (topic, partition), position in list(self._positions.items()):
-            if partition not in self.engines:
+            owned = self.kpi_stores if topic == partials else self.engines
+            if partition not in owned:
                 continue
             try:
                 highwater = consumer.highwater(TP(topic, partition))
