@@ -41,6 +41,7 @@ __all__ = [
     "EmbeddedBroker",
     "TopicCreationError",
     "create_topics",
+    "die_with_parent",
     "free_port",
     "resolve_broker_binary",
 ]
@@ -125,13 +126,13 @@ def _stop_all_at_exit() -> None:
             broker.stop()
 
 
-def _parent_death_signal_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` making the child get SIGKILL when its parent dies (Linux only).
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child get ``sig`` when its parent dies (Linux only).
 
-    Covers the cases where Python cannot clean up (SIGKILL, default SIGTERM handling).
-    SIGKILL, not SIGTERM: the storage is in memory and Tansu's graceful stop would keep
-    the port for ~5 s while connections drain.
-    The libc function is resolved here, before fork, so the child only calls it.
+    Covers the cases where Python cannot clean up (SIGKILL, default SIGTERM handling). The
+    broker uses SIGKILL: its storage is in memory and Tansu's graceful stop would keep the
+    port for ~5 s while connections drain. The libc function is resolved here, before fork,
+    so the child only calls it.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -145,7 +146,7 @@ def _parent_death_signal_hook() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -289,9 +290,7 @@ class EmbeddedBroker:
         # The parent-death signal belongs to the forking *thread*: only arm it from the
         # main thread, or the broker would die with a short-lived worker thread.
         preexec = (
-            _parent_death_signal_hook()
-            if threading.current_thread() is threading.main_thread()
-            else None
+            die_with_parent() if threading.current_thread() is threading.main_thread() else None
         )
         self._started_at = time.monotonic()
         try:

@@ -42,7 +42,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -55,6 +55,7 @@ from streams.broker import (
     EmbeddedBroker,
     TopicCreationError,
     create_topics,
+    die_with_parent,
     free_port,
 )
 from streams.simulation import (
@@ -211,26 +212,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """``preexec_fn``: the child gets SIGTERM if the demo dies without cleaning up (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -470,7 +451,7 @@ class Demo:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # we stop it ourselves, after the simulator
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
 
     @property

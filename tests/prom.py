@@ -14,15 +14,12 @@ with Grafana's template variables replaced by values Prometheus accepts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -32,6 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from streams.broker import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
@@ -55,26 +54,9 @@ def find_binary(name: str, env_var: str) -> str | None:
     return shutil.which(name)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def sample_value(sample: Sample) -> float:
     """The float value of one instant-vector (or scalar) sample from :meth:`query`."""
     return float(sample["value"][1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM Prometheus if the test process dies without cleaning up."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class PrometheusServer:
@@ -172,7 +154,7 @@ class PrometheusServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # only prctl(): safe between fork and exec
+                preexec_fn=die_with_parent(signal.SIGTERM),  # only prctl(): safe before exec
             )
         finally:
             log.close()

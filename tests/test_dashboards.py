@@ -24,13 +24,14 @@ from prom import (
     dashboard_files,
     dashboard_queries,
     find_binary,
-    free_port,
     iter_panels,
     load_dashboard,
     sample_value,
     substitute,
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from streams.broker import free_port
 
 DATASOURCE_UID = "support-prometheus"
 EXPECTED_UIDS = {"support-wallboard", "support-team-detail"}
