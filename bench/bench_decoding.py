@@ -35,6 +35,7 @@ from typing import Any
 
 import msgspec
 from jsonschema import Draft202012Validator
+from machine import cpu_model, load_average
 
 from streams.decoding import Rejection, decode
 from streams.events import EVENT_TYPES
@@ -143,18 +144,8 @@ def _rate(function: Callable[[bytes], object], payloads: Sequence[bytes], repeat
 
 
 def _machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        load = "unknown"
+    model = cpu_model()
+    load = load_average()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "CPU": model,

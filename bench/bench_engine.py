@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+from machine import cpu_model, load_average
 
 from streams.core.kpis import EngineConfig
 from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
@@ -254,18 +255,8 @@ def _is_open(state: TicketState) -> bool:
 
 
 def machine() -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        load = "unknown"
+    cpu = cpu_model()
+    load = load_average()
     return [
         f"- CPU: {cpu}",
         f"- nproc: {os.cpu_count()}",

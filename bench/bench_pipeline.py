@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from machine import cpu_model, load_average
 
 from streams.broker import SHORT_SESSION_TIMEOUT_SECONDS, EmbeddedBroker, create_topics, free_port
 from streams.events import CHANNELS, EVENT_TYPES, PRIORITIES
@@ -80,10 +81,6 @@ WORKER_POLL_S = 1.0
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 _SAMPLE = re.compile(r"^(support_events_(?:processed|rejected)_total)\{([^}]*)\} (\S+)$", re.M)
 _DECODE_REJECTIONS_EXCLUDED = ("before_created",)  # counted as processed too
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def rss_bytes(pid: int) -> int:
@@ -692,11 +689,7 @@ def profile_worker(
 
 
 def machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_model()
     mem_kib = 0
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
