@@ -20,7 +20,6 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 from reference import differences, format_differences, reference_kpis
@@ -33,8 +32,6 @@ from streams.events import EVENT_TYPES, Event
 from streams.settings import load_settings
 from streams.simulation.model import SimRecord
 from streams.simulator import send_to_kafka
-
-T = TypeVar("T")
 
 INPUT_TOPICS = tuple(EVENT_TYPES)  # default topic names = logical kinds
 _QUANTILE_KPIS = {
@@ -284,7 +281,3 @@ def scrape_all(workers: Sequence[WorkerProcess]) -> Scrape:
         if text is not None:
             texts.append(text)
     return parse_metrics(texts)
-
-
-def mapping(values: Mapping[str, T]) -> dict[str, T]:
-    return dict(values)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -44,8 +44,6 @@ OVERALL: Group = ("all", "all", "all")
 # A live update with this bucket carries nothing but the stream time (no ticket is created in
 # bucket -1 of the epoch).
 HEARTBEAT_BUCKET = -1
-# Stage 2 is partitioned by dimension: all groups of one dimension meet in one place.
-DIMENSIONS = ("overall", "team", "channel", "priority")
 
 
 def dimension_of(group: Group) -> str:
@@ -408,11 +406,6 @@ class PartitionEngine:
         if due != _NEVER:
             heapq.heappush(self._retire_due, (due, key))
 
-    def tickets(self) -> Iterator[tuple[str, TicketState]]:
-        for key, state in self.store.states():
-            if state.partition == self.partition:
-                yield key, state
-
 
 _NEVER = 2**63
 # One representative group per dimension, to address a reset to each.
@@ -441,7 +434,6 @@ def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
 
 
 __all__ = [
-    "DIMENSIONS",
     "HEARTBEAT_BUCKET",
     "OVERALL",
     "DictTicketStore",
