@@ -152,8 +152,9 @@ class KpiStore:
                 size = self.window_buckets[index]
                 self._slide(state, window, end_bucket - size, end_bucket - 1)
         groups = self._capped_groups(max_teams)
+        bounds = self.window_bounds(now_us)
         for group, (totals, live) in groups.items():
-            yield from self._readings(group, totals, live, end_bucket, now_us)
+            yield from self._readings(group, totals, live, bounds, now_us)
 
     def _capped_groups(
         self, max_teams: int | None
@@ -191,15 +192,13 @@ class KpiStore:
         group: Group,
         totals: list[WindowAggregate],
         live: LiveAggregate | None,
-        end_bucket: int,
+        bounds: list[tuple[int, int]],
         now_us: int,
     ) -> Iterator[KpiReading]:
         team_only_ok = group[1] == ALL and group[2] == ALL
-        for (name, _), size, total in zip(
-            self.config.windows, self.window_buckets, totals, strict=True
+        for (name, _), (start_us, end_us), total in zip(
+            self.config.windows, bounds, totals, strict=True
         ):
-            start_us = (end_bucket - size) * self.bucket_us
-            end_us = end_bucket * self.bucket_us
             for kpi, (value, sample) in total.values().items():
                 if kpi in kpis.TEAM_ONLY_KPIS and not team_only_ok:
                     continue
