@@ -437,3 +437,13 @@ def test_team_cap_counts_only_team_groups() -> None:
     assert {r.key.channel for r in readings} == {ALL, "chat", "email", "phone"}
     zero = list(store.read(T0, max_teams=0))
     assert {r.key.team for r in zero} == {ALL, OTHER}
+
+
+def test_team_cap_never_folds_the_unknown_team() -> None:
+    """Surveys without a team count under team "unknown": a reserved value, not a team."""
+    store = KpiStore(CFG)
+    store.apply(window_update(_team("unknown"), 0, 0, agg(created=1)))
+    for name, created in (("big", 9), ("small", 2)):
+        store.apply(window_update(_team(name), 0, 0, agg(created=created)))
+    teams = {r.key.team for r in store.read(T0, max_teams=1)}
+    assert teams == {"unknown", "big", OTHER}

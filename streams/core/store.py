@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from streams.core import kpis
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
-from streams.core.kpis import ALL, OTHER, EngineConfig, KpiKey
+from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
 from streams.core.partition import Group, PartialUpdate, dimension_of
 
 
@@ -160,7 +160,8 @@ class KpiStore:
         self, max_teams: int | None
     ) -> dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]]:
         result: dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]] = {}
-        teams = [g for g in self.groups if g[0] != ALL]
+        # "unknown" (surveys without a team) is a reserved value, not a team: never folded.
+        teams = [g for g in self.groups if g[0] not in (ALL, UNKNOWN)]
         folded: set[Group] = set()
         if max_teams is not None and len(teams) > max_teams:
             longest = max(range(len(self.window_buckets)), key=self.window_buckets.__getitem__)
