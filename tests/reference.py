@@ -51,23 +51,7 @@ _RANK: dict[type, int] = {
     SurveySubmitted: 4,
 }
 
-# KPIs that are counts: a missing key means 0. Every other KPI is a ratio, mean, quantile or age,
-# and a missing key means "no value" (None).
-COUNT_KPIS: frozenset[str] = frozenset(
-    {
-        K.TICKETS_CREATED,
-        K.TICKETS_SOLVED,
-        K.TICKETS_ESCALATED,
-        K.TICKETS_REOPENED,
-        K.FIRST_RESPONSES,
-        K.CSAT_RESPONSES,
-        K.NPS_RESPONSES,
-        K.ENPS_RESPONSES,
-        K.OPEN_TICKETS,
-        K.UNANSWERED_TICKETS,
-        K.UNANSWERED_PAST_SLA,
-    }
-)
+COUNT_KPIS = K.COUNT_KPIS  # a missing count key means 0, any other missing key None
 
 Group = tuple[str, str, str]  # (team, channel, priority)
 

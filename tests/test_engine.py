@@ -134,24 +134,9 @@ def get(
 ) -> float | None:
     """A value; a missing count is 0 (the group has no partial), anything else missing is None."""
     key = KpiKey(kpi, window, team, channel, priority)
-    if key not in values and kpi in _COUNTS:
+    if key not in values and kpi in K.COUNT_KPIS:
         return 0.0
     return values.get(key)
-
-
-_COUNTS = {
-    K.TICKETS_CREATED,
-    K.TICKETS_SOLVED,
-    K.TICKETS_ESCALATED,
-    K.TICKETS_REOPENED,
-    K.FIRST_RESPONSES,
-    K.CSAT_RESPONSES,
-    K.NPS_RESPONSES,
-    K.ENPS_RESPONSES,
-    K.OPEN_TICKETS,
-    K.UNANSWERED_TICKETS,
-    K.UNANSWERED_PAST_SLA,
-}
 
 
 def live(values: KpiValues, kpi: str, team: str = ALL) -> float | None:

@@ -75,6 +75,24 @@ LIVE_KPIS: tuple[str, ...] = (
     UNANSWERED_PAST_SLA,
 )
 
+# KPIs that are counts: no key means 0. Every other KPI is a ratio, mean, quantile or age, and
+# no key means "no value".
+COUNT_KPIS: frozenset[str] = frozenset(
+    {
+        TICKETS_CREATED,
+        TICKETS_SOLVED,
+        TICKETS_ESCALATED,
+        TICKETS_REOPENED,
+        FIRST_RESPONSES,
+        CSAT_RESPONSES,
+        NPS_RESPONSES,
+        ENPS_RESPONSES,
+        OPEN_TICKETS,
+        UNANSWERED_TICKETS,
+        UNANSWERED_PAST_SLA,
+    }
+)
+
 # KPIs that are percentiles (reported within 1% relative error).
 QUANTILE_KPIS: frozenset[str] = frozenset(
     {FIRST_RESPONSE_P50, FIRST_RESPONSE_P90, RESOLUTION_P50, RESOLUTION_P90}
