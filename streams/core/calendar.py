@@ -67,16 +67,20 @@ Interval = tuple[int, int]  # [start, end) seconds since local midnight, 0 <= st
 
 
 class CalendarError(ValueError):
-    """A calendar definition is wrong; ``path`` says where (``hours.mon[1]``)."""
+    """A calendar definition is wrong; ``path`` says where (``hours.mon[1]``), ``related``
+    names the other part involved, if any (``overlaps hours.sun[0]``)."""
 
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}" if path else problem)
+    def __init__(self, path: str, problem: str, related: str = "") -> None:
         self.path = path
-        self.problem = problem
+        self.related = related
+        self._base = problem
+        self.problem = f"{problem} {related}" if related else problem
+        super().__init__(f"{path}: {self.problem}" if path else self.problem)
 
     def within(self, prefix: str) -> CalendarError:
-        """The same error, its path under ``prefix`` (``teams.Billing``)."""
-        return CalendarError(f"{prefix}.{self.path}" if self.path else prefix, self.problem)
+        """The same error, its paths under ``prefix`` (``teams.Billing``)."""
+        related = f"{prefix}.{self.related}" if self.related else ""
+        return CalendarError(f"{prefix}.{self.path}" if self.path else prefix, self._base, related)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +412,7 @@ def _weekly_intervals(hours: object) -> list[tuple[int, int, str]]:
         path = f"hours.{key}"
         for day in _weekday_keys(str(key), path):
             if day in owner:
-                raise CalendarError(path, f"{WEEKDAYS[day]} is already given by {owner[day]}")
+                raise CalendarError(path, f"{WEEKDAYS[day]} is already given by", owner[day])
             owner[day] = path
         if not isinstance(texts, list | tuple):
             raise CalendarError(path, "must be a list of intervals like '09:00-17:30'")
@@ -426,7 +430,7 @@ def _weekly_intervals(hours: object) -> list[tuple[int, int, str]]:
     )
     for (_, end1, where1), (start2, _, where2) in pairwise(circle):
         if start2 < end1:
-            raise CalendarError(where2, f"overlaps {where1}")
+            raise CalendarError(where2, "overlaps", where1)
     return weekly
 
 
