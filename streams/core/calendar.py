@@ -185,12 +185,21 @@ class CalendarSet:
 
 def business_us(calendar: Calendar, start_us: int, end_us: int) -> int:
     """Working µs of ``calendar`` in ``[start_us, end_us)``; negated when end < start."""
-    if end_us < start_us:
-        return -business_us(calendar, end_us, start_us)
-    first, last = start_us // _BLOCK_US, end_us // _BLOCK_US
-    block = _block(calendar, first)
-    if first == last:
-        return block.worked(end_us) - block.worked(start_us)
+    if end_us <= start_us:
+        return 0 if end_us == start_us else -business_us(calendar, end_us, start_us)
+    first = start_us // _BLOCK_US
+    block = calendar._blocks.get(first) or _block(calendar, first)
+    if end_us < (first + 1) * _BLOCK_US:  # the common case, inlined: one block
+        starts, ends, cum = block.starts, block.ends, block.cum
+        i = bisect_right(starts, end_us) - 1
+        if i < 0:
+            return 0
+        worked = cum[i] + min(end_us, ends[i]) - starts[i]
+        i = bisect_right(starts, start_us, 0, i + 1) - 1
+        if i >= 0:
+            worked -= cum[i] + min(start_us, ends[i]) - starts[i]
+        return worked
+    last = end_us // _BLOCK_US
     total = block.total - block.worked(start_us)
     for index in range(first + 1, last):
         total += _block(calendar, index).total

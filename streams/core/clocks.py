@@ -68,13 +68,23 @@ class TicketClock:
     before the last change.
     """
 
-    __slots__ = ("_business", "_calendar", "_calendars", "_running", "_since", "_stretches", "team")
+    __slots__ = (
+        "_business",
+        "_calendar",
+        "_calendars",
+        "_owner_calendar",
+        "_running",
+        "_since",
+        "_stretches",
+        "team",
+    )
 
     def __init__(
         self, calendars: CalendarSet | None, start_us: int, team: str, *, running: bool = True
     ) -> None:
         self._calendars = calendars
         self.team = team
+        self._owner_calendar = None if calendars is None else calendars.for_team(team)
         self._since = start_us
         self._running = running
         self._calendar = 0
@@ -86,17 +96,13 @@ class TicketClock:
     def running(self) -> bool:
         return self._running
 
-    def _business_us(self, team: str, start_us: int, end_us: int) -> int:
-        assert self._calendars is not None
-        return business_us(self._calendars.for_team(team), start_us, end_us)
-
     def _close(self, at_us: int) -> None:
         if at_us < self._since:
             raise ValueError(f"clock change at {at_us} before the previous one at {self._since}")
         if self._running and at_us > self._since:
             self._calendar += at_us - self._since
-            if self._calendars is not None:
-                self._business += self._business_us(self.team, self._since, at_us)
+            if self._owner_calendar is not None:
+                self._business += business_us(self._owner_calendar, self._since, at_us)
             self._stretches.append((self._since, at_us, self.team))
         self._since = at_us
 
@@ -104,6 +110,8 @@ class TicketClock:
         """The ticket moves to ``team`` at ``at_us`` (later time counts on its calendar)."""
         self._close(at_us)
         self.team = team
+        if self._calendars is not None:
+            self._owner_calendar = self._calendars.for_team(team)
 
     def run(self, at_us: int, running: bool) -> None:
         """Start or stop the clock at ``at_us``."""
@@ -121,8 +129,8 @@ class TicketClock:
         calendar, business = self._calendar, self._business
         if self._running:
             calendar += at_us - self._since
-            if self._calendars is not None:
-                business += self._business_us(self.team, self._since, at_us)
+            if self._owner_calendar is not None:
+                business += business_us(self._owner_calendar, self._since, at_us)
         return Elapsed(calendar, business if self._calendars is not None else None)
 
     def deadline_us(self, target_us: int, clock: SlaClock) -> int | None:
@@ -143,7 +151,8 @@ class TicketClock:
             if end < 0:
                 work = None
             elif business:
-                work = self._business_us(team, start, end)
+                assert self._calendars is not None
+                work = business_us(self._calendars.for_team(team), start, end)
             else:
                 work = end - start
             if work is None or work > left:
