@@ -301,7 +301,9 @@ def test_bad_calendars_name_the_place_and_the_problem(
     assert problem in error.value.problem
 
 
-@pytest.mark.parametrize("zone", ["Europe/Berln", "", "../etc/passwd", "Mars/Olympus_Mons"])
+@pytest.mark.parametrize(
+    "zone", ["Europe/Berln", "", "../etc/passwd", "Mars/Olympus_Mons", "America"]
+)
 def test_unknown_time_zones_are_rejected(zone: str) -> None:
     with pytest.raises(CalendarError) as error:
         Calendar.weekly(zone, {"mon": ["09:00-17:00"]})

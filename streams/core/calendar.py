@@ -349,7 +349,7 @@ def check_timezone(name: object, path: str) -> str:
         raise CalendarError(path, "must be an IANA time zone name such as Europe/Berlin")
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise CalendarError(path, f"unknown time zone {name!r}") from None
     return name
 
