@@ -30,6 +30,14 @@ class Spec:
     holidays: dict[date, tuple[tuple[int, int], ...]]
 
 
+def spec_of(calendar: Calendar) -> Spec:
+    """The oracle's view of a built calendar (its per-weekday wall intervals already include
+    overnight spill), e.g. for a reference implementation fed the engine's calendars. The
+    weekly rules themselves are checked against the oracle through :func:`to_calendar`."""
+    weekly = tuple((day, a, b) for day, intervals in enumerate(calendar.days) for a, b in intervals)
+    return Spec(calendar.timezone, weekly, dict(calendar.holidays))
+
+
 def oracle_working(spec: Spec, zone: ZoneInfo, instant_s: int) -> bool:
     """Is this instant working time? Read straight off the local wall clock."""
     local = datetime.fromtimestamp(instant_s, zone)

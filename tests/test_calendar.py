@@ -13,6 +13,7 @@ from calendar_oracle import (
     oracle_working,
     ranges,
     spans,
+    spec_of,
     specs,
     to_calendar,
 )
@@ -332,6 +333,7 @@ def test_business_time_equals_the_brute_force_oracle(data: st.DataObject) -> Non
         start, end = data.draw(ranges(spec))
     expected = oracle_business_us(spec, start, end)
     assert business_us(calendar, start, end) == expected
+    assert oracle_business_us(spec_of(calendar), start, end) == expected
     assert business_us_uncached(calendar, start, end) == expected
     lo = min(start, end)
     assert is_working(calendar, lo) == oracle_working(spec, ZoneInfo(spec.zone), lo // US)
