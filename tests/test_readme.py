@@ -29,7 +29,7 @@ def _section(title: str) -> str:
 
 def documented_metrics() -> set[str]:
     rows = [line for line in _section("Metrics catalog").splitlines() if line.startswith("| `")]
-    return {re.match(r"\| `([a-z_]+)`", row).group(1) for row in rows}  # type: ignore[union-attr]
+    return {re.match(r"\| `([a-z0-9_]+)`", row).group(1) for row in rows}  # type: ignore[union-attr]
 
 
 def exported_metrics() -> set[str]:
@@ -44,7 +44,8 @@ def exported_metrics() -> set[str]:
         event = decode(record.topic, record.value, now=time.time(), future_tolerance_seconds=300)
         if isinstance(event, Rejection):
             continue
-        engine.process(event, max(engine.stream_time_us, to_us(event.occurred_at)))
+        result = engine.process(event, max(engine.stream_time_us, to_us(event.occurred_at)))
+        worker.cumulative.count(result.derived)
     for update in engine.flush():
         store.apply(update)
     worker.kpi_stores[0] = store
