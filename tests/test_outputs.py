@@ -680,7 +680,8 @@ def test_team_labels_capped_sanitized_and_no_ids_in_outputs(
 ) -> None:
     """300 teams, hostile names among them, SUPPORT_MAX_TEAMS=20: the KPI gauges, and the
     cumulative series, show at most 20 team values besides all/other/unknown; label values
-    are safe and short; no series is doubled; overall values are unaffected; no id reaches /metrics or the topic."""
+    are safe and short; no series is doubled; overall values are unaffected; no id reaches
+    /metrics or the topic."""
     deployment = Deployment(
         bootstrap_servers, unique_prefix, env={"SUPPORT_MAX_TEAMS": str(MAX_TEAMS)}
     )
