@@ -55,6 +55,7 @@ from streams.simulator import generate
 pytestmark = pytest.mark.integration
 
 RULES_FILE = RULES_DIR / "support.yml"
+SLO_RULES = RULES_DIR.parent.parent / "slo" / "support-slos.rules.yml"  # example, see test_slo
 ALERT = "FirstResponseTimeRising"
 
 # The rule's thresholds (deploy/prometheus/rules/support.yml), used to state what the
@@ -153,9 +154,10 @@ def reference(values: KpiValues, key: KpiKey) -> float:
 @pytest.fixture(scope="module")
 def steady(broker: EmbeddedBroker) -> Iterator[Stack]:
     """~2 h of steady traffic (300 tickets/h, surveys included) processed by one worker,
-    scraped every second by a Prometheus that evaluates deploy/prometheus/rules/support.yml."""
+    scraped every second by a Prometheus that evaluates deploy/prometheus/rules/support.yml
+    and the example SLO rules of deploy/slo."""
     records = simulate("steady", seed=41, hours=2.0, rate=300.0, options=SimOptions())
-    stack = start_stack(broker, "prom-steady", records, [RULES_FILE])
+    stack = start_stack(broker, "prom-steady", records, [RULES_FILE, SLO_RULES])
     try:
         stack.deployment.produce(records)
         converge(stack)
