@@ -112,7 +112,8 @@ class ConsumerLagCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "support_consumer_lag_messages",
-            "Records in the input partition not processed yet by this worker.",
+            "Records in an owned partition not processed yet by this worker: the input "
+            "topics (stage 1) and <app>-kpi-partials (stage 2).",
             labels=["topic", "partition"],
         )
         for (topic, partition), lag in sorted(self._lag().items()):
