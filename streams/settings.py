@@ -7,11 +7,14 @@ Durations accept ``ms``, ``s``, ``m``, ``h`` and ``d`` suffixes (``90s``, ``15m`
 
 from __future__ import annotations
 
+import importlib
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     PrivateAttr,
@@ -20,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streams.calendar_file import CalendarFileError, load_calendars
@@ -110,33 +114,86 @@ def _calendar_clocks() -> dict[str, SlaClock]:
     return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+_ANY_CASE = BeforeValidator(_lower)
+
+ROCKSDB_MODULES = ("rocksdict", "rocksdb")  # what Faust's rocksdb:// store can use
+
+
+def rocksdb_available() -> bool:
+    for module in ROCKSDB_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        return True
+    return False
+
+
+def _store_available(value: str) -> str:
+    if value.startswith("rocksdb://") and not rocksdb_available():
+        raise ValueError(
+            "rocksdb:// needs the rocksdb extra, which is not installed here: "
+            "pip install 'support-kpi-streams[rocksdb]' (the image has it), or use memory://"
+        )
+    return value
+
+
 class Settings(BaseSettings):
+    """Every setting, with a docstring: ``support-kpi-worker --help`` is generated from them."""
+
     model_config = SettingsConfigDict(
-        env_prefix="SUPPORT_", extra="ignore", frozen=True, env_ignore_empty=True
+        env_prefix="SUPPORT_",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
+        use_attribute_docstrings=True,
     )
 
     # Kafka connection
     kafka_bootstrap: str = "127.0.0.1:9092"
+    """Bootstrap servers, comma-separated."""
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Kafka security protocol."""
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """SASL mechanism."""
     kafka_sasl_username: str | None = None
+    """SASL user name (required with SASL)."""
     kafka_sasl_password: SecretStr | None = None
+    """SASL password."""
     kafka_ssl_cafile: Path | None = None
+    """CA bundle for TLS (unset: the system CAs)."""
     session_timeout: Duration = 10.0
+    """Consumer session timeout (the embedded Tansu broker wants a short one)."""
     create_topics: bool = True
+    """Create input and output topics with the configured partitions if missing."""
     replication_factor: int = Field(default=1, ge=1)
+    """Replication factor of the topics the worker creates."""
 
     # Topics
     app_id: str = Field(default="support-kpi", pattern=r"^[A-Za-z0-9._-]+$")
+    """Faust app id: the consumer group and the prefix of internal topics."""
     partitions: int = Field(default=8, ge=1, le=1024)
+    """Partitions of every input and internal topic (bounds the parallelism)."""
     topic_ticket_created: str = "ticket-created"
+    """Input topic of ticket-created events."""
     topic_ticket_replied: str = "ticket-replied"
+    """Input topic of ticket-replied events."""
     topic_ticket_escalated: str = "ticket-escalated"
+    """Input topic of ticket-escalated events."""
     topic_ticket_status_changed: str = "ticket-status-changed"
+    """Input topic of ticket-status-changed events."""
     topic_survey_submitted: str = "survey-submitted"
+    """Input topic of survey-submitted events."""
     topic_customer_lifecycle: str = "customer-lifecycle"
+    """Input topic of customer-lifecycle events."""
     topic_kpis: str = "support-kpis"
+    """KPI output topic (compacted)."""
     topic_dlq: str = "support-events-dlq"
+    """Dead-letter topic."""
 
     # KPI semantics
     windows: Annotated[tuple[tuple[str, float], ...], NoDecode, BeforeValidator(_parse_windows)] = (
@@ -144,31 +201,55 @@ class Settings(BaseSettings):
         ("1h", 3600.0),
         ("24h", 86400.0),
     )
+    """Rolling windows, comma-separated (multiples of the bucket)."""
     bucket: Duration = 60.0
+    """Time-bucket size: windows are exact to one bucket."""
     grace: Duration = 300.0
+    """Events older than the longest window plus this are late."""
     future_tolerance: Duration = 300.0
+    """Events further ahead of the wall clock are rejected."""
     sla_targets: Annotated[dict[str, float], NoDecode, BeforeValidator(_parse_sla)] = Field(
         default_factory=lambda: dict(DEFAULT_SLA_TARGETS)
     )
+    """First-response targets per priority; name only the ones you change."""
     resolution_sla_targets: Annotated[
         dict[str, float], NoDecode, BeforeValidator(_parse_resolution_sla)
     ] = Field(default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS))
+    """Resolution (requester wait) targets per priority; name only the ones you change."""
     first_response_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    """Clock of the first-response SLA: calendar or business, for all or per priority."""
     resolution_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    """Clock of the resolution SLA: calendar or business, for all or per priority."""
     calendars_file: Path | None = None
+    """Business-hours calendar file (TOML); unset: everything is calendar time."""
     orphan_hold: Duration = 86400.0
+    """How long events wait for their ticket-created."""
     retention: Duration = 7 * 86400.0
+    """Keep a finished ticket's state this long after its last event."""
     clock: Literal["wall", "stream"] = "wall"
+    """wall (live) or stream (latest event time: backfill and replay)."""
     max_event_bytes: int = Field(default=65536, ge=256)
+    """Larger records are rejected (oversized)."""
 
     # Outputs
     max_teams: int = Field(default=100, ge=1)
+    """Distinct team label values; the rest are merged into other."""
     flush_interval: Duration = 0.2
+    """How often changed partials go to stage 2."""
     publish_interval: Duration = 5.0
-    store: str = Field(default="memory://", pattern=r"^(memory|rocksdb)://")
+    """A KPI record is published at most once per key per interval."""
+    store: Annotated[str, AfterValidator(_store_available)] = Field(
+        default="memory://", pattern=r"^(memory|rocksdb)://"
+    )
+    """Faust table store: memory:// or rocksdb:// (needs the rocksdb extra)."""
     web_host: str = "0.0.0.0"
+    """Address /metrics is served on."""
     web_port: int = Field(default=6066, ge=1, le=65535)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Port /metrics is served on."""
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], _ANY_CASE] = "info"
+    """Log level, in any case."""
+    log_format: Annotated[Literal["text", "json"], _ANY_CASE] = "text"
+    """text, or json: one JSON object per line, for log shippers."""
 
     _calendars: CalendarSet | None = PrivateAttr(default=None)
 
@@ -269,3 +350,48 @@ def load_settings(**overrides: object) -> Settings:
         else:
             message = f"invalid settings: {message}"
         raise SettingsError(message) from None
+
+
+def format_duration(seconds: float) -> str:
+    """900.0 -> '15m', 86400.0 -> '24h', 604800.0 -> '7d', 0.2 -> '200ms': the settings' syntax."""
+    if seconds and seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        # Days only beyond one: '24h' reads better than '1d'.
+        if seconds >= size and seconds % size == 0 and (unit != "d" or seconds > size):
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _is_duration(field: FieldInfo) -> bool:
+    return any(isinstance(m, BeforeValidator) and m.func is _duration for m in field.metadata)
+
+
+def default_text(name: str) -> str:
+    """A setting's default as it would be written in its environment variable."""
+    field = Settings.model_fields[name]
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if _is_duration(field):
+        return format_duration(value)
+    if name == "windows":
+        return ",".join(window for window, _ in value)
+    if name == "sla_targets":
+        return ",".join(f"{p}={format_duration(s)}" for p, s in value.items())
+    return str(value)
+
+
+def settings_help() -> str:
+    """Every ``SUPPORT_*`` variable with its default, choices and description (``--help``)."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        line = f"  SUPPORT_{name.upper()}={default_text(name)}"
+        if typing.get_origin(field.annotation) is Literal:
+            line += f"  (one of: {', '.join(map(str, typing.get_args(field.annotation)))})"
+        lines.append(line)
+        if field.description:
+            lines.append(f"      {field.description}")
+    return "\n".join(lines)
