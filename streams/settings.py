@@ -8,6 +8,7 @@ Durations accept ``ms``, ``s``, ``m``, ``h`` and ``d`` suffixes (``90s``, ``15m`
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,7 +22,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streams.core.kpis import DEFAULT_SLA_TARGETS, EngineConfig
+from streams.core.customers import CustomerConfig
+from streams.core.kpis import DEFAULT_CUSTOMER_WINDOWS, DEFAULT_SLA_TARGETS, EngineConfig
+from streams.core.today import TODAY, TODAY_MAX_SECONDS, time_zone
 from streams.events import PRIORITIES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -53,7 +56,33 @@ def _parse_windows(value: object) -> object:
     names = [part.strip() for part in value.split(",") if part.strip()]
     if not names:
         raise ValueError("at least one window is needed, e.g. 15m,1h,24h")
-    return tuple((name, parse_duration(name)) for name in names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"a window is listed twice in {value.strip()!r}")
+    # ``today`` (local calendar day, SUPPORT_TIMEZONE) carries the longest a day can last.
+    return tuple(
+        (name, TODAY_MAX_SECONDS if name == TODAY else parse_duration(name)) for name in names
+    )
+
+
+def _check_zone(value: object) -> object:
+    if isinstance(value, str):
+        time_zone(value)  # ValueError with one readable line
+        return value.strip()
+    return value
+
+
+def _misaligned_offset(zone_name: str, bucket_seconds: float) -> str | None:
+    """A UTC offset of the zone (sampled weekly, 2000-2040) that is not a whole number of
+    buckets, if any: local midnight would then fall inside a bucket."""
+    zone = time_zone(zone_name)
+    for week in range(40 * 53):
+        moment = datetime(2000, 1, 1, 12, tzinfo=UTC) + timedelta(weeks=week)
+        offset = moment.astimezone(zone).utcoffset()
+        if offset is not None and offset.total_seconds() % bucket_seconds:
+            sign = "-" if offset.total_seconds() < 0 else "+"
+            minutes = abs(int(offset.total_seconds())) // 60
+            return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    return None
 
 
 def _parse_sla(value: object) -> object:
@@ -104,6 +133,10 @@ class Settings(BaseSettings):
         ("1h", 3600.0),
         ("24h", 86400.0),
     )
+    customer_windows: Annotated[
+        tuple[tuple[str, float], ...], NoDecode, BeforeValidator(_parse_windows)
+    ] = DEFAULT_CUSTOMER_WINDOWS
+    timezone: Annotated[str, BeforeValidator(_check_zone)] = "UTC"
     bucket: Duration = 60.0
     grace: Duration = 300.0
     future_tolerance: Duration = 300.0
@@ -142,6 +175,19 @@ class Settings(BaseSettings):
         if self.bucket <= 0:
             raise ValueError("SUPPORT_BUCKET must be more than zero")
         for name, size in self.windows:
+            if name == TODAY:
+                if (86400 / self.bucket) % 1 > 1e-9:
+                    raise ValueError(
+                        f"window today needs a bucket that divides a day ({self.bucket:g}s)"
+                    )
+                misaligned = _misaligned_offset(self.timezone, self.bucket)
+                if misaligned is not None:
+                    raise ValueError(
+                        f"window today: SUPPORT_TIMEZONE {self.timezone} has offset {misaligned},"
+                        f" not a multiple of the bucket ({self.bucket:g}s), so local midnight"
+                        " would split a bucket"
+                    )
+                continue
             if size <= 0 or abs(size / self.bucket - round(size / self.bucket)) > 1e-9:
                 raise ValueError(
                     f"window {name} is not a positive multiple of the bucket ({self.bucket:g}s)"
@@ -152,6 +198,9 @@ class Settings(BaseSettings):
                 f"SUPPORT_RETENTION ({self.retention:g}s) must be at least the longest window "
                 f"plus grace ({horizon:g}s)"
             )
+        for name, size in self.customer_windows:
+            if size <= 0:
+                raise ValueError(f"customer window {name} must be longer than zero")
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
             raise ValueError("SASL needs SUPPORT_KAFKA_SASL_USERNAME and _PASSWORD")
         return self
@@ -165,6 +214,11 @@ class Settings(BaseSettings):
             sla_targets=dict(self.sla_targets),
             orphan_hold_seconds=self.orphan_hold,
             retention_seconds=self.retention,
+        )
+
+    def customer_config(self) -> CustomerConfig:
+        return CustomerConfig(
+            windows=self.customer_windows, time_zone=self.timezone, grace_seconds=self.grace
         )
 
     def input_topics(self) -> dict[str, str]:
