@@ -348,9 +348,9 @@ class CustomerEngine:
         self, key: str, state: CustomerState, clock_us: int
     ) -> CustomerState | None:
         """Compact the customer's changes before the horizon; retire it if nothing is left."""
+        if _retire_due(state, self.horizon_us) > clock_us:
+            return state  # nothing before the horizon to fold
         cutoff = clock_us - self.horizon_us
-        if not state.changes or state.changes[0].at_us > cutoff:
-            return state
         before = (state.group(), self._facts(state))
         kept = len(state.changes)
         if _compact(state, cutoff):
@@ -594,15 +594,17 @@ class CustomerKpiStore:
         old = group.parts.pop(part, None)
         if new is not None and not new.is_empty():
             group.parts[part] = new
-        for series, sign in ((old, -1), (new, +1)):
-            if series is None:
-                continue
-            for name, by_time in series.deltas.items():
-                deltas = group.series.get(name)
-                if deltas is None:
-                    deltas = group.series[name] = _Deltas(self.bucket_us)
-                for at_us, delta in by_time.items():
-                    deltas.add(at_us, sign * delta)
+        old_deltas = {} if old is None else old.deltas
+        new_deltas = {} if new is None else new.deltas
+        for name in old_deltas.keys() | new_deltas.keys():
+            before, after = old_deltas.get(name, {}), new_deltas.get(name, {})
+            deltas = group.series.get(name)
+            if deltas is None:
+                deltas = group.series[name] = _Deltas(self.bucket_us)
+            for at_us in before.keys() | after.keys():  # only what changed
+                change = after.get(at_us, 0) - before.get(at_us, 0)
+                if change:
+                    deltas.add(at_us, change)
 
     # -- reading ----------------------------------------------------------------------------
 
