@@ -214,6 +214,7 @@ class Settings(BaseSettings):
             sla_targets=dict(self.sla_targets),
             orphan_hold_seconds=self.orphan_hold,
             retention_seconds=self.retention,
+            time_zone=self.timezone,
         )
 
     def customer_config(self) -> CustomerConfig:

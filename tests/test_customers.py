@@ -261,8 +261,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     wall_lead = draw(st.sampled_from([0, 0, 5 * MINUTE_US, 12 * HOUR_US, 3 * DAY_US]))
     deliveries = []
     clock = 0
+    # a wall clock may also trail the events by up to 5 minutes (the future tolerance)
+    trail = draw(st.sampled_from([0, 5 * MINUTE_US]))
     for ev in order:
-        clock = max(clock, to_us(ev.occurred_at) + rng.randrange(wall_lead + 1))
+        clock = max(clock, to_us(ev.occurred_at) + rng.randrange(-trail, wall_lead + 1))
         deliveries.append((ev, clock))
     actions = [
         draw(st.sampled_from(["", "", "read", "housekeep", "flush", "restart0", "restart1"]))
@@ -513,3 +515,32 @@ def test_a_late_event_before_the_folded_state_changes_nothing() -> None:
     system.flush()
     compare(system, oracle, later, zone)
     assert system.store.counts(ALL, later)[0][0].at_start == 0  # 2h window: not active then
+
+
+def test_today_resets_at_local_midnight_on_a_23_hour_day() -> None:
+    """Europe/Berlin, 2026-03-29 (clocks jump from 02:00 to 03:00): today is 23 hours long."""
+    config = CustomerConfig(windows=(("today", 26 * 3600.0),), time_zone="Europe/Berlin")
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def at(text: str) -> int:
+        return to_us(datetime.fromisoformat(text))
+
+    midnight = at("2026-03-29T00:00:00+01:00")
+    events = [
+        event("1", "a", "activated", at("2026-03-28T12:00:00+01:00")),
+        event("2", "b", "activated", at("2026-03-28T23:59:59+01:00")),
+        event("3", "a", "churned", at("2026-03-29T22:30:00+02:00")),
+        event("4", "c", "activated", at("2026-03-29T01:30:00+01:00")),
+    ]
+    values = run(events, at("2026-03-29T23:59:59+02:00"), config)
+    assert values[CustomerKpiKey(kpis.CUSTOMERS_ACTIVE_AT_START, "today", ALL)] == 2
+    assert values[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, "today", ALL)] == 1
+    assert values[CustomerKpiKey(kpis.CUSTOMERS_NEW, "today", ALL)] == 1
+    # the next day starts 23 hours after the last one: yesterday's churn is gone
+    store_values = run(events, midnight + 23 * HOUR_US, config)
+    assert store_values[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, "today", ALL)] == 0
+    assert store_values[CustomerKpiKey(kpis.CUSTOMERS_ACTIVE_AT_START, "today", ALL)] == 2
+    assert from_us(midnight + 23 * HOUR_US).astimezone(berlin).hour == 0
+    # one microsecond earlier it is still the 29th
+    before = run(events, midnight + 23 * HOUR_US - 1, config)
+    assert before[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, "today", ALL)] == 1

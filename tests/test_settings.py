@@ -98,6 +98,7 @@ def test_today_customer_windows_and_time_zone(monkeypatch: pytest.MonkeyPatch) -
     assert config.horizon_seconds == 604800 + 300
     # today reaches back at most 26 h: the ticket horizon covers a 25-hour day
     assert settings.engine_config().horizon_seconds == 26 * 3600 + 300
+    assert settings.engine_config().time_zone == "Europe/Berlin"
 
 
 @pytest.mark.parametrize(

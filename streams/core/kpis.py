@@ -138,6 +138,8 @@ class EngineConfig:
     orphan_hold_seconds: float = 86400.0
     # A solved/closed ticket's state is dropped this long after its last event (>= horizon).
     retention_seconds: float = 7 * 86400.0
+    # IANA zone of the calendar-day window ``today`` (streams.core.today).
+    time_zone: str = "UTC"
 
     @property
     def horizon_seconds(self) -> float:
