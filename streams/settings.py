@@ -150,6 +150,7 @@ class Settings(BaseSettings):
 
     # Outputs
     max_teams: int = Field(default=100, ge=1)
+    max_segments: int = Field(default=100, ge=1)
     flush_interval: Duration = 0.2
     publish_interval: Duration = 5.0
     store: str = Field(default="memory://", pattern=r"^(memory|rocksdb)://")

@@ -87,6 +87,7 @@ def test_worker_stops_with_one_line_and_exit_2_on_a_bad_setting() -> None:
 def test_today_customer_windows_and_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().customer_windows == (("7d", 604800.0), ("30d", 2592000.0))
     assert load_settings().timezone == "UTC"
+    assert load_settings().max_segments == 100
     monkeypatch.setenv("SUPPORT_WINDOWS", "15m,today")
     monkeypatch.setenv("SUPPORT_CUSTOMER_WINDOWS", "today,7d")
     monkeypatch.setenv("SUPPORT_TIMEZONE", "Europe/Berlin")

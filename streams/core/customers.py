@@ -316,9 +316,9 @@ class CustomerEngine:
             before = (state.group(), self._facts(state))
         state.changes.append(Change(at_us, event.event_id, event.change == "activated"))
         state.changes.sort()
-        if event.segment is not None and (at_us, event.event_id) > (
-            state.segment_at_us,
-            state.segment_event_id,
+        if event.segment is not None and (
+            state.segment is None
+            or (at_us, event.event_id) > (state.segment_at_us, state.segment_event_id)
         ):
             state.segment = segment_label(event.segment)
             state.segment_at_us, state.segment_event_id = at_us, event.event_id
