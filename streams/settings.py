@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 import typing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,13 +29,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streams.calendar_file import CalendarFileError, load_calendars
 from streams.core.calendar import CalendarSet
+from streams.core.customers import CustomerConfig
 from streams.core.kpis import (
+    DEFAULT_CUSTOMER_WINDOWS,
     DEFAULT_RESOLUTION_SLA_TARGETS,
     DEFAULT_SLA_TARGETS,
     SLA_CLOCKS,
     EngineConfig,
     SlaClock,
 )
+from streams.core.today import TODAY, TODAY_MAX_SECONDS, time_zone
 from streams.events import PRIORITIES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -66,7 +70,33 @@ def _parse_windows(value: object) -> object:
     names = [part.strip() for part in value.split(",") if part.strip()]
     if not names:
         raise ValueError("at least one window is needed, e.g. 15m,1h,24h")
-    return tuple((name, parse_duration(name)) for name in names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"a window is listed twice in {value.strip()!r}")
+    # ``today`` (local calendar day, SUPPORT_TIMEZONE) carries the longest a day can last.
+    return tuple(
+        (name, TODAY_MAX_SECONDS if name == TODAY else parse_duration(name)) for name in names
+    )
+
+
+def _check_zone(value: object) -> object:
+    if isinstance(value, str):
+        time_zone(value)  # ValueError with one readable line
+        return value.strip()
+    return value
+
+
+def _misaligned_offset(zone_name: str, bucket_seconds: float) -> str | None:
+    """A UTC offset of the zone (sampled weekly, 2000-2040) that is not a whole number of
+    buckets, if any: local midnight would then fall inside a bucket."""
+    zone = time_zone(zone_name)
+    for week in range(40 * 53):
+        moment = datetime(2000, 1, 1, 12, tzinfo=UTC) + timedelta(weeks=week)
+        offset = moment.astimezone(zone).utcoffset()
+        if offset is not None and offset.total_seconds() % bucket_seconds:
+            sign = "-" if offset.total_seconds() < 0 else "+"
+            minutes = abs(int(offset.total_seconds())) // 60
+            return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    return None
 
 
 def _parse_sla(value: object, defaults: dict[str, float] = DEFAULT_SLA_TARGETS) -> object:
@@ -202,6 +232,12 @@ class Settings(BaseSettings):
         ("24h", 86400.0),
     )
     """Rolling windows, comma-separated (multiples of the bucket)."""
+    customer_windows: Annotated[
+        tuple[tuple[str, float], ...], NoDecode, BeforeValidator(_parse_windows)
+    ] = DEFAULT_CUSTOMER_WINDOWS
+    """Customer churn/retention windows, comma-separated (today allowed)."""
+    timezone: Annotated[str, BeforeValidator(_check_zone)] = "UTC"
+    """IANA time zone of the calendar-day window today."""
     bucket: Duration = 60.0
     """Time-bucket size: windows are exact to one bucket."""
     grace: Duration = 300.0
@@ -234,6 +270,8 @@ class Settings(BaseSettings):
     # Outputs
     max_teams: int = Field(default=100, ge=1)
     """Distinct team label values; the rest are merged into other."""
+    max_segments: int = Field(default=100, ge=1)
+    """Distinct customer segment label values; the rest are merged into other."""
     flush_interval: Duration = 0.2
     """How often changed partials go to stage 2."""
     publish_interval: Duration = 5.0
@@ -283,6 +321,19 @@ class Settings(BaseSettings):
         if self.bucket <= 0:
             raise ValueError("SUPPORT_BUCKET must be more than zero")
         for name, size in self.windows:
+            if name == TODAY:
+                if (86400 / self.bucket) % 1 > 1e-9:
+                    raise ValueError(
+                        f"window today needs a bucket that divides a day ({self.bucket:g}s)"
+                    )
+                misaligned = _misaligned_offset(self.timezone, self.bucket)
+                if misaligned is not None:
+                    raise ValueError(
+                        f"window today: SUPPORT_TIMEZONE {self.timezone} has offset {misaligned},"
+                        f" not a multiple of the bucket ({self.bucket:g}s), so local midnight"
+                        " would split a bucket"
+                    )
+                continue
             if size <= 0 or abs(size / self.bucket - round(size / self.bucket)) > 1e-9:
                 raise ValueError(
                     f"window {name} is not a positive multiple of the bucket ({self.bucket:g}s)"
@@ -293,6 +344,9 @@ class Settings(BaseSettings):
                 f"SUPPORT_RETENTION ({self.retention:g}s) must be at least the longest window "
                 f"plus grace ({horizon:g}s)"
             )
+        for name, size in self.customer_windows:
+            if size <= 0:
+                raise ValueError(f"customer window {name} must be longer than zero")
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
             raise ValueError("SASL needs SUPPORT_KAFKA_SASL_USERNAME and _PASSWORD")
         if self.calendars_file is not None:
@@ -323,6 +377,12 @@ class Settings(BaseSettings):
             first_response_sla_clocks=dict(self.first_response_sla_clock),
             resolution_sla_clocks=dict(self.resolution_sla_clock),
             calendars=self._calendars,
+            time_zone=self.timezone,
+        )
+
+    def customer_config(self) -> CustomerConfig:
+        return CustomerConfig(
+            windows=self.customer_windows, time_zone=self.timezone, grace_seconds=self.grace
         )
 
     def input_topics(self) -> dict[str, str]:
