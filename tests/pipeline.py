@@ -113,9 +113,14 @@ def _setting_name(topic: str) -> str:
 class WorkerProcess:
     """``python -m streams.worker`` as a child process with its own working directory."""
 
-    def __init__(self, deployment: Deployment, name: str = "worker") -> None:
+    def __init__(
+        self, deployment: Deployment, name: str = "worker", module: str = "streams.worker"
+    ) -> None:
+        """``module``: the worker's entry point, e.g. a test module under ``tests/`` that runs
+        a subclass of the worker (fault injection in a real process, never in production code)."""
         self.deployment = deployment
         self.name = name
+        self.module = module
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.log_path = self.workdir / "worker.log"
@@ -127,9 +132,12 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.deployment.worker_env(self.port)}
+        if self.module != "streams.worker":
+            tests = str(Path(__file__).resolve().parent)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"],
+            [sys.executable, "-m", self.module],
             cwd=self.workdir,
             env=env,
             stdout=log,
