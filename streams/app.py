@@ -179,6 +179,15 @@ class KpiWorker:
             web_port=s.web_port,
             web_bind=s.web_host,
             web_in_thread=False,
+            # Serve /metrics (and Faust's plain "/" status page) only: the built-in views list
+            # the tables and read their keys (/table), show the cluster topology (/router),
+            # sensor statistics and the assignment (/, /assignment) or the service graph.
+            web_tables_enabled=False,
+            web_router_enabled=False,
+            web_stats_enabled=False,
+            web_graph_enabled=False,
+            web_metrics_enabled=False,
+            env={},  # Faust's own APP_* variables (APP_WEB_TABLES_ENABLED=1 ...) are ignored
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             autodiscover=False,

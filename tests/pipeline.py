@@ -9,6 +9,7 @@ must be with the brute-force reference, from the same simulator records the test
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import subprocess
@@ -289,3 +290,26 @@ def scrape_all(workers: Sequence[WorkerProcess]) -> Scrape:
         if text is not None:
             texts.append(text)
     return parse_metrics(texts)
+
+
+def listening_hosts(port: int) -> set[str]:
+    """IPv4/IPv6 addresses with a TCP socket listening on ``port`` (from /proc/net/tcp*)."""
+    hosts: set[str] = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A = LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) byte order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, width // 2, 4))
+            if width == 8:
+                hosts.add(".".join(str(b) for b in words))
+            else:
+                hosts.add(str(ipaddress.IPv6Address(words)))
+    return hosts
