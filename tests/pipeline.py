@@ -115,13 +115,18 @@ class WorkerProcess:
     """``python -m streams.worker`` as a child process with its own working directory."""
 
     def __init__(
-        self, deployment: Deployment, name: str = "worker", module: str = "streams.worker"
+        self,
+        deployment: Deployment,
+        name: str = "worker",
+        module: str = "streams.worker",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``module``: the worker's entry point, e.g. a test module under ``tests/`` that runs
         a subclass of the worker (fault injection in a real process, never in production code)."""
         self.deployment = deployment
         self.name = name
         self.module = module
+        self.env = dict(env or {})
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.log_path = self.workdir / "worker.log"
@@ -132,7 +137,7 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.port}/metrics"
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.deployment.worker_env(self.port)}
+        env = {**os.environ, **self.deployment.worker_env(self.port), **self.env}
         if self.module != "streams.worker":
             tests = str(Path(__file__).resolve().parent)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
