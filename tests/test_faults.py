@@ -13,6 +13,7 @@ The self-kills at exact points come from ``tests/crashing_worker.py`` (a test-on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -173,10 +174,8 @@ def own_broker() -> Iterator[EmbeddedBroker]:
     broker.start()
     yield broker
     if broker.pid is not None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(broker.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
     broker.stop()
 
 
