@@ -526,6 +526,9 @@ class KpiWorker:
             except Exception:  # the consumer does not know this partition's end yet
                 continue
             if highwater is not None:
+                if highwater < position:  # the broker lost data; report it once
+                    self.health.offsets_went_back(topic, partition, position, highwater)
+                    self._positions[(topic, partition)] = position = highwater
                 lag[(topic, partition)] = max(0, highwater - position)
         return lag
 
