@@ -71,6 +71,7 @@ class PipelineHealth:
             self.late.labels(topic)
             self.duplicate.labels(topic)
             self.orphaned.labels(topic)
+            self.offset_resets.labels(topic)
             for reason in REJECTION_REASONS:
                 self.rejected.labels(topic, reason)
 
