@@ -234,3 +234,52 @@ def test_broker_frozen_60_s_then_more_events(
     assert "Crashed" not in log, worker.log_tail()
     assert log.count("[^Worker]: Ready") <= 1, "the worker restarted its services"
     assert_ready(scrape_all([worker]))
+
+
+def test_broker_restarted_empty_is_reported_and_the_documented_recovery_works(
+    unique_prefix: str, workers: list[WorkerProcess]
+) -> None:
+    """The broker loses everything (in-memory storage, restarted on the same port). The
+    worker stays up and says so (error log naming the cause, support_offset_resets_total);
+    the procedure of docs/operations.md (re-create the topics, restart the workers) gives a
+    worker whose KPIs equal the reference of what the new broker holds."""
+    port = free_port()
+    broker = EmbeddedBroker(port=port).start()
+    try:
+        deployment = Deployment(broker.bootstrap_servers, unique_prefix, partitions=2)
+        deployment.create_topics()
+        worker = WorkerProcess(deployment, "before").start()
+        workers.append(worker)
+        worker.wait_ready()
+        records = simulated(seed=83, hours=1.0)
+        deployment.produce(records)
+        config = deployment.engine_config()
+        assert_kpis_converge(
+            lambda: scrape_all([worker]).values, expected_kpis(decoded_events(records), config)
+        )
+        assert counter_total(scrape_all([worker]), "support_offset_resets_total") == 0
+
+        broker.stop()
+        broker = EmbeddedBroker(port=port).start()  # same address, no data
+
+        def reported() -> bool:
+            return counter_total(scrape_all([worker]), "support_offset_resets_total") > 0
+
+        wait_until(reported, 90, lambda: f"not reported; log:\n{worker.log_tail()}")
+        assert worker.alive()
+        assert "the broker lost the partition's data" in worker.log()
+
+        # What docs/operations.md says to do: re-create the topics, restart every worker.
+        deployment.create_topics()
+        worker.stop()
+        fresh = WorkerProcess(deployment, "after").start()
+        workers.append(fresh)
+        fresh.wait_ready()
+        later = simulated(seed=89, hours=0.5)
+        deployment.produce(later)
+        assert_kpis_converge(
+            lambda: scrape_all([fresh]).values, expected_kpis(decoded_events(later), config)
+        )
+        assert counter_total(scrape_all([fresh]), "support_offset_resets_total") == 0
+    finally:
+        broker.stop()
