@@ -30,6 +30,8 @@ ALERTS = {
     "NoEventsIngested",
     "DeadLetterRateHigh",
     "ConsumerLagHigh",
+    "InternalErrors",
+    "BrokerLostData",
 }
 
 
