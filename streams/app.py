@@ -45,6 +45,7 @@ from streams.core.store import KpiReading, KpiStore
 from streams.core.ticket import Held, TicketState, to_us
 from streams.decoding import Rejection, RejectionReason, decode
 from streams.outputs.cumulative import CumulativeKpis
+from streams.outputs.guard import RecordGuard
 from streams.outputs.health import ConsumerLagCollector, PipelineHealth
 from streams.outputs.prometheus import KpiCollector
 from streams.outputs.publisher import KpiPublisher
@@ -148,6 +149,7 @@ class KpiWorker:
         self.input_kinds = settings.input_topics()
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.health = PipelineHealth(self.registry, self.input_kinds)
+        self.guard = RecordGuard(self.registry, self.health.rejected)
         self.registry.register(KpiCollector(self.readings))
         self.registry.register(ConsumerLagCollector(self.consumer_lag))
         self.cumulative = CumulativeKpis(self.registry, self.config.sla_targets, settings.max_teams)
@@ -177,6 +179,22 @@ class KpiWorker:
             web_port=s.web_port,
             web_bind=s.web_host,
             web_in_thread=False,
+            # Serve /metrics (and Faust's plain "/" status page) only: the built-in views list
+            # the tables and read their keys (/table), show the cluster topology (/router),
+            # sensor statistics and the assignment (/, /assignment) or the service graph.
+            web_tables_enabled=False,
+            web_router_enabled=False,
+            web_stats_enabled=False,
+            web_graph_enabled=False,
+            web_metrics_enabled=False,
+            env={},  # Faust's own APP_* variables (APP_WEB_TABLES_ENABLED=1 ...) are ignored
+            # Faust checks that the changelog offsets a table has applied are <= the topic's
+            # end. With the in-memory store the check only runs across rebalances inside one
+            # process, where a broker whose end offset lags its last batch (Tansu) makes it
+            # fail and the whole worker exit. Lost broker data is reported by the lag check
+            # (support_offset_resets_total) instead. RocksDB keeps the check (local files
+            # ahead of the changelog must stop the worker).
+            recovery_consistency_check=not s.store.startswith("memory"),
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             autodiscover=False,
@@ -277,13 +295,41 @@ class KpiWorker:
     async def _process_events(self, stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             message = event.message
-            for key, value in self._handle_input(
+            for key, value in self._contained_input(
                 message.topic, message.partition, message.offset, event.value or b""
             ):
                 await self.dlq_topic.send(key=key, value=value)
             # With a backlog the stream never suspends on its own: yield so that stage 2,
             # the flush timer and /metrics keep up instead of waiting for the backlog's end.
             await asyncio.sleep(0)
+
+    def _contained_input(
+        self, topic: str, partition: int, offset: int, raw: bytes
+    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`_handle_input`; an unexpected exception dead-letters the record instead.
+
+        The engine may have applied part of the record: its partials are rebuilt from the
+        ticket table (the durable state), as after a recovery.
+        """
+        try:
+            return self._handle_input(topic, partition, offset, raw)
+        except Exception as error:
+            letter = self.guard.dead_letter(
+                error, stage="events", topic=topic, partition=partition, offset=offset, raw=raw
+            )
+            self._rebuild_engine(partition)
+            return [letter]
+
+    def _rebuild_engine(self, partition: int) -> None:
+        if partition not in self.engines:
+            return
+        engine = PartitionEngine(partition, self.ticket_store, self.config, self.firsts)
+        try:
+            engine.rebuild(self.clock_us(0) if self.settings.clock == "wall" else None)
+        except Exception as error:  # keep the engine we have; the next recovery rebuilds
+            self.guard.report(error, "events", f"rebuild of partition {partition}")
+            return
+        self.engines[partition] = engine
 
     def _handle_input(
         self, topic: str, partition: int, offset: int, raw: bytes
@@ -391,7 +437,40 @@ class KpiWorker:
         async for event in stream.events():
             message = event.message
             self._positions[(message.topic, message.partition)] = message.offset + 1
-            self._apply_partial(message.partition, event.value)
+            for key, value in self._contained_partial(
+                message.topic, message.partition, message.offset, event.value
+            ):
+                await self.dlq_topic.send(key=key, value=value)
+
+    def _contained_partial(
+        self, topic: str, partition: int, offset: int, raw: bytes
+    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`_apply_partial`; an unexpected exception dead-letters the partial instead
+        (see streams.outputs.guard) and rebuilds the partition's store from the table."""
+        try:
+            self._apply_partial(partition, raw)
+        except Exception as error:
+            letter = self.guard.dead_letter(
+                error, stage="partials", topic=topic, partition=partition, offset=offset, raw=raw
+            )
+            self._rebuild_store(partition)
+            return [letter]
+        return []
+
+    def _rebuild_store(self, partition: int) -> None:
+        """Rebuild one partition's KPI store from the stored partials (the durable state)."""
+        if partition not in self.kpi_stores:
+            return
+        store = KpiStore(self.config)
+        prefix = f"{partition}|".encode()
+        try:
+            for key, raw in list(self.partial_table.items()):
+                if key.startswith(prefix):
+                    store.apply(_PARTIAL_DECODER.decode(raw))
+        except Exception as error:  # keep the store we have; the next recovery rebuilds
+            self.guard.report(error, "partials", f"rebuild of partition {partition}")
+            return
+        self.kpi_stores[partition] = store
 
     def _apply_partial(self, partition: int, raw: bytes) -> None:
         store = self.kpi_stores.get(partition)
@@ -456,12 +535,20 @@ class KpiWorker:
             except Exception:  # the consumer does not know this partition's end yet
                 continue
             if highwater is not None:
+                if highwater < position:  # the broker lost data; report it once
+                    self.health.offsets_went_back(topic, partition, position, highwater)
+                    self._positions[(topic, partition)] = position = highwater
                 lag[(topic, partition)] = max(0, highwater - position)
         return lag
 
     async def _publish_kpis(self) -> None:
         now = time.time()
-        for key, value in self.publisher.changes(self.readings(), now):
+        try:
+            changes = self.publisher.changes(self.readings(), now)
+        except Exception as error:  # contained: the next tick tries again
+            self.guard.report(error, "publish", "the KPI publish tick, skipped")
+            return
+        for key, value in changes:
             self.kpi_topic.send_soon(key=key, value=value)
 
 

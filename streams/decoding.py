@@ -41,6 +41,11 @@ RejectionReason = Literal[
     # Not produced by the decoder; used by the engine.
     "before_created",
     "orphan",
+    # Produced by the decoder: arrays/objects nested deeper than MAX_NESTING_DEPTH.
+    "nesting_too_deep",
+    # Not produced by the decoder: an unexpected exception while processing the record (a
+    # bug), contained by the worker so that one record never stops a partition.
+    "internal_error",
 ]
 
 #: Every reason a record can be rejected for: the closed set of the ``reason`` metric label and
@@ -48,6 +53,11 @@ RejectionReason = Literal[
 REJECTION_REASONS: Final[tuple[RejectionReason, ...]] = get_args(RejectionReason)
 
 DEFAULT_MAX_BYTES: Final = 65536
+
+#: Deepest nesting of arrays and objects accepted (an event is 1 or 2 levels deep). Deeper
+#: documents are rejected as ``nesting_too_deep`` before any JSON parser recurses into them
+#: (msgspec and Python's ``json`` raise ``RecursionError`` around a thousand levels).
+MAX_NESTING_DEPTH: Final = 64
 
 #: RFC 3339 ``date-time`` with a mandatory offset (``Z`` or ``±hh:mm``; ``T``/``Z`` may be lower
 #: case as RFC 3339 allows), real calendar dates only (leap years included), years 1970-2999,
@@ -157,6 +167,10 @@ def decode(
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             return Rejection("invalid_utf8", None, f"payload is not valid UTF-8 (byte {exc.start})")
+    if data.count(b"{") + data.count(b"[") > MAX_NESTING_DEPTH:
+        depth = nesting_depth(data)
+        if depth > MAX_NESTING_DEPTH:
+            return _too_deep()
     try:
         event = spec.decoder.decode(data)
         stamp = _OCCURRED_AT.decode(data).occurred_at
@@ -164,7 +178,37 @@ def decode(
         return _decode_slowly(spec, data, now, future_tolerance_seconds)
     except msgspec.DecodeError as exc:
         return _malformed(exc)
+    except RecursionError:  # cannot happen below MAX_NESTING_DEPTH; never let it escape
+        return _too_deep()
     return _check(event, stamp, now, future_tolerance_seconds)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in JSON text (brackets inside strings do not count).
+
+    Linear and without recursion; for text that is not JSON the result is an estimate (an
+    unterminated string's brackets count), which only decides between two rejections.
+    """
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _too_deep() -> Rejection:
+    return Rejection(
+        "nesting_too_deep",
+        None,
+        f"arrays/objects nest deeper than {MAX_NESTING_DEPTH} levels",
+    )
 
 
 def _check(event: Event, stamp: str, now: float, tolerance: float) -> Event | Rejection:
@@ -201,7 +245,7 @@ def _decode_slowly(spec: _Kind, data: bytes, now: float, tolerance: float) -> Ev
             "not_an_object", None, f"payload is a JSON {_json_type(document)}, not an object"
         )
     version = document.get("schema_version", _ABSENT)
-    if type(version) in (int, float) and version != 1 and float(version).is_integer():
+    if type(version) in (int, float) and version != 1 and _is_integer(version):
         return Rejection(
             "unsupported_schema_version",
             "schema_version",
@@ -257,6 +301,11 @@ def _explain(spec: _Kind, message: str) -> Rejection:
             f"field `{field}` must be `{typed['expected']}`, got `{typed['got']}`",
         )
     return Rejection("wrong_type", field, f"field `{field}` does not match its schema")
+
+
+def _is_integer(number: int | float) -> bool:
+    """JSON Schema's integer: any number with a zero fractional part (also beyond a float)."""
+    return type(number) is int or float(number).is_integer()
 
 
 def _timestamp_detail(field: str | None) -> str:

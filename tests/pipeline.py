@@ -9,6 +9,7 @@ must be with the brute-force reference, from the same simulator records the test
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import subprocess
@@ -107,9 +108,19 @@ def _setting_name(topic: str) -> str:
 class WorkerProcess:
     """``python -m streams.worker`` as a child process with its own working directory."""
 
-    def __init__(self, deployment: Deployment, name: str = "worker") -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        name: str = "worker",
+        module: str = "streams.worker",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``module``: the worker's entry point, e.g. a test module under ``tests/`` that runs
+        a subclass of the worker (fault injection in a real process, never in production code)."""
         self.deployment = deployment
         self.name = name
+        self.module = module
+        self.env = dict(env or {})
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.log_path = self.workdir / "worker.log"
@@ -120,10 +131,13 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.port}/metrics"
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.deployment.worker_env(self.port)}
+        env = {**os.environ, **self.deployment.worker_env(self.port), **self.env}
+        if self.module != "streams.worker":
+            tests = str(Path(__file__).resolve().parent)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"],
+            [sys.executable, "-m", self.module],
             cwd=self.workdir,
             env=env,
             stdout=log,
@@ -270,3 +284,26 @@ def scrape_all(workers: Sequence[WorkerProcess]) -> Scrape:
         if text is not None:
             texts.append(text)
     return parse_metrics(texts)
+
+
+def listening_hosts(port: int) -> set[str]:
+    """IPv4/IPv6 addresses with a TCP socket listening on ``port`` (from /proc/net/tcp*)."""
+    hosts: set[str] = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A = LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) byte order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, width // 2, 4))
+            if width == 8:
+                hosts.add(".".join(str(b) for b in words))
+            else:
+                hosts.add(str(ipaddress.IPv6Address(words)))
+    return hosts

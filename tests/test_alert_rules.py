@@ -33,6 +33,8 @@ ALERTS = {
     "NoEventsIngested",
     "DeadLetterRateHigh",
     "ConsumerLagHigh",
+    "InternalErrors",
+    "BrokerLostData",
 }
 
 

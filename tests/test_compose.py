@@ -58,13 +58,21 @@ def compose_command() -> list[str]:
     _missing("docker-compose")
 
 
-def _clean_env() -> dict[str, str]:
-    """The environment without overrides of the compose file's variables."""
-    return {
+#: The one variable the compose file requires (there is no default admin password).
+TEST_GRAFANA_PASSWORD = "compose-test-password"
+
+
+def _clean_env(*, grafana_password: bool = True) -> dict[str, str]:
+    """The environment without overrides of the compose file's variables (except the
+    required Grafana admin password, unless ``grafana_password`` is False)."""
+    env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("SUPPORT_", "COMPOSE_", "GRAFANA_", "SIMULATOR_"))
+        if not k.startswith(("SUPPORT_", "COMPOSE_", "GRAFANA_", "SIMULATOR_", "PROMETHEUS_"))
     }
+    if grafana_password:
+        env["GRAFANA_ADMIN_PASSWORD"] = TEST_GRAFANA_PASSWORD
+    return env
 
 
 def _yaml_interpreters() -> list[str]:
@@ -149,6 +157,39 @@ def test_compose_config_is_valid() -> None:
         "prometheus",
         "grafana",
     }
+
+
+def test_grafana_has_no_default_admin_password() -> None:
+    """Without GRAFANA_ADMIN_PASSWORD compose refuses, naming the variable; with it, Grafana
+    gets exactly that password."""
+    result = subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_clean_env(grafana_password=False),
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "set GRAFANA_ADMIN_PASSWORD" in result.stderr, result.stderr
+    assert environment("grafana")["GF_SECURITY_ADMIN_PASSWORD"] == TEST_GRAFANA_PASSWORD
+
+
+def test_published_ports_bind_loopback_by_default() -> None:
+    """Prometheus and Grafana (no authentication / the board) and Kafka's host listener are
+    published on 127.0.0.1 only, unless an operator opts in."""
+    published = {}
+    for name, svc in compose_config()["services"].items():
+        for port in svc.get("ports", []):
+            if isinstance(port, dict):
+                published[(name, int(port["target"]))] = str(port.get("host_ip", ""))
+            else:  # "127.0.0.1:9090:9090/tcp"
+                parts = str(port).split(":")
+                host_ip = parts[0] if len(parts) == 3 else ""
+                published[(name, int(parts[-1].split("/")[0]))] = host_ip
+    assert {("prometheus", 9090), ("grafana", 3000)} <= set(published), published
+    assert all(ip == "127.0.0.1" for ip in published.values()), published
 
 
 def test_worker_is_scalable() -> None:

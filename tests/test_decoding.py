@@ -127,6 +127,8 @@ def test_reason_list_is_the_closed_list_of_the_contract() -> None:
         "unknown_topic",
         "before_created",
         "orphan",
+        "nesting_too_deep",
+        "internal_error",
     )
 
 
@@ -419,11 +421,47 @@ def test_future_check_uses_the_instant_not_the_wall_time() -> None:
     assert rejection.reason == "future_timestamp"
 
 
-@pytest.mark.parametrize("version", [2, 0, 2.0, -1, 10**20])
+@pytest.mark.parametrize("version", [2, 0, 2.0, -1, 10**20, 10**400, -(10**400)])
 def test_unsupported_schema_version(version: Any) -> None:
     rejection = rejected("ticket-created", payload("ticket-created", schema_version=version))
     assert rejection.reason == "unsupported_schema_version"
     assert rejection.field == "schema_version"
+
+
+def _nested(depth: int, leaf: str = "1", opener: str = '{"a":', closer: str = "}") -> str:
+    return opener * depth + leaf + closer * depth
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # The reported poison pill: 5,000 levels, ~30 KB, well under the size limit.
+        _nested(5000).encode(),
+        ("[" * 5000 + "]" * 5000).encode(),
+        # Valid event whose ignored extra member nests too deep (the fast path would parse it).
+        payload("ticket-created")[:-1] + b', "extra": ' + _nested(2000).encode() + b"}",
+        # Just over the limit (the event object is level 1).
+        payload("ticket-replied")[:-1] + b', "x": ' + ("[" * 64 + "]" * 64).encode() + b"}",
+        # Deep and also malformed (unclosed): still a rejection, never a RecursionError.
+        ("[" * 20000).encode(),
+    ],
+)
+def test_deep_nesting_is_rejected_not_raised(data: bytes) -> None:
+    assert len(data) < 65536
+    for topic in ("ticket-created", "ticket-replied", "survey-submitted"):
+        rejection = rejected(topic, data)
+        assert rejection.reason == "nesting_too_deep"
+        assert rejection.field is None
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_brackets_in_strings_do_not_count() -> None:
+    deep = payload("ticket-replied")[:-1] + b', "x": ' + ("[" * 63 + "]" * 63).encode() + b"}"
+    assert isinstance(run("ticket-replied", deep), TicketReplied)
+    brackets = payload("ticket-created", notes="[{" * 200 + '\\"' + "[" * 100, team="[{")
+    assert brackets.count(b"[") > 64
+    event = run("ticket-created", brackets)
+    assert isinstance(event, TicketCreated)
+    assert event.team == "[{"
 
 
 def test_unsupported_schema_version_wins_over_other_errors() -> None:
@@ -485,9 +523,11 @@ def test_every_decoder_reason_is_reachable() -> None:
         ("ticket-created", payload("ticket-created", occurred_at="2024-05-01T09:00:00"), {}),
         ("ticket-created", payload("ticket-created", schema_version=3), {}),
         ("ticket-created", payload("ticket-created", occurred_at="2030-01-01T00:00:00Z"), {}),
+        ("ticket-created", b"[" * 65 + b"]" * 65, {}),
     ]
     produced = {rejected(topic, data, **kw).reason for topic, data, kw in samples}
-    assert produced == set(REJECTION_REASONS) - {"before_created", "orphan"}
+    not_decoder = {"before_created", "orphan", "internal_error"}
+    assert produced == set(REJECTION_REASONS) - not_decoder
 
 
 # --- details never carry payload content ------------------------------------------------------

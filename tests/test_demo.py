@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import IO
 
 import pytest
+from pipeline import listening_hosts
 
 from streams.demo import MISSING, Summary, format_summary, parse_metrics
 
@@ -94,6 +96,7 @@ def test_demo_shows_live_kpis_and_stops_cleanly() -> None:
     reader.start()
     output: list[str] = []
     scraped = ""
+    bound: set[str] = set()
     sent_sigint = False
     try:
         while True:
@@ -108,6 +111,9 @@ def test_demo_shows_live_kpis_and_stops_cleanly() -> None:
             if url and not scraped:
                 with urllib.request.urlopen(url.group(1), timeout=5) as response:
                     scraped = response.read().decode()
+                port = urllib.parse.urlsplit(url.group(1)).port
+                assert port is not None
+                bound = listening_hosts(port)  # the worker's web port: loopback only
             p50 = _P50.search(line)
             if p50 and not sent_sigint and len(output) >= 2:
                 created = _CREATED.search(output[-2])
@@ -131,6 +137,7 @@ def test_demo_shows_live_kpis_and_stops_cleanly() -> None:
     assert "SIGINT: stopping" in text
     assert _URL.search(text), text
     assert "support_events_processed_total" in scraped  # /metrics answered during the run
+    assert bound == {"127.0.0.1"}, f"the demo worker listens on {bound}"
     assert elapsed < DEMO_TIMEOUT + 15, text
 
     broker_pid, bootstrap = _BROKER.search(text).groups()  # type: ignore[union-attr]

@@ -38,6 +38,7 @@ from streams.core.partition import (
     PartitionEngine,
     ProcessResult,
     Source,
+    dimension_of,
 )
 from streams.core.replay import replay
 from streams.core.store import KpiStore
@@ -955,3 +956,19 @@ def test_crash_before_a_flush_then_rebuild_leaves_no_stale_partial(b: Builder) -
     values = h.values(100)
     assert live(values, K.OPEN_TICKETS) == 1
     assert get(values, K.TICKETS_SOLVED) == 1
+
+
+def test_stream_time_reaches_every_dimension_when_no_partial_changed(b: Builder) -> None:
+    """A flush with nothing changed but a later stream time (a duplicate, a held or ignored
+    event) carries the time to each dimension: stage 2 of another dimension may run on
+    another worker, whose stream clock (live ages) would lag otherwise."""
+    h = Harness()
+    created = b.created("t1", 30, team="tier1")
+    h.feed(created)
+    h.flushed.clear()
+    h.feed(b.replied("t-unknown", 90))  # held: its ticket does not exist yet
+    beats = [u for u in h.flushed if u.bucket == HEARTBEAT_BUCKET]
+    assert beats == h.flushed
+    assert {dimension_of(u.group) for u in beats} == {"overall", "team", "channel", "priority"}
+    assert all(u.stream_time_us == us(90) for u in beats)
+    assert h.kpis.stream_time_us == us(90)

@@ -297,9 +297,11 @@ class PartitionEngine:
             for group, bucket in self._dirty_live
         )
         if not updates and now > self._flushed_stream_time_us:
-            # Carry the advancing stream time to stage 2 even when no partial changed.
-            updates.append(
-                PartialUpdate(OVERALL, self.partition, HEARTBEAT_BUCKET, None, None, now, True)
+            # Carry the advancing stream time to stage 2 even when no partial changed: to
+            # every dimension, since each may be merged by a different worker.
+            updates.extend(
+                PartialUpdate(group, self.partition, HEARTBEAT_BUCKET, None, None, now, True)
+                for group in _DIMENSION_GROUPS
             )
         self._flushed_stream_time_us = now
         self._dirty.clear()

@@ -4,6 +4,7 @@ standard process metrics (memory, CPU, open files, start time)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -15,6 +16,8 @@ from prometheus_client.registry import Collector
 
 import streams
 from streams.decoding import REJECTION_REASONS
+
+log = logging.getLogger(__name__)
 
 LagSource = Callable[[], Mapping[tuple[str, int], int]]
 
@@ -82,6 +85,13 @@ class PipelineHealth:
             ["topic"],
             registry=registry,
         )
+        self.offset_resets = Counter(
+            "support_offset_resets",
+            "Times a partition this worker consumed ended before the offset it had already "
+            "reached: the broker lost data (restarted empty, or the topic was re-created).",
+            ["topic"],
+            registry=registry,
+        )
         self._newest: dict[str, float] = {}
         build = Info(
             "support_build", "Version and source revision of the running worker.", registry=registry
@@ -93,8 +103,23 @@ class PipelineHealth:
             self.late.labels(topic)
             self.duplicate.labels(topic)
             self.orphaned.labels(topic)
+            self.offset_resets.labels(topic)
             for reason in REJECTION_REASONS:
                 self.rejected.labels(topic, reason)
+
+    def offsets_went_back(self, topic: str, partition: int, position: int, end: int) -> None:
+        """The broker says ``topic[partition]`` ends at ``end`` < ``position`` (consumed)."""
+        self.offset_resets.labels(topic).inc()
+        log.error(
+            "%s[%d] now ends at offset %d but this worker had consumed it up to offset %d: "
+            "the broker lost the partition's data (restarted empty, or the topic was deleted "
+            "and re-created). KPIs and ticket state no longer match the topics: see "
+            "docs/operations.md, 'The broker lost its data'.",
+            topic,
+            partition,
+            end,
+            position,
+        )
 
     def saw_event(self, topic: str, occurred_at: float) -> None:
         self.processed.labels(topic).inc()
