@@ -41,8 +41,9 @@ RATIO_KPIS: Final[frozenset[str]] = frozenset(
 )
 SCORE_KPIS: Final[frozenset[str]] = frozenset({"nps_score", "enps_score"})
 
-#: Window names: "live" or a positive size with a unit, like "15m", "1h", "24h", "7d".
-WINDOW_PATTERN: Final = r"^(?:live|[1-9][0-9]{0,5}[smhdw])(?![\s\S])"
+#: Window names: "live", "today" (the calendar day) or a positive size with a unit, like "15m",
+#: "1h", "24h", "7d".
+WINDOW_PATTERN: Final = r"^(?:live|today|[1-9][0-9]{0,5}[smhdw])(?![\s\S])"
 #: Kafka topic names.
 TOPIC_PATTERN: Final = r"^[A-Za-z0-9._-]{1,249}(?![\s\S])"
 _WINDOW = re.compile(WINDOW_PATTERN)

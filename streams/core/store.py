@@ -8,6 +8,9 @@ the window size, and values decay when no events arrive.
 
 Window alignment (SPEC §3): at clock ``now``, with bucket size B, a window of size S covers
 [end - S, end) where end = (floor(now / B) + 1) * B, i.e. it always includes the current bucket.
+The calendar-day window ``today`` covers [local midnight, end) instead (midnight in
+``EngineConfig.time_zone``, :func:`streams.core.today.day_start_us`; settings keep it on the
+bucket grid): its start stays put all day and jumps to the next midnight, so it resets then.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from streams.core import kpis
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
 from streams.core.partition import Group, PartialUpdate, dimension_of
+from streams.core.today import day_start_us, is_today, time_zone
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class KpiStore:
         self.config = config
         self.bucket_us = round(config.bucket_seconds * US)
         self.window_buckets = [round(size * US) // self.bucket_us for _, size in config.windows]
+        # ``today`` is a calendar day, not a rolling window of its (26 h) size.
+        self.calendar_day = [is_today(name) for name, _ in config.windows]
+        self.zone = time_zone(config.time_zone)
         self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
         self.groups: dict[Group, _GroupState] = {}
         self.stream_time_us = 0
@@ -136,23 +143,41 @@ class KpiStore:
         """(start µs, end µs) of every configured window at clock now_us."""
         end_bucket = now_us // self.bucket_us + 1
         return [
-            ((end_bucket - size) * self.bucket_us, end_bucket * self.bucket_us)
-            for size in self.window_buckets
+            (first * self.bucket_us, end_bucket * self.bucket_us)
+            for first in self._first_buckets(now_us)
         ]
+
+    def _first_buckets(self, now_us: int) -> list[int]:
+        """First bucket of every configured window at clock now_us (the last is the current)."""
+        end_bucket = now_us // self.bucket_us + 1
+        midnight: int | None = None
+        firsts = []
+        for size, calendar_day in zip(self.window_buckets, self.calendar_day, strict=True):
+            if calendar_day:
+                if midnight is None:
+                    # First bucket starting at or after local midnight (settings keep midnight
+                    # on the grid; were it not, yesterday's part of a bucket must not count).
+                    midnight = -(-day_start_us(now_us, self.zone) // self.bucket_us)
+                firsts.append(midnight)
+            else:
+                firsts.append(end_bucket - size)
+        return firsts
 
     def read(self, now_us: int, max_teams: int | None = None) -> Iterator[KpiReading]:
         """Every KPI of every group and window at clock now_us.
 
         With ``max_teams``, only the busiest teams (most tickets and surveys in the longest
-        window, ties by name) keep their own label; the others are merged into ``other``.
+        rolling window, ties by name) keep their own label; the others are merged into ``other``.
+        ``today`` is not used for that (unless it is the only window): it restarts at midnight
+        and would reshuffle the teams then.
         """
         end_bucket = now_us // self.bucket_us + 1
+        firsts = self._first_buckets(now_us)
         for state in self.groups.values():
-            for index, window in enumerate(state.windows):
-                size = self.window_buckets[index]
-                self._slide(state, window, end_bucket - size, end_bucket - 1)
+            for first, window in zip(firsts, state.windows, strict=True):
+                self._slide(state, window, first, end_bucket - 1)
         groups = self._capped_groups(max_teams)
-        bounds = self.window_bounds(now_us)
+        bounds = [(first * self.bucket_us, end_bucket * self.bucket_us) for first in firsts]
         for group, (totals, live) in groups.items():
             yield from self._readings(group, totals, live, bounds, now_us)
 
@@ -164,7 +189,10 @@ class KpiStore:
         teams = [g for g in self.groups if g[0] not in (ALL, UNKNOWN)]
         folded: set[Group] = set()
         if max_teams is not None and len(teams) > max_teams:
-            longest = max(range(len(self.window_buckets)), key=self.window_buckets.__getitem__)
+            longest = max(
+                range(len(self.window_buckets)),
+                key=lambda i: (not self.calendar_day[i], self.window_buckets[i]),
+            )
 
             def volume(group: Group) -> tuple[int, str]:
                 total = self.groups[group].windows[longest].total
@@ -214,8 +242,13 @@ class KpiStore:
     @staticmethod
     def _slide(state: _GroupState, window: _Window, lo: int, hi: int) -> None:
         """Move the window's running total to cover buckets [lo, hi]."""
-        if lo < window.lo or lo > window.hi or hi < window.hi:
-            # Clock went backwards or jumped past the whole window: recompute from the buckets.
+        if lo > window.hi:
+            # Past the whole window (``today`` at midnight, a long pause): none of it remains.
+            window.total = WindowAggregate()
+            for bucket in _buckets_between(state, lo, hi):
+                window.total.merge(state.buckets[bucket], +1)
+        elif lo < window.lo or hi < window.hi:
+            # Clock went backwards: recompute from the buckets.
             window.total = WindowAggregate()
             for bucket, aggregate in state.buckets.items():
                 if lo <= bucket <= hi:
