@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
-from streams.core.ticket import Fact
+from streams.core.ticket import Fact, FactKind
 
 # The fact kinds the cumulative series count (SPEC §5).
-COUNTED_KINDS = ("created", "first_response", "resolved")
+COUNTED_KINDS: tuple[FactKind, ...] = ("created", "first_response", "resolved")
 # How many counted fact identities a process remembers (about 100 bytes each).
 DEFAULT_MEMORY = 65_536
 
