@@ -1,5 +1,7 @@
 # Everything runs in a project-local virtual environment (.venv), created on first use.
-# `make test` and `make demo` work on a fresh machine with only python3 (>= 3.11).
+# `make test` and `make demo` work on a fresh Debian machine with only python3 (>= 3.11) and
+# make: missing system packages are installed when run as root with apt-get, otherwise named
+# (scripts/system-packages.sh; it does nothing, quickly, when everything is present).
 
 PYTHON      ?= python3
 VENV        := .venv
@@ -9,21 +11,28 @@ PYTEST_ARGS ?=
 # mypy's `files` (pyproject) minus folders not present yet
 MYPY_PATHS  := $(wildcard streams tests bench)
 
+SYSTEM_PACKAGES = VENV=$(VENV) PYTHON=$(PYTHON) sh scripts/system-packages.sh
+
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv packages test lint demo bench clean
+
+# System packages the tests need (promtool, prometheus, docker-compose, python3-venv).
+packages:
+	@$(SYSTEM_PACKAGES) test
 
 # (Re)install the project and its dev tools only when pyproject.toml changed.
 venv: $(STAMP)
 
 $(PY):
+	@$(SYSTEM_PACKAGES) venv
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev]"
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev,rocksdb]"
 	touch $@
 
-test: venv
+test: packages venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: venv

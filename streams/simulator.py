@@ -8,6 +8,7 @@ Examples::
 
     support-kpi-simulator --realtime --bootstrap-servers 127.0.0.1:9092 --profile incident
     support-kpi-simulator --duration 24h --profile daily --rate 300 --output day.jsonl
+    support-kpi-simulator --duration 10d --profile churn --rate 60 --output churn.jsonl
     support-kpi-simulator --count 1000000 --rate 20000 --bootstrap-servers kafka:9092
 """
 
@@ -133,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="support-kpi-simulator",
         description="Simulated helpdesk traffic (tickets, replies, escalations, status "
-        "changes, surveys) to Kafka or a JSON-lines file.",
+        "changes, surveys; customer lifecycle with --profile churn) to Kafka or a JSON-lines "
+        "file.",
     )
     sink = p.add_mutually_exclusive_group(required=True)
     sink.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (host:port[,...])")

@@ -8,6 +8,8 @@
   ids, so tests sharing the session broker never see each other's data.
 - ``make_topics``: creates topics under the test's prefix with explicit partition counts.
 
+Under ``CI=true`` a skipped test fails (``tests/ci.py``): CI must not test less in silence.
+
 Clients talking to the broker should use a short consumer session timeout
 (``streams.broker.SHORT_SESSION_TIMEOUT_SECONDS``): Tansu's group join waits half of it.
 """
@@ -20,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
+from ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
 
 from streams.broker import EmbeddedBroker, create_topics
 

@@ -261,25 +261,6 @@ def test_promtool_check_config() -> None:
     assert "SUCCESS" in result.stdout + result.stderr
 
 
-# -- image ------------------------------------------------------------------------------
-
-
-def test_dockerfile_builds_a_non_root_worker_image() -> None:
-    lines = [
-        line.strip()
-        for line in (REPO / "Dockerfile").read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    assert lines[0] == "FROM python:3.11-slim"
-    assert any("pip install ." in line for line in lines)
-    users = [line.split()[1] for line in lines if line.startswith("USER ")]
-    assert users, "the image must switch to a non-root user"
-    assert users[-1] not in ("root", "0")
-    assert lines[-1] == 'CMD ["support-kpi-worker"]'
-    ignored = (REPO / ".dockerignore").read_text().split()
-    assert {".git", ".venv"} <= set(ignored)
-
-
 # -- topic creation -------------------------------------------------------------------
 
 _FAKE_KAFKA_TOPICS = r"""#!/bin/sh

@@ -82,3 +82,57 @@ def test_worker_stops_with_one_line_and_exit_2_on_a_bad_setting() -> None:
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith("support-kpi-worker: invalid settings: window 90s")
     assert "Traceback" not in done.stderr
+
+
+def test_today_customer_windows_and_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().customer_windows == (("7d", 604800.0), ("30d", 2592000.0))
+    assert load_settings().timezone == "UTC"
+    assert load_settings().max_segments == 100
+    monkeypatch.setenv("SUPPORT_WINDOWS", "15m,today")
+    monkeypatch.setenv("SUPPORT_CUSTOMER_WINDOWS", "today,7d")
+    monkeypatch.setenv("SUPPORT_TIMEZONE", "Europe/Berlin")
+    settings = load_settings()
+    assert settings.windows == (("15m", 900.0), ("today", 26 * 3600.0))
+    assert settings.customer_windows == (("today", 26 * 3600.0), ("7d", 604800.0))
+    config = settings.customer_config()
+    assert config.time_zone == "Europe/Berlin"
+    assert config.horizon_seconds == 604800 + 300
+    # today reaches back at most 26 h: the ticket horizon covers a 25-hour day
+    assert settings.engine_config().horizon_seconds == 26 * 3600 + 300
+    assert settings.engine_config().time_zone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"SUPPORT_TIMEZONE": "Mars/Olympus"}, "SUPPORT_TIMEZONE: 'Mars/Olympus' is not an IANA"),
+        ({"SUPPORT_TIMEZONE": "../../etc/passwd"}, "is not an IANA time zone name"),
+        (
+            {
+                "SUPPORT_WINDOWS": "today",
+                "SUPPORT_TIMEZONE": "Asia/Kolkata",
+                "SUPPORT_BUCKET": "1h",
+            },
+            "has offset UTC+05:30, not a multiple of the bucket (3600s)",
+        ),
+        ({"SUPPORT_WINDOWS": "today", "SUPPORT_BUCKET": "7m"}, "a bucket that divides a day"),
+        ({"SUPPORT_CUSTOMER_WINDOWS": "7d,7d"}, "SUPPORT_CUSTOMER_WINDOWS: a window is listed"),
+        ({"SUPPORT_CUSTOMER_WINDOWS": "0s"}, "customer window 0s must be longer than zero"),
+    ],
+)
+def test_bad_today_and_zone_settings(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], message: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_today_with_a_half_hour_zone_and_a_matching_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORT_WINDOWS", "today")
+    monkeypatch.setenv("SUPPORT_TIMEZONE", "Asia/Kolkata")
+    monkeypatch.setenv("SUPPORT_BUCKET", "30m")
+    assert load_settings().windows == (("today", 26 * 3600.0),)

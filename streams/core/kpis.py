@@ -6,7 +6,9 @@ This module is the shared vocabulary of the core, the outputs and the tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
+
+from streams.core.calendar import CalendarSet
 
 ALL = "all"
 UNKNOWN = "unknown"
@@ -121,6 +123,22 @@ DEFAULT_SLA_TARGETS: dict[str, float] = {
     "low": 8 * 3600.0,
 }
 
+# Resolution SLA: requester wait time within these targets (SPEC §4).
+DEFAULT_RESOLUTION_SLA_TARGETS: dict[str, float] = {
+    "urgent": 4 * 3600.0,
+    "high": 8 * 3600.0,
+    "normal": 24 * 3600.0,
+    "low": 72 * 3600.0,
+}
+
+# The clock an SLA target is measured on: real elapsed time, or business time (calendars).
+SlaClock = Literal["calendar", "business"]
+SLA_CLOCKS: tuple[SlaClock, ...] = ("calendar", "business")
+
+
+def _calendar_clocks() -> dict[str, SlaClock]:
+    return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -138,8 +156,57 @@ class EngineConfig:
     orphan_hold_seconds: float = 86400.0
     # A solved/closed ticket's state is dropped this long after its last event (>= horizon).
     retention_seconds: float = 7 * 86400.0
+    # SLA policies (streams.core.sla): sla_targets above are the first-response targets.
+    resolution_sla_targets: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS)
+    )
+    first_response_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
+    resolution_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
+    # Business calendars (SUPPORT_CALENDARS_FILE); None: everything is calendar time.
+    calendars: CalendarSet | None = None
+    # IANA zone of the calendar-day window ``today`` (streams.core.today).
+    time_zone: str = "UTC"
 
     @property
     def horizon_seconds(self) -> float:
         """Measurements older than clock - horizon can no longer be in any window."""
         return max(size for _, size in self.windows) + self.grace_seconds
+
+
+# -- customers (SPEC §4 churn / retention; keys ``kpi|window|segment``) -----------------------
+# Kept apart from the ticket KPI tuples above: customer KPIs have their own key shape and store
+# (:mod:`streams.core.customers`).
+CUSTOMERS_ACTIVE_AT_START = "customers_active_at_start"
+CUSTOMERS_CHURNED = "customers_churned"
+CUSTOMERS_NEW = "customers_new"
+CUSTOMER_CHURN_RATIO = "customer_churn_ratio"
+CUSTOMER_RETENTION_RATIO = "customer_retention_ratio"
+CUSTOMERS_ACTIVE = "customers_active"  # live, window "live"
+
+CUSTOMER_WINDOWED_KPIS: tuple[str, ...] = (
+    CUSTOMERS_ACTIVE_AT_START,
+    CUSTOMERS_CHURNED,
+    CUSTOMERS_NEW,
+    CUSTOMER_CHURN_RATIO,
+    CUSTOMER_RETENTION_RATIO,
+)
+CUSTOMER_LIVE_KPIS: tuple[str, ...] = (CUSTOMERS_ACTIVE,)
+# Customer KPIs that are counts (no key means 0); the two ratios have no value when |S| = 0.
+CUSTOMER_COUNT_KPIS: frozenset[str] = frozenset(
+    {CUSTOMERS_ACTIVE_AT_START, CUSTOMERS_CHURNED, CUSTOMERS_NEW, CUSTOMERS_ACTIVE}
+)
+DEFAULT_CUSTOMER_WINDOWS: tuple[tuple[str, float], ...] = (
+    ("7d", 7 * 86400.0),
+    ("30d", 30 * 86400.0),
+)
+
+
+class CustomerKpiKey(NamedTuple):
+    """One customer KPI value's identity: ``kpi|window|segment`` on the KPI topic."""
+
+    kpi: str
+    window: str
+    segment: str = ALL
+
+    def topic_key(self) -> str:
+        return "|".join(self)

@@ -1,5 +1,5 @@
-"""Label safety: team names become bounded, printable label values that cannot collide
-with the reserved values ``all``, ``other`` and ``unknown`` (SPEC §5)."""
+"""Label safety: team (and customer segment) names become bounded, printable label values
+that cannot collide with the reserved values ``all``, ``other`` and ``unknown`` (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,19 @@ _RESERVED = frozenset({ALL, OTHER, UNKNOWN})
 @lru_cache(maxsize=4096)
 def team_label(team: str) -> str:
     """A safe label value for a team name (idempotent)."""
-    clean = _SPACES.sub(" ", _UNSAFE.sub(" ", team)).strip()[:MAX_LABEL_LENGTH].strip()
+    return _label(team, "team")
+
+
+@lru_cache(maxsize=4096)
+def segment_label(segment: str | None) -> str:
+    """A safe label value for a customer segment; ``unknown`` when absent (idempotent)."""
+    return UNKNOWN if segment is None else _label(segment, "segment")
+
+
+def _label(value: str, prefix: str) -> str:
+    clean = _SPACES.sub(" ", _UNSAFE.sub(" ", value)).strip()[:MAX_LABEL_LENGTH].strip()
     if not clean:
         return UNKNOWN
     if clean.lower() in _RESERVED and clean != UNKNOWN:
-        return f"team-{clean}"
+        return f"{prefix}-{clean}"
     return clean

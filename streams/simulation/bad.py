@@ -38,7 +38,7 @@ _KINDS_FOR: Final[dict[str, tuple[str, ...]]] = {
         if (k != "before_created" or topic in _TICKET_UPDATES)
         and (k != "csat_score" or topic == "survey-submitted")
     )
-    for topic in ("ticket-created", *_TICKET_UPDATES, "survey-submitted")
+    for topic in ("ticket-created", *_TICKET_UPDATES, "survey-submitted", "customer-lifecycle")
 }
 
 
@@ -53,6 +53,7 @@ _REQUIRED: Final[dict[str, tuple[str, ...]]] = {
     "ticket-escalated": ("ticket_id", "level"),
     "ticket-status-changed": ("ticket_id", "status"),
     "survey-submitted": ("survey_id", "kind", "score"),
+    "customer-lifecycle": ("customer_id", "change"),
 }
 _COMMON: Final = ("event_id", "occurred_at", "schema_version")
 
@@ -67,6 +68,7 @@ _UNKNOWN_ENUM: Final[dict[str, tuple[tuple[str, Any], ...]]] = {
     "ticket-escalated": (("schema_version", 2),),
     "ticket-status-changed": (("status", "deleted"), ("status", "archived"), ("status", "")),
     "survey-submitted": (("kind", "ces"), ("kind", "CSAT")),
+    "customer-lifecycle": (("change", "deleted"), ("change", "Activated")),
 }
 _WRONG_TYPE: Final[dict[str, tuple[tuple[str, Any], ...]]] = {
     "ticket-created": (("ticket_id", 48213), ("team", ["Billing"]), ("priority", 3)),
@@ -74,6 +76,7 @@ _WRONG_TYPE: Final[dict[str, tuple[tuple[str, Any], ...]]] = {
     "ticket-escalated": (("level", "2"), ("level", 1.5), ("to_team", {"name": "Billing"})),
     "ticket-status-changed": (("status", 4), ("ticket_id", None)),
     "survey-submitted": (("score", "9"), ("score", 4.5), ("kind", None)),
+    "customer-lifecycle": (("customer_id", 1234), ("segment", ["pro"]), ("change", True)),
 }
 _OUT_OF_RANGE: Final[dict[str, tuple[tuple[str, Any], ...]]] = {
     "ticket-created": (("team", ""), ("ticket_id", "x" * 300)),
@@ -81,6 +84,7 @@ _OUT_OF_RANGE: Final[dict[str, tuple[tuple[str, Any], ...]]] = {
     "ticket-escalated": (("level", 0), ("level", -1)),
     "ticket-status-changed": (("ticket_id", ""),),
     "survey-submitted": (("score", -1), ("score", 11), ("score", 42)),
+    "customer-lifecycle": (("customer_id", ""), ("segment", ""), ("segment", "s" * 200)),
 }
 
 

@@ -28,7 +28,7 @@ import msgspec
 from streams.simulation.bad import kinds_for, make_bad
 from streams.simulation.timefmt import format_time
 
-Profile = Literal["steady", "daily", "incident"]
+Profile = Literal["steady", "daily", "incident", "churn"]
 PROFILES: tuple[Profile, ...] = get_args(Profile)
 
 CREATED: Final = "ticket-created"
@@ -36,7 +36,8 @@ REPLIED: Final = "ticket-replied"
 ESCALATED: Final = "ticket-escalated"
 STATUS: Final = "ticket-status-changed"
 SURVEY: Final = "survey-submitted"
-TOPICS: tuple[str, ...] = (CREATED, REPLIED, ESCALATED, STATUS, SURVEY)
+LIFECYCLE: Final = "customer-lifecycle"
+TOPICS: tuple[str, ...] = (CREATED, REPLIED, ESCALATED, STATUS, SURVEY, LIFECYCLE)
 
 DEFAULT_TEAMS: tuple[str, ...] = ("Billing", "Technical", "Accounts", "Onboarding")
 # Relative ticket share of the default teams; custom team lists share traffic evenly.
@@ -110,6 +111,21 @@ _CUSTOMER_MEMORY = 5000
 # Non-UTC offsets (minutes) used for a share of timestamps: same instant, different notation.
 _LOCAL_OFFSETS = (120, -300, 330, 540, -180, 60)
 
+# Customer lifecycle (churn profile). Segments and their share of sign-ups; a few sign-ups name
+# no segment (they count as "unknown").
+_SEGMENTS = ("free", "starter", "pro", "enterprise")
+_SEGMENT_WEIGHTS = (0.40, 0.30, 0.20, 0.10)
+_NO_SEGMENT = 0.05
+# Lifecycle arrivals per ticket arrival: sign-ups, churns of a random active customer, plan
+# changes (an "activated" naming another segment).
+_SIGNUP_PER_TICKET = 0.05
+_CHURN_PER_TICKET = 0.03
+_PLAN_CHANGE_PER_TICKET = 0.01
+_REACTIVATE = 0.25  # share of churned customers that come back ...
+_REACTIVATE_MEDIAN_S = 6 * 3600.0  # ... after about this long (times time_scale)
+_INITIAL_AGE_DAYS = (1.0, 400.0)  # the initial customer base signed up this long before start
+_DAY_S = 86400.0
+
 # Daily profile: arrival-rate multiplier of the hour of day (peak 1.0 at 13:00, ~0.08 at night).
 _DAY_PEAK_HOUR = 13.0
 _DAY_WIDTH_HOURS = 4.5
@@ -175,6 +191,10 @@ class SimOptions:
       surveys); 0.1 makes a demo ten times livelier without changing the arrival rate.
     - ``local_time_share``: share of timestamps written with a non-UTC offset (same instant).
     - ``daily_utc_offset_hours``: the daily profile follows the day in this time zone.
+    - ``late_survey_share``: share of solved customer tickets that get a CSAT survey days
+      after the solve (median 4 days, some beyond a week); ``late_reopen_share``: share of
+      solved tickets reopened 7-10 days later (event time, not scaled). Default: 0.3 and
+      0.03 for the ``churn`` profile, else 0.
     - ``incident_start`` (seconds after ``start``; default a third of the duration, or 600 s),
       ``incident_ramp`` (seconds to full strength), ``incident_backlog_growth`` (at full
       strength, a new ticket's wait for its first response grows by this many seconds per
@@ -196,6 +216,8 @@ class SimOptions:
     incident_ramp: float = 1500.0
     incident_backlog_growth: float = 0.6
     incident_volume_factor: float = 1.6
+    late_survey_share: float | None = None
+    late_reopen_share: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -206,6 +228,10 @@ class SimOptions:
             "local_time_share",
         ):
             _fraction(name, getattr(self, name))
+        for name in ("late_survey_share", "late_reopen_share"):
+            if getattr(self, name) is not None:
+                _fraction(name, getattr(self, name))
+
         for name in (
             "duplicate_delay",
             "out_of_order_delay",
@@ -222,6 +248,33 @@ class SimOptions:
             raise ValueError("incident_backlog_growth must be between 0 and 1 (exclusive)")
         if self.incident_volume_factor < 1.0:
             raise ValueError("incident_volume_factor must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LifecycleOptions:
+    """``customer-lifecycle`` traffic (sign-ups, churns, plan changes, reactivations).
+
+    - ``customers``: customers already active at ``start`` (their activations are back-dated
+      up to 400 days, so churn and retention have a population from the first minute); the
+      traffic runs when it is above 0. Default: 2000 for the ``churn`` profile, else 0.
+    - ``wave_segment``, ``wave_share``, ``wave_start`` (seconds after ``start``; default as
+      ``SimOptions.incident_start``), ``wave_length``: in the ``churn`` profile, that share of
+      the segment's active customers churns during the wave.
+    """
+
+    customers: int | None = None
+    wave_segment: str = "starter"
+    wave_share: float = 0.5
+    wave_start: float | None = None
+    wave_length: float = 1200.0
+
+    def __post_init__(self) -> None:
+        if self.customers is not None and self.customers < 0:
+            raise ValueError(f"customers must be >= 0, got {self.customers!r}")
+        _fraction("wave_share", self.wave_share)
+        _positive("wave_length", self.wave_length)
+        if self.wave_start is not None and not self.wave_start >= 0.0:
+            raise ValueError(f"wave_start must be >= 0, got {self.wave_start!r}")
 
 
 _UUID_VERSION_MASK: Final = ~(0xF000 << 64) & ~(0xC000 << 48) & ((1 << 128) - 1)
@@ -287,8 +340,10 @@ class _Simulation:
         rate: float,
         teams: Sequence[str],
         options: SimOptions,
+        lifecycle: LifecycleOptions,
     ) -> None:
         self.profile = profile
+        self.lifecycle_opts = lifecycle
         self.rng = random.Random(f"support-kpi-sim:{seed}:traffic")
         self.noise = random.Random(f"support-kpi-sim:{seed}:noise")
         # Event ids and timestamp notation, drawn at emission (in event-time order).
@@ -315,9 +370,20 @@ class _Simulation:
         else:
             incident_offset = 600.0
         self.incident_start_s = start + incident_offset
+        churn = profile == "churn"
+        self.late_survey_share = _default(options.late_survey_share, 0.3 if churn else 0.0)
+        self.late_reopen_share = _default(options.late_reopen_share, 0.03 if churn else 0.0)
+        customers = _default(lifecycle.customers, 2000 if churn else 0)
+        wave_offset = _default(lifecycle.wave_start, incident_offset)
         self.run = f"{self.rng.getrandbits(32):08x}"
         self.encoder = msgspec.json.Encoder()
         self.st = _State()
+        # After the ticket traffic's set-up: it pushes the back-dated initial customer base.
+        self.life = (
+            _Lifecycle(self, seed, customers, start + wave_offset if churn else None)
+            if customers
+            else None
+        )
 
     # --- profile curves ---------------------------------------------------------------------
 
@@ -360,8 +426,8 @@ class _Simulation:
     def event_id(self, rng: random.Random) -> str:
         return random_uuid4(rng)
 
-    def stamp(self, t_ms: int) -> str:
-        r = self.ids
+    def stamp(self, t_ms: int, ids: random.Random | None = None) -> str:
+        r = self.ids if ids is None else ids
         if self.opts.local_time_share and r.random() < self.opts.local_time_share:
             return format_time(t_ms, r.choice(_LOCAL_OFFSETS))
         return format_time(t_ms)
@@ -484,17 +550,26 @@ class _Simulation:
         if r.random() < _REOPEN:
             tk.reopened = True
             self.advance(tk, self.lognormal(2 * 3600.0, 0.9))
-            self.reply(tk, "customer")
-            self.advance(tk, r.uniform(1.0, 5.0))
-            self.status(tk, "open")
-            self.agent_reply_after(tk, 0.7)
-            self.advance(tk, r.uniform(1.0, 300.0))
-            self.status(tk, "solved")
+            self.reopen_and_solve(tk)
             tk.solved_at = tk.now
         self.surveys_after(tk)
         if r.random() < _CLOSE:
             self.advance(tk, self.lognormal(4 * 3600.0, 0.8))
             self.status(tk, "closed")
+        if self.late_reopen_share and r.random() < self.late_reopen_share:
+            # The customer writes again a week or more later (event time, not scaled).
+            week_later = tk.solved_at + round(r.uniform(7.0, 10.0) * _DAY_S * 1000)
+            tk.now = max(tk.now + 1, week_later)
+            self.reopen_and_solve(tk)
+
+    def reopen_and_solve(self, tk: _Ticket) -> None:
+        """The customer writes again: the ticket reopens, an agent answers and solves it."""
+        self.reply(tk, "customer")
+        self.advance(tk, self.rng.uniform(1.0, 5.0))
+        self.status(tk, "open")
+        self.agent_reply_after(tk, 0.7)
+        self.advance(tk, self.rng.uniform(1.0, 300.0))
+        self.status(tk, "solved")
 
     def first_response(self, tk: _Ticket) -> None:
         """Internal notes and customer chasers, then the first public agent reply."""
@@ -566,6 +641,14 @@ class _Simulation:
         if r.random() < _TICKET_NPS:
             t = tk.solved_at + max(1, round(self.lognormal(3 * 3600.0, 1.0) * self.scale * 1000))
             self.survey(t, "nps", self.weighted(_NPS_SCORES, _NPS_WEIGHTS), tk)
+        if (
+            self.late_survey_share
+            and tk.created_by == "customer"
+            and r.random() < self.late_survey_share
+        ):
+            # Survey tools often ask days later (event time, not scaled): median 4 days.
+            t = tk.solved_at + round(self.lognormal(4 * _DAY_S, 0.5) * 1000)
+            self.survey(t, "csat", self.weighted(_CSAT_SCORES, _CSAT_HAPPY), tk)
 
     def survey(
         self, t_ms: int, kind: str, score: int, tk: _Ticket | None, team: str | None = None
@@ -615,8 +698,10 @@ class _Simulation:
     def deliver(self, t_ms: int, pending: _Pending) -> None:
         """Turn an event into its record(s) and queue them for delivery."""
         o, n = self.opts, self.noise
-        pending.fields["event_id"] = self.event_id(self.ids)
-        pending.fields["occurred_at"] = self.stamp(t_ms)
+        # Lifecycle events draw ids from their own stream: tickets do not depend on them.
+        ids = self.life.ids if self.life is not None and pending.topic == LIFECYCLE else self.ids
+        pending.fields["event_id"] = self.event_id(ids)
+        pending.fields["occurred_at"] = self.stamp(t_ms, ids)
         value = self.encoder.encode(pending.fields)
         key = pending.key.encode()
         at = t_ms
@@ -650,7 +735,17 @@ class _Simulation:
     def run_records(self) -> Iterator[SimRecord]:
         st = self.st
         arrival = self.next_arrival(self.start_ms)
+        life = self.life
         while True:
+            if life is not None:
+                # Lifecycle events join the event heap when their time comes (in time order).
+                due = life.peek()
+                if (
+                    due is not None
+                    and (arrival is None or due <= arrival[0])
+                    and (not st.event_heap or due <= st.event_heap[0][0])
+                ):
+                    life.step()
             if st.event_heap and (arrival is None or st.event_heap[0][0] <= arrival[0]):
                 t_ms, _, pending = heapq.heappop(st.event_heap)
                 if self.end_ms is not None and t_ms >= self.end_ms:
@@ -673,6 +768,128 @@ class _Simulation:
             yield heapq.heappop(st.delivery_heap)[2]
 
 
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+class _Lifecycle:
+    """``customer-lifecycle`` traffic: an initial customer base, sign-ups, churns (some come
+    back), plan changes and, in the churn profile, a churn wave in one segment.
+
+    It has its own random stream, so the ticket traffic of a seed does not depend on it.
+    """
+
+    def __init__(self, sim: _Simulation, seed: int, customers: int, wave_at: float | None):
+        self.sim = sim
+        self.rng = random.Random(f"support-kpi-sim:{seed}:customers")
+        self.ids = random.Random(f"support-kpi-sim:{seed}:customer-ids")
+        self.active: list[str] = []
+        self.index: dict[str, int] = {}
+        self.segment: dict[str, str | None] = {}
+        self.scheduled: list[tuple[int, int, str, str]] = []  # (time ms, seq, kind, customer)
+        self.seq = 0
+        per_ticket = _SIGNUP_PER_TICKET + _CHURN_PER_TICKET + _PLAN_CHANGE_PER_TICKET
+        self.rate_per_s = sim.rate_per_s * per_ticket
+        lo, hi = _INITIAL_AGE_DAYS
+        for _ in range(customers):
+            age_ms = round(self.rng.uniform(lo, hi) * _DAY_S * 1000)
+            self.signup(sim.start_ms - age_ms)
+        if wave_at is not None:
+            self.schedule(round(wave_at * 1000), "wave", "")
+        self.next_poisson = self.draw_next(sim.start_ms)
+
+    def draw_next(self, after_ms: int) -> int:
+        return after_ms + max(1, round(self.rng.expovariate(self.rate_per_s) * 1000))
+
+    def schedule(self, t_ms: int, kind: str, customer: str) -> None:
+        self.seq += 1
+        heapq.heappush(self.scheduled, (t_ms, self.seq, kind, customer))
+
+    def peek(self) -> int | None:
+        due = self.next_poisson
+        if self.scheduled:
+            due = min(due, self.scheduled[0][0])
+        end = self.sim.end_ms
+        return None if end is not None and due >= end else due
+
+    def step(self) -> None:
+        if self.scheduled and self.scheduled[0][0] <= self.next_poisson:
+            t_ms, _, kind, customer = heapq.heappop(self.scheduled)
+            if kind == "wave":
+                self.wave(t_ms)
+            elif kind == "churn":
+                self.churn(t_ms, customer)
+            else:
+                self.reactivate(t_ms, customer)
+            return
+        t_ms = self.next_poisson
+        self.next_poisson = self.draw_next(t_ms)
+        u = self.rng.random() * (_SIGNUP_PER_TICKET + _CHURN_PER_TICKET + _PLAN_CHANGE_PER_TICKET)
+        if u < _SIGNUP_PER_TICKET or not self.active:
+            self.signup(t_ms)
+        elif u < _SIGNUP_PER_TICKET + _CHURN_PER_TICKET:
+            self.churn(t_ms, self.rng.choice(self.active))
+        else:
+            self.plan_change(t_ms, self.rng.choice(self.active))
+
+    def emit(self, t_ms: int, customer: str, change: str, segment: str | None) -> None:
+        body: dict[str, Any] = {"customer_id": customer, "change": change}
+        if segment is not None:
+            body["segment"] = segment
+        self.sim.push(t_ms, LIFECYCLE, customer, body, None)
+
+    def add(self, customer: str) -> None:
+        self.index[customer] = len(self.active)
+        self.active.append(customer)
+
+    def remove(self, customer: str) -> None:
+        position = self.index.pop(customer)
+        last = self.active.pop()
+        if last != customer:
+            self.active[position] = last
+            self.index[last] = position
+
+    def signup(self, t_ms: int) -> None:
+        customer = f"cus-{self.rng.getrandbits(48):012x}"
+        segment = None
+        if self.rng.random() >= _NO_SEGMENT:
+            segment = self.rng.choices(_SEGMENTS, _SEGMENT_WEIGHTS)[0]
+        self.segment[customer] = segment
+        self.add(customer)
+        self.emit(t_ms, customer, "activated", segment)
+
+    def churn(self, t_ms: int, customer: str) -> None:
+        if customer not in self.index:
+            return
+        self.remove(customer)
+        segment = self.segment[customer] if self.rng.random() < 0.5 else None
+        self.emit(t_ms, customer, "churned", segment)
+        if self.rng.random() < _REACTIVATE:
+            delay = self.rng.lognormvariate(math.log(_REACTIVATE_MEDIAN_S), 1.0) * self.sim.scale
+            self.schedule(t_ms + max(1, round(delay * 1000)), "reactivate", customer)
+
+    def reactivate(self, t_ms: int, customer: str) -> None:
+        if customer in self.index:
+            return
+        self.add(customer)
+        segment = self.segment[customer] if self.rng.random() < 0.7 else None
+        self.emit(t_ms, customer, "activated", segment)
+
+    def plan_change(self, t_ms: int, customer: str) -> None:
+        others = [s for s in _SEGMENTS if s != self.segment[customer]]
+        self.segment[customer] = segment = self.rng.choice(others)
+        self.emit(t_ms, customer, "activated", segment)
+
+    def wave(self, t_ms: int) -> None:
+        """Churn a share of the wave segment's active customers during the wave."""
+        opts = self.sim.lifecycle_opts
+        members = sorted(c for c in self.active if self.segment[c] == opts.wave_segment)
+        leaving = self.rng.sample(members, round(len(members) * opts.wave_share))
+        length_ms = round(opts.wave_length * 1000)
+        for customer in leaving:
+            self.schedule(t_ms + self.rng.randint(1, length_ms), "churn", customer)
+
+
 def generate(
     profile: Profile = "steady",
     *,
@@ -683,12 +900,15 @@ def generate(
     rate: float = DEFAULT_RATE,
     teams: Sequence[str] = DEFAULT_TEAMS,
     options: SimOptions | None = None,
+    lifecycle: LifecycleOptions | None = None,
 ) -> Iterator[SimRecord]:
     """Yield simulated support traffic, in delivery order.
 
     :param profile: ``steady`` (constant rate), ``daily`` (rate follows the day: ``rate`` at the
-        13:00 peak, about 8 % of it at night) or ``incident`` (after the incident start, agent
-        response times and volume climb over the ramp; see :class:`SimOptions`).
+        13:00 peak, about 8 % of it at night), ``incident`` (after the incident start, agent
+        response times and volume climb over the ramp; see :class:`SimOptions`) or ``churn``
+        (steady tickets plus ``customer-lifecycle`` traffic with a churn wave in one segment,
+        CSAT surveys days after the solve and reopens a week later).
     :param seed: the only source of randomness; same arguments, same bytes.
     :param start: event time of the beginning of the run, POSIX seconds.
     :param duration_seconds: event-time length of the run: tickets arrive in
@@ -700,6 +920,7 @@ def generate(
         Surveys not tied to a ticket add 7 % to the arrivals; a ticket makes ~9 events on average.
     :param teams: team names (1 to 128 characters, distinct).
     :param options: delivery noise and profile knobs.
+    :param lifecycle: customer-lifecycle traffic knobs (see :class:`LifecycleOptions`).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
@@ -721,6 +942,7 @@ def generate(
         rate=rate,
         teams=teams,
         options=options or SimOptions(),
+        lifecycle=lifecycle or LifecycleOptions(),
     )
     return _limited(sim.run_records(), count)
 
