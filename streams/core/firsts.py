@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
-from streams.core.ticket import Fact
+from streams.core.ticket import Fact, FactKind
 
 # The fact kinds the cumulative series count (SPEC §5).
-COUNTED_KINDS = ("created", "first_response", "resolved")
+COUNTED_KINDS: tuple[FactKind, ...] = ("created", "first_response", "resolved")
 # How many counted fact identities a process remembers (about 100 bytes each).
 DEFAULT_MEMORY = 65_536
 
@@ -68,12 +68,14 @@ def newly_derived(
     facts that are new (by value), so their labels and durations are the ones just derived.
     """
     derived: list[Fact] = []
+    had = Counter(fact.kind for fact in before)
+    has = Counter(fact.kind for fact in after)
     for kind in COUNTED_KINDS:
+        extra = has[kind] - had[kind]
+        if extra <= 0:
+            continue  # most events: nothing new of this kind
         old = [fact for fact in before if fact.kind == kind]
         new = [fact for fact in after if fact.kind == kind]
-        extra = len(new) - len(old)
-        if extra <= 0:
-            continue
         added = sorted((Counter(new) - Counter(old)).elements(), key=lambda f: f.at_us)
         for offset, fact in enumerate(added[-extra:]):
             if memory is None or memory.first(key, kind, len(old) + offset):
