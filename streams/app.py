@@ -28,14 +28,11 @@ from typing import Any
 import faust
 import msgspec
 from faust.types import TP
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
 
 from streams.core.aggregate import US
+from streams.core.firsts import FirstDerivations
 from streams.core.kpis import EngineConfig
 from streams.core.partition import (
     Outcome,
@@ -47,6 +44,7 @@ from streams.core.partition import (
 from streams.core.store import KpiReading, KpiStore
 from streams.core.ticket import Held, TicketState, to_us
 from streams.decoding import Rejection, RejectionReason, decode
+from streams.outputs.cumulative import CumulativeKpis
 from streams.outputs.health import ConsumerLagCollector, PipelineHealth
 from streams.outputs.prometheus import KpiCollector
 from streams.outputs.publisher import KpiPublisher
@@ -152,6 +150,8 @@ class KpiWorker:
         self.health = PipelineHealth(self.registry, self.input_kinds)
         self.registry.register(KpiCollector(self.readings))
         self.registry.register(ConsumerLagCollector(self.consumer_lag))
+        self.cumulative = CumulativeKpis(self.registry, self.config.sla_targets, settings.max_teams)
+        self.firsts = FirstDerivations()  # outlives engines: no double count after a rebuild
         self.engines: dict[int, PartitionEngine] = {}
         self.kpi_stores: dict[int, KpiStore] = {}
         self.publisher = KpiPublisher()
@@ -244,9 +244,10 @@ class KpiWorker:
         registry = self.registry
 
         async def metrics_page(web: Any, request: Any) -> Any:
-            return web.bytes(
-                generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
-            )
+            # Text format 0.0.4, or OpenMetrics when the Accept header asks for it, as
+            # prometheus-client's own handler does.
+            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            return web.bytes(encoder(registry), headers={"Content-Type": content_type})
 
         app.page("/metrics")(metrics_page)
 
@@ -321,6 +322,7 @@ class KpiWorker:
         clock = self.clock_us(max(engine.stream_time_us, at_us))
         result = engine.process(decoded, clock, Source(topic, partition, offset, raw))
         self.health.saw_event(topic, at_us / US)
+        self.cumulative.count(result.derived)
         if result.late:
             self.health.late.labels(topic).inc()
         if result.outcome is Outcome.DUPLICATE:
@@ -365,7 +367,7 @@ class KpiWorker:
                 mine.append((key, state))
         wall = self.settings.clock == "wall"
         for partition, states in by_partition.items():
-            engine = PartitionEngine(partition, self.ticket_store, self.config)
+            engine = PartitionEngine(partition, self.ticket_store, self.config, self.firsts)
             self.engines[partition] = engine
             engine.rebuild(self.clock_us(0) if wall else None, states)
         log.info("stage 1 owns input partitions %s", sorted(partitions))

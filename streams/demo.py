@@ -134,8 +134,7 @@ class Summary:
             waiting=overall("support_unanswered_tickets"),
             oldest_waiting_seconds=overall("support_oldest_unanswered_age_seconds"),
             first_response_p50={
-                w: overall("support_first_response_seconds", window=w, quantile="0.5")
-                for w in windows
+                w: overall("support_first_response_p50_seconds", window=w) for w in windows
             },
             sla_attainment_1h=overall("support_first_response_sla_attainment_ratio", window="1h"),
             csat_24h=overall("support_csat_satisfied_ratio", window="24h"),

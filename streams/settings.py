@@ -17,6 +17,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -25,7 +26,15 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streams.core.kpis import DEFAULT_SLA_TARGETS, EngineConfig
+from streams.calendar_file import CalendarFileError, load_calendars
+from streams.core.calendar import CalendarSet
+from streams.core.kpis import (
+    DEFAULT_RESOLUTION_SLA_TARGETS,
+    DEFAULT_SLA_TARGETS,
+    SLA_CLOCKS,
+    EngineConfig,
+    SlaClock,
+)
 from streams.events import PRIORITIES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -60,10 +69,10 @@ def _parse_windows(value: object) -> object:
     return tuple((name, parse_duration(name)) for name in names)
 
 
-def _parse_sla(value: object) -> object:
+def _parse_sla(value: object, defaults: dict[str, float] = DEFAULT_SLA_TARGETS) -> object:
     if not isinstance(value, str):
         return value
-    targets = dict(DEFAULT_SLA_TARGETS)  # name only the priorities you change
+    targets = dict(defaults)  # name only the priorities you change
     for part in value.split(","):
         if not part.strip():
             continue
@@ -72,6 +81,37 @@ def _parse_sla(value: object) -> object:
             raise ValueError(f"{part.strip()!r} is not priority=duration (e.g. urgent=15m)")
         targets[priority.strip()] = parse_duration(duration)
     return targets
+
+
+def _parse_resolution_sla(value: object) -> object:
+    return _parse_sla(value, DEFAULT_RESOLUTION_SLA_TARGETS)
+
+
+def _parse_clocks(value: object) -> object:
+    """'business' (every priority) or 'urgent=business,low=calendar' (the rest: calendar)."""
+    if not isinstance(value, str):
+        return value
+    clocks: dict[str, str] = dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
+    for part in value.split(","):
+        priority, sep, clock = (text.strip() for text in part.partition("="))
+        if not priority:
+            continue
+        if not sep:
+            priority, clock = "", priority
+        if clock not in SLA_CLOCKS:
+            raise ValueError(f"{clock!r} is not a clock (use calendar or business)")
+        if priority:
+            clocks[priority] = clock
+        else:
+            clocks = dict.fromkeys(clocks, clock)
+    return clocks
+
+
+_Clocks = Annotated[dict[str, SlaClock], NoDecode, BeforeValidator(_parse_clocks)]
+
+
+def _calendar_clocks() -> dict[str, SlaClock]:
+    return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
 
 
 def _lower(value: object) -> object:
@@ -172,6 +212,16 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_SLA_TARGETS)
     )
     """First-response targets per priority; name only the ones you change."""
+    resolution_sla_targets: Annotated[
+        dict[str, float], NoDecode, BeforeValidator(_parse_resolution_sla)
+    ] = Field(default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS))
+    """Resolution (requester wait) targets per priority; name only the ones you change."""
+    first_response_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    """Clock of the first-response SLA: calendar or business, for all or per priority."""
+    resolution_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    """Clock of the resolution SLA: calendar or business, for all or per priority."""
+    calendars_file: Path | None = None
+    """Business-hours calendar file (TOML); unset: everything is calendar time."""
     orphan_hold: Duration = 86400.0
     """How long events wait for their ticket-created."""
     retention: Duration = 7 * 86400.0
@@ -201,9 +251,13 @@ class Settings(BaseSettings):
     log_format: Annotated[Literal["text", "json"], _ANY_CASE] = "text"
     """text, or json: one JSON object per line, for log shippers."""
 
-    @field_validator("sla_targets")
+    _calendars: CalendarSet | None = PrivateAttr(default=None)
+
+    @field_validator(
+        "sla_targets", "resolution_sla_targets", "first_response_sla_clock", "resolution_sla_clock"
+    )
     @classmethod
-    def _all_priorities(cls, value: dict[str, float]) -> dict[str, float]:
+    def _all_priorities(cls, value: dict[str, object]) -> dict[str, object]:
         unknown = set(value) - set(PRIORITIES)
         if unknown:
             raise ValueError(
@@ -212,6 +266,16 @@ class Settings(BaseSettings):
         missing = [p for p in PRIORITIES if p not in value]
         if missing:
             raise ValueError(f"missing a target for {', '.join(missing)}")
+        return value
+
+    @field_validator("calendars_file")
+    @classmethod
+    def _valid_calendars(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_calendars(value)
+            except CalendarFileError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")
@@ -231,7 +295,20 @@ class Settings(BaseSettings):
             )
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
             raise ValueError("SASL needs SUPPORT_KAFKA_SASL_USERNAME and _PASSWORD")
+        if self.calendars_file is not None:
+            self._calendars = load_calendars(self.calendars_file)
+        for name in ("first_response_sla_clock", "resolution_sla_clock"):
+            if self._calendars is None and "business" in getattr(self, name).values():
+                raise ValueError(
+                    f"SUPPORT_{name.upper()} uses business time, which needs "
+                    "SUPPORT_CALENDARS_FILE (business calendars)"
+                )
         return self
+
+    @property
+    def calendars(self) -> CalendarSet | None:
+        """The validated business calendars (None without SUPPORT_CALENDARS_FILE)."""
+        return self._calendars
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -242,6 +319,10 @@ class Settings(BaseSettings):
             sla_targets=dict(self.sla_targets),
             orphan_hold_seconds=self.orphan_hold,
             retention_seconds=self.retention,
+            resolution_sla_targets=dict(self.resolution_sla_targets),
+            first_response_sla_clocks=dict(self.first_response_sla_clock),
+            resolution_sla_clocks=dict(self.resolution_sla_clock),
+            calendars=self._calendars,
         )
 
     def input_topics(self) -> dict[str, str]:

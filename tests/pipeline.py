@@ -34,12 +34,6 @@ from streams.simulation.model import SimRecord
 from streams.simulator import send_to_kafka
 
 INPUT_TOPICS = tuple(EVENT_TYPES)  # default topic names = logical kinds
-_QUANTILE_KPIS = {
-    ("support_first_response_seconds", "0.5"): kpis.FIRST_RESPONSE_P50,
-    ("support_first_response_seconds", "0.9"): kpis.FIRST_RESPONSE_P90,
-    ("support_resolution_seconds", "0.5"): kpis.RESOLUTION_P50,
-    ("support_resolution_seconds", "0.9"): kpis.RESOLUTION_P90,
-}
 _KPI_METRICS = {"support_" + name for name in (*kpis.WINDOWED_KPIS, *kpis.LIVE_KPIS)}
 
 
@@ -214,17 +208,12 @@ def parse_metrics(texts: Iterable[str]) -> Scrape:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 labels = sample.labels
-                if sample.name not in _KPI_METRICS and "quantile" not in labels:
+                if sample.name not in _KPI_METRICS:
                     key_labels = tuple(sorted(labels.items()))
                     counter_key = (sample.name, key_labels)
                     counters[counter_key] = counters.get(counter_key, 0.0) + sample.value
                     continue
-                if "quantile" in labels:
-                    kpi = _QUANTILE_KPIS.get((sample.name, labels["quantile"]))
-                    if kpi is None:
-                        continue
-                else:
-                    kpi = sample.name.removeprefix("support_")
+                kpi = sample.name.removeprefix("support_")
                 window = labels.get("window", kpis.LIVE_WINDOW)
                 key = KpiKey(kpi, window, labels["team"], labels["channel"], labels["priority"])
                 if key in values:

@@ -339,10 +339,15 @@ def template_values(dashboard: dict[str, Any]) -> dict[str, str]:
     values: dict[str, str] = {}
     for variable in dashboard.get("templating", {}).get("list", []):
         name = variable["name"]
-        if variable.get("type") == "query":
-            values[name] = ANY_VALUE
-            continue
+        if variable.get("type") == "datasource":
+            continue  # only ever in datasource fields, never in a query
         current = variable.get("current", {}).get("value")
+        if variable.get("type") == "query":
+            # A multi-value or "All" variable is a regex of any value (used with =~); a
+            # single-value one is its current default (e.g. window 1h, job of the workers).
+            single = not variable.get("multi") and isinstance(current, str)
+            values[name] = current if single and current != "$__all" else ANY_VALUE
+            continue
         if isinstance(current, list):
             current = current[0] if current else None
         if not current or current == "$__all":

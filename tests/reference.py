@@ -24,7 +24,7 @@ Semantics pinned down beyond the SPEC (agreed for the engine and this reference)
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -54,6 +54,7 @@ _RANK: dict[type, int] = {
 COUNT_KPIS = K.COUNT_KPIS  # a missing count key means 0, any other missing key None
 
 Group = tuple[str, str, str]  # (team, channel, priority)
+Total = tuple[str, str, str]  # (cumulative series without support_/_total, team, priority)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,29 @@ def reference_counts(arrivals: Sequence[Event], config: EngineConfig) -> Referen
         orphans=analysis.orphans,
         before_created=analysis.before_created,
     )
+
+
+# The cumulative series (SPEC §5) by the measurement kind they count.
+CUMULATIVE_SERIES = {
+    "created": "tickets_created",
+    "resolution": "tickets_solved",
+    "first_response": "first_responses",
+}
+
+
+def reference_totals(arrivals: Sequence[Event], config: EngineConfig) -> Counter[Total]:
+    """What the cumulative series must count over the whole stream, by (series, team,
+    priority): every creation, resolution and first response (and those within the SLA),
+    once, whatever the windows, with the team the measurement has."""
+    totals: Counter[Total] = Counter()
+    for m in analyse(arrivals, config).measurements:
+        series = CUMULATIVE_SERIES.get(m.kind)
+        if series is None:
+            continue
+        totals[(series, m.team, m.priority)] += 1
+        if m.kind == "first_response" and m.flag:
+            totals[("first_responses_within_sla", m.team, m.priority)] += 1
+    return totals
 
 
 def window_bounds(now: float, size: float, bucket: float) -> tuple[float, float]:

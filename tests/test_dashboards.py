@@ -1,9 +1,11 @@
 """The provisioned Grafana dashboards, and the real-Prometheus harness in ``prom.py``.
 
 Static checks: valid JSON, stable unique uids, every panel has a query, every metric name
-is a public one (SPEC §5), datasource by uid. Then every dashboard query is parsed by a
-real Prometheus, and the harness itself is tested against a tiny ``prometheus_client``
-exporter (scrape, query, wait_for, recording rules, alerts, clean stop).
+is a public one (SPEC §5), portability (a datasource variable instead of a uid, `job` and
+`instance` variables, windows from ``label_values``), the wallboard's self-reporting
+panels. Then every dashboard query is parsed by a real Prometheus, and the harness itself
+is tested against a tiny ``prometheus_client`` exporter (scrape, query, wait_for, recording
+rules, alerts, clean stop).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prom import (
     DASHBOARDS_DIR,
     REPO,
     RULES_DIR,
+    WORKER_JOB,
     PrometheusError,
     PrometheusServer,
     dashboard_files,
@@ -33,7 +36,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from streams.broker import free_port
 
-DATASOURCE_UID = "support-prometheus"
+DATASOURCE_UID = "support-prometheus"  # the provisioned datasource; no dashboard names it
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 EXPECTED_UIDS = {"support-wallboard", "support-team-detail"}
 
 WINDOWED_METRICS = {
@@ -42,11 +46,13 @@ WINDOWED_METRICS = {
     "support_tickets_escalated",
     "support_tickets_reopened",
     "support_escalation_ratio",
-    "support_first_response_seconds",
+    "support_first_response_p50_seconds",
+    "support_first_response_p90_seconds",
     "support_first_response_mean_seconds",
     "support_first_responses",
     "support_first_response_sla_attainment_ratio",
-    "support_resolution_seconds",
+    "support_resolution_p50_seconds",
+    "support_resolution_p90_seconds",
     "support_resolution_mean_seconds",
     "support_first_contact_resolution_ratio",
     "support_csat_satisfied_ratio",
@@ -72,10 +78,22 @@ HEALTH_METRICS = {
     "support_last_event_timestamp_seconds",
     "support_consumer_lag_messages",
     "support_build_info",
+    "support_pipeline_ready",  # SPEC §5; added by the pipeline work
 }
-# Series Prometheus itself creates for every target.
-PROMETHEUS_METRICS = {"up"}
-PUBLIC_METRICS = WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | PROMETHEUS_METRICS
+CUMULATIVE_METRICS = {
+    "support_tickets_created_total",
+    "support_tickets_solved_total",
+    "support_first_responses_total",
+    "support_first_responses_within_sla_total",
+    "support_first_response_duration_seconds_bucket",
+    "support_first_response_duration_seconds_sum",
+    "support_first_response_duration_seconds_count",
+}
+# Series Prometheus itself creates: per target, and for its alerts.
+PROMETHEUS_METRICS = {"up", "ALERTS"}
+PUBLIC_METRICS = (
+    WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | CUMULATIVE_METRICS | PROMETHEUS_METRICS
+)
 
 _KEYWORDS = {
     "by",
@@ -150,51 +168,115 @@ def test_dashboard_uids_and_titles_unique() -> None:
     assert len(titles) == len(set(titles))
 
 
+def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+
+
 @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
-def test_every_panel_queries_prometheus_by_uid(path: Path) -> None:
+def test_every_panel_queries_the_datasource_variable(path: Path) -> None:
+    """Imports into any Grafana: the datasource is a variable, never a uid."""
+    text = path.read_text()
+    assert DATASOURCE_UID not in text, "a hard-coded datasource uid"
     dashboard = load_dashboard(path)
+    datasource = variables(dashboard)["datasource"]
+    assert datasource["type"] == "datasource"
+    assert datasource["query"] == "prometheus"
+    assert not datasource.get("current"), "the default datasource of the Grafana it lands in"
     panels = [p for p in iter_panels(dashboard) if p["type"] != "row"]
     assert panels
     for panel in panels:
         title = panel["title"]
-        assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, title
+        assert panel["datasource"] == DATASOURCE, title
         targets = panel.get("targets", [])
         assert targets, f"panel {title!r} has no query"
         ref_ids = [t["refId"] for t in targets]
         assert len(ref_ids) == len(set(ref_ids)), title
         for target in targets:
-            assert target["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, title
+            assert target["datasource"] == DATASOURCE, title
             assert target.get("expr", "").strip(), f"panel {title!r} has an empty query"
-    for variable in dashboard.get("templating", {}).get("list", []):
+    for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":
-            assert variable["datasource"]["uid"] == DATASOURCE_UID
+            assert variable["datasource"] == DATASOURCE, variable["name"]
 
 
-def test_datasource_provisioning_uses_the_dashboards_uid() -> None:
-    text = (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
-    assert re.search(rf"^\s*uid:\s*{DATASOURCE_UID}\s*$", text, re.M)
-    assert re.search(r"^\s*url:\s*http://prometheus:9090\s*$", text, re.M)
-    provider = (REPO / "deploy/grafana/provisioning/dashboards/support.yml").read_text()
-    assert re.search(r"^\s*path:\s*/etc/grafana/dashboards\s*$", provider, re.M)
-    compose = (REPO / "docker-compose.yml").read_text()
-    assert "./deploy/grafana/dashboards:/etc/grafana/dashboards" in compose
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_queries_select_the_job_variable_and_pipeline_panels_the_instance(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    found = variables(dashboard)
+    job = found["job"]
+    assert job["type"] == "query"
+    assert job["query"]["query"] == "label_values(support_build_info, job)"
+    assert job["current"]["value"] == WORKER_JOB  # the compose stack's scrape job
+    raw = [
+        (panel, target["expr"])
+        for panel in iter_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
+    for panel, expr in raw:
+        if "ALERTS" in expr:
+            continue  # Prometheus' own series: no job
+        for selector in re.findall(r"\b(?:support_\w+|up)(\{[^}]*\})?", expr):
+            assert 'job=~"$job"' in selector, (panel["title"], expr)
+        pipeline = metric_names(expr) & (HEALTH_METRICS | {"up"}) - {"support_pipeline_ready"}
+        if pipeline and "instance" in found:
+            assert 'instance=~"$instance"' in expr, (panel["title"], expr)
+    if "instance" in found:
+        instance = found["instance"]
+        assert instance["multi"]
+        assert instance["includeAll"]
+        assert "$job" in instance["query"]["query"]
+
+
+def test_windows_come_from_label_values() -> None:
+    detail = load_dashboard(DASHBOARDS_DIR / "support-team-detail.json")
+    window = variables(detail)["window"]
+    assert window["type"] == "query", "not a fixed list"
+    assert window["query"]["query"].startswith("label_values(")
+    assert window["query"]["query"].endswith(", window)")
+    assert window["current"]["value"] == "1h"
+    assert "options" not in window or window["options"] == []
+
+
+def test_wallboard_reports_data_age_pipeline_state_and_firing_alerts() -> None:
+    board = load_dashboard(DASHBOARDS_DIR / "support-wallboard.json")
+    panels = {p["title"]: p for p in iter_panels(board)}
+    age = panels["Data age"]
+    assert "time() - max(support_last_event_timestamp_seconds{" in age["targets"][0]["expr"]
+    steps = age["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["color"] == "red"
+    assert steps[-1]["value"] == 600
+    assert age["fieldConfig"]["defaults"]["unit"] == "s"
+    ready = panels["Pipeline"]
+    assert ready["targets"][0]["expr"] == 'min(support_pipeline_ready{job=~"$job"})'
+    texts = {
+        value["text"]
+        for mapping in ready["fieldConfig"]["defaults"]["mappings"]
+        for value in mapping["options"].values()
+    }
+    assert texts == {"READY", "RECOVERING"}
+    assert 'ALERTS{alertstate="firing"}' in panels["Alerts firing"]["targets"][0]["expr"]
+    # A rolling 24 h window is not "today".
+    for panel in iter_panels(board):
+        assert "today" not in panel["title"].lower(), panel["title"]
+        for target in panel.get("targets", []):
+            assert "today" not in target.get("legendFormat", "").lower()
 
 
 def test_metric_name_extraction() -> None:
     expr = (
-        'max by (team) (support_first_response_seconds{window="1h",quantile="0.5",'
+        'max by (team) (support_first_response_p50_seconds{window="1h",'
         'team=~"$team"}) / on (team) group_left sum without (instance) '
         "(rate(support_events_processed_total[5m] offset 1h)) > bool 0.5e3"
         ' and time() - up{job="x"}'
     )
     assert metric_names(expr) == {
-        "support_first_response_seconds",
+        "support_first_response_p50_seconds",
         "support_events_processed_total",
         "up",
     }
     # A typo is a metric name that is not public: the check below would fail on it.
-    assert metric_names("max(support_first_respons_seconds)") - PUBLIC_METRICS == {
-        "support_first_respons_seconds"
+    assert metric_names("max(support_first_respons_p50_seconds)") - PUBLIC_METRICS == {
+        "support_first_respons_p50_seconds"
     }
 
 
@@ -211,8 +293,13 @@ def test_every_dashboard_metric_is_public() -> None:
     # The wallboard and team board together cover the live queue and the main KPIs.
     assert used >= LIVE_METRICS
     assert {
-        "support_first_response_seconds",
+        "support_first_response_p50_seconds",
+        "support_first_response_p90_seconds",
+        "support_resolution_p50_seconds",
         "support_first_response_sla_attainment_ratio",
+        "support_first_responses_within_sla_total",
+        "support_tickets_created_total",
+        "support_pipeline_ready",
         "support_csat_satisfied_ratio",
         "support_nps_score",
         "support_tickets_created",
@@ -287,10 +374,7 @@ class Exporter:
             "support_unanswered_past_sla_tickets", "", dims, registry=self.registry
         )
         self.frt = Gauge(
-            "support_first_response_seconds",
-            "",
-            ["window", *dims, "quantile"],
-            registry=self.registry,
+            "support_first_response_p50_seconds", "", ["window", *dims], registry=self.registry
         )
         self.processed = Counter("support_events_processed", "", ["topic"], registry=self.registry)
         self.port = free_port()
@@ -303,7 +387,7 @@ def exporter() -> Iterator[Exporter]:
     exp.unanswered.labels("all", "all", "all").set(7)
     exp.unanswered.labels("billing", "all", "all").set(3)
     exp.past_sla.labels("billing", "all", "all").set(2)
-    exp.frt.labels("15m", "all", "all", "all", "0.5").set(312.5)
+    exp.frt.labels("15m", "all", "all", "all").set(312.5)
     exp.processed.labels("ticket-created").inc(5)
     server, thread = start_http_server(exp.port, addr="127.0.0.1", registry=exp.registry)
     try:
@@ -363,7 +447,7 @@ def test_harness_scrapes_and_queries(prom: PrometheusServer, exporter: Exporter)
 
 
 def test_harness_evaluates_the_project_rules(prom: PrometheusServer) -> None:
-    # The recording rule drops instance, window and quantile.
+    # The recording rule drops instance and window.
     recorded = prom.wait_for("support:first_response_p50_seconds:15m", timeout=20)
     assert recorded[0]["metric"] == {
         "__name__": "support:first_response_p50_seconds:15m",
@@ -390,6 +474,16 @@ def test_harness_reports_alerts(prom: PrometheusServer) -> None:
     assert alert["labels"]["team"] == "billing"
     assert alert["labels"]["severity"] == "test"
     assert alert["annotations"]["summary"] == "team billing: 2"
+
+
+def test_wallboard_lists_the_firing_alerts(prom: PrometheusServer) -> None:
+    """The wallboard's alert table query returns the alert the harness rules fire."""
+    board = load_dashboard(DASHBOARDS_DIR / "support-wallboard.json")
+    panel = next(p for p in iter_panels(board) if p["title"] == "Alerts firing")
+    expr = substitute(panel["targets"][0]["expr"], {})
+    rows = prom.wait_for(expr, lambda r: any(s["metric"]["alertname"] == "PastSlaNow" for s in r))
+    row = next(s for s in rows if s["metric"]["alertname"] == "PastSlaNow")
+    assert row["metric"] == {"alertname": "PastSlaNow", "severity": "test", "team": "billing"}
 
 
 def test_harness_stops_cleanly() -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import streams
 from streams.app import KpiWorker
 from streams.core.partition import DictTicketStore, PartitionEngine
 from streams.core.store import KpiStore
 from streams.core.ticket import to_us
 from streams.decoding import Rejection, decode
+from streams.outputs.health import build_revision
 from streams.settings import Settings, load_settings
 from streams.simulator import generate
 
@@ -29,11 +33,11 @@ def _section(title: str) -> str:
 
 def documented_metrics() -> set[str]:
     rows = [line for line in _section("Metrics catalog").splitlines() if line.startswith("| `")]
-    return {re.match(r"\| `([a-z_]+)`", row).group(1) for row in rows}  # type: ignore[union-attr]
+    return {re.match(r"\| `([a-z0-9_]+)`", row).group(1) for row in rows}  # type: ignore[union-attr]
 
 
-def exported_metrics() -> set[str]:
-    """Every metric family a worker exports once it has seen traffic of every kind."""
+def _full_page() -> bytes:
+    """The /metrics page of a worker that has seen traffic of every kind."""
     settings = load_settings(kafka_bootstrap="127.0.0.1:1")
     worker = KpiWorker(settings)
     config = settings.engine_config()
@@ -44,12 +48,18 @@ def exported_metrics() -> set[str]:
         event = decode(record.topic, record.value, now=time.time(), future_tolerance_seconds=300)
         if isinstance(event, Rejection):
             continue
-        engine.process(event, max(engine.stream_time_us, to_us(event.occurred_at)))
+        result = engine.process(event, max(engine.stream_time_us, to_us(event.occurred_at)))
+        worker.cumulative.count(result.derived)
     for update in engine.flush():
         store.apply(update)
     worker.kpi_stores[0] = store
+    return generate_latest(worker.registry)
+
+
+def exported_metrics() -> set[str]:
+    """Every metric family a worker exports once it has seen traffic of every kind."""
     names = set()
-    for family in text_string_to_metric_families(generate_latest(worker.registry).decode()):
+    for family in text_string_to_metric_families(_full_page().decode()):
         sample_names = {sample.name for sample in family.samples}
         names |= sample_names if family.type == "counter" else {family.name}
         if family.type == "info":
@@ -74,3 +84,57 @@ def test_every_setting_is_documented() -> None:
             assert variable in table or f"`_{suffix}`" in table, variable
         else:
             assert variable in table, f"{variable} is not in the README's settings table"
+
+
+def _catalog_rows() -> dict[str, list[str]]:
+    rows = {}
+    for line in _section("Metrics catalog").splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_help_texts_agree_with_the_catalog() -> None:
+    """Ratios documented as able to exceed 1 say so in their HELP (and never claim 0-1);
+    every other ratio says 0-1; percentile gauges say which percentile they are."""
+    helps = {
+        family.name: family.documentation
+        for family in text_string_to_metric_families(_full_page().decode())
+    }
+    rows = _catalog_rows()
+    assert "can exceed 1" in rows["support_escalation_ratio"][3]
+    for name, cells in rows.items():
+        if name not in helps:
+            continue
+        text = helps[name]
+        assert text, name
+        if "can exceed 1" in cells[3]:
+            assert "exceed 1" in text, (name, text)
+            assert "0-1" not in text, (name, text)
+        elif cells[2] == "ratio":
+            assert "(0-1)" in text, (name, text)
+        if name.endswith("_p50_seconds"):
+            assert "Median" in text, (name, text)
+        if name.endswith("_p90_seconds"):
+            assert "90th percentile" in text, (name, text)
+
+
+def test_kpi_topic_names_are_the_gauges_without_prefix() -> None:
+    schema = json.loads((README.parent / "schemas" / "support-kpis.schema.json").read_text())
+    names = set(schema["properties"]["kpi"]["enum"])
+    documented = documented_metrics()
+    assert {"first_response_p50_seconds", "resolution_p90_seconds"} <= names
+    for kpi in names:
+        assert f"support_{kpi}" in documented, kpi
+
+
+def test_build_info_carries_version_and_revision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORT_REVISION", "abc123def456")
+    page = generate_latest(KpiWorker(load_settings(kafka_bootstrap="127.0.0.1:1")).registry)
+    assert (
+        f'support_build_info{{revision="abc123def456",version="{streams.__version__}"}} 1.0'
+        in page.decode()
+    )
+    monkeypatch.delenv("SUPPORT_REVISION")
+    assert build_revision() != ""  # a git checkout here: its commit, else "unknown"

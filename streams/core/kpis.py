@@ -6,7 +6,9 @@ This module is the shared vocabulary of the core, the outputs and the tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
+
+from streams.core.calendar import CalendarSet
 
 ALL = "all"
 UNKNOWN = "unknown"
@@ -121,6 +123,22 @@ DEFAULT_SLA_TARGETS: dict[str, float] = {
     "low": 8 * 3600.0,
 }
 
+# Resolution SLA: requester wait time within these targets (SPEC §4).
+DEFAULT_RESOLUTION_SLA_TARGETS: dict[str, float] = {
+    "urgent": 4 * 3600.0,
+    "high": 8 * 3600.0,
+    "normal": 24 * 3600.0,
+    "low": 72 * 3600.0,
+}
+
+# The clock an SLA target is measured on: real elapsed time, or business time (calendars).
+SlaClock = Literal["calendar", "business"]
+SLA_CLOCKS: tuple[SlaClock, ...] = ("calendar", "business")
+
+
+def _calendar_clocks() -> dict[str, SlaClock]:
+    return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -138,6 +156,14 @@ class EngineConfig:
     orphan_hold_seconds: float = 86400.0
     # A solved/closed ticket's state is dropped this long after its last event (>= horizon).
     retention_seconds: float = 7 * 86400.0
+    # SLA policies (streams.core.sla): sla_targets above are the first-response targets.
+    resolution_sla_targets: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS)
+    )
+    first_response_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
+    resolution_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
+    # Business calendars (SUPPORT_CALENDARS_FILE); None: everything is calendar time.
+    calendars: CalendarSet | None = None
 
     @property
     def horizon_seconds(self) -> float:

@@ -24,6 +24,7 @@ from typing import Protocol
 import msgspec
 
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
 from streams.core.ticket import (
     Dims,
@@ -114,6 +115,9 @@ class ProcessResult:
     # Events not applied because they are earlier than their ticket's creation: this event, or
     # events that were held until the creation arrived.
     rejected: list[Held] = field(default_factory=list)
+    # Facts of a counted kind (created, first response, resolution) this event derived for
+    # the first time: the increments of the cumulative series (streams.core.firsts).
+    derived: list[Fact] = field(default_factory=list)
 
 
 class PartialUpdate(msgspec.Struct, array_like=True):
@@ -147,8 +151,17 @@ def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
 
 
 class PartitionEngine:
-    def __init__(self, partition: int, store: TicketStore, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        partition: int,
+        store: TicketStore,
+        config: EngineConfig,
+        firsts: FirstDerivations | None = None,
+    ) -> None:
         self.partition = partition
+        # Shared by the engines of one process and kept across rebuilds: a fact counted
+        # before a recovery is not counted again when its event is re-delivered.
+        self.firsts = firsts
         self.store = store
         self.config = config
         self.bucket_us = round(config.bucket_seconds * US)
@@ -225,6 +238,7 @@ class PartitionEngine:
 
         after = ticket_facts(state, self.sla_us)
         self._apply_difference(before, after, clock_us)
+        result.derived = newly_derived(key, before[0], after[0], self.firsts)
         self.store.put(key, state)
         self._schedule_retirement(key, state)
         return result

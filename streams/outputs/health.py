@@ -1,11 +1,15 @@
 """Pipeline-health metrics of one worker (SPEC §5): what it read, rejected, found late or
-duplicated, how fresh its input is, how far behind it is, and what build it runs."""
+duplicated, how fresh its input is, how far behind it is, what build it runs, and the
+standard process metrics (memory, CPU, open files, start time)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -13,6 +17,31 @@ import streams
 from streams.decoding import REJECTION_REASONS
 
 LagSource = Callable[[], Mapping[tuple[str, int], int]]
+
+# Set by the image build (or a deployment) to the source commit; see build_revision().
+REVISION_ENV = "SUPPORT_REVISION"
+
+
+def build_revision() -> str:
+    """The source revision: ``$SUPPORT_REVISION`` if set, else the commit of the git checkout
+    the package runs from (an editable install), else ``unknown``."""
+    revision = os.environ.get(REVISION_ENV, "").strip()
+    if revision:
+        return revision
+    source = Path(streams.__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return "unknown"
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 class PipelineHealth:
@@ -54,8 +83,11 @@ class PipelineHealth:
             registry=registry,
         )
         self._newest: dict[str, float] = {}
-        build = Info("support_build", "Version of the running worker.", registry=registry)
-        build.info({"version": streams.__version__})
+        build = Info(
+            "support_build", "Version and source revision of the running worker.", registry=registry
+        )
+        build.info({"version": streams.__version__, "revision": build_revision()})
+        ProcessCollector(registry=registry)  # process_* (Linux /proc): memory, CPU, start
         for topic in topics:
             self.processed.labels(topic)
             self.late.labels(topic)
@@ -80,7 +112,8 @@ class ConsumerLagCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "support_consumer_lag_messages",
-            "Records in the input partition not processed yet by this worker.",
+            "Records in an owned partition not processed yet by this worker: the input "
+            "topics (stage 1) and <app>-kpi-partials (stage 2).",
             labels=["topic", "partition"],
         )
         for (topic, partition), lag in sorted(self._lag().items()):

@@ -20,28 +20,25 @@ ReadingSource = Callable[[], Iterable[KpiReading]]
 WINDOW_LABELS = ["window", "team", "channel", "priority"]
 LIVE_LABELS = ["team", "channel", "priority"]
 
-# KPI name -> (metric name, quantile label or None)
-_QUANTILES: dict[str, tuple[str, str]] = {
-    kpis.FIRST_RESPONSE_P50: ("support_first_response_seconds", "0.5"),
-    kpis.FIRST_RESPONSE_P90: ("support_first_response_seconds", "0.9"),
-    kpis.RESOLUTION_P50: ("support_resolution_seconds", "0.5"),
-    kpis.RESOLUTION_P90: ("support_resolution_seconds", "0.9"),
-}
-
 # metric name -> help text (the README's metrics catalog says the same, longer)
 METRIC_HELP: dict[str, str] = {
     "support_tickets_created": "Tickets created in the window.",
     "support_tickets_solved": "Transitions into solved/closed in the window (resolutions).",
     "support_tickets_escalated": "Tickets whose first escalation is in the window.",
     "support_tickets_reopened": "Transitions from solved/closed back to an open status.",
-    "support_escalation_ratio": "Tickets escalated / tickets created in the window (0-1).",
-    "support_first_response_seconds": "First-response time quantiles (creation to first "
-    "public agent reply), for first responses in the window.",
+    "support_escalation_ratio": "Tickets escalated / tickets created in the window; can "
+    "exceed 1 when tickets created before the window escalate in it.",
+    "support_first_response_p50_seconds": "Median (nearest-rank) first-response time "
+    "(creation to first public agent reply) of the first responses in the window.",
+    "support_first_response_p90_seconds": "90th percentile (nearest-rank) first-response time "
+    "of the first responses in the window.",
     "support_first_response_mean_seconds": "Mean first-response time in the window.",
     "support_first_responses": "Number of first responses in the window (sample count).",
     "support_first_response_sla_attainment_ratio": "Share of first responses within the "
     "priority's SLA target (0-1).",
-    "support_resolution_seconds": "Resolution time quantiles (creation to solved) for "
+    "support_resolution_p50_seconds": "Median (nearest-rank) resolution time (creation to "
+    "solved) of the resolutions in the window.",
+    "support_resolution_p90_seconds": "90th percentile (nearest-rank) resolution time of the "
     "resolutions in the window.",
     "support_resolution_mean_seconds": "Mean resolution time in the window.",
     "support_first_contact_resolution_ratio": "Share of first resolutions with exactly one "
@@ -61,11 +58,9 @@ METRIC_HELP: dict[str, str] = {
 }
 
 
-def metric_for(kpi: str) -> tuple[str, str | None]:
-    """The metric name (and quantile label) a KPI is exported as."""
-    if kpi in _QUANTILES:
-        return _QUANTILES[kpi]
-    return "support_" + kpi, None
+def metric_for(kpi: str) -> str:
+    """The metric name a KPI is exported as: ``support_`` + the KPI topic's name (SPEC §5)."""
+    return "support_" + kpi
 
 
 class KpiCollector(Collector):
@@ -81,17 +76,13 @@ class KpiCollector(Collector):
             if reading.value is None:
                 continue  # no sample: the series is absent, never 0 or NaN
             key = reading.key
-            name, quantile = metric_for(key.kpi)
+            name = metric_for(key.kpi)
             family = families.get(name)
             if family is None:
-                labels = list(LIVE_LABELS if key.window == kpis.LIVE_WINDOW else WINDOW_LABELS)
-                if quantile is not None:
-                    labels.append("quantile")
+                labels = LIVE_LABELS if key.window == kpis.LIVE_WINDOW else WINDOW_LABELS
                 family = families[name] = GaugeMetricFamily(name, METRIC_HELP[name], labels=labels)
             values = [key.team, key.channel, key.priority]
             if key.window != kpis.LIVE_WINDOW:
                 values.insert(0, key.window)
-            if quantile is not None:
-                values.append(quantile)
             family.add_metric(values, reading.value)
         yield from families.values()
