@@ -4,44 +4,16 @@ standard process metrics (memory, CPU, open files, start time)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-import streams
 from streams.decoding import REJECTION_REASONS
+from streams.version import VERSION, revision
 
 LagSource = Callable[[], Mapping[tuple[str, int], int]]
-
-# Set by the image build (or a deployment) to the source commit; see build_revision().
-REVISION_ENV = "SUPPORT_REVISION"
-
-
-def build_revision() -> str:
-    """The source revision: ``$SUPPORT_REVISION`` if set, else the commit of the git checkout
-    the package runs from (an editable install), else ``unknown``."""
-    revision = os.environ.get(REVISION_ENV, "").strip()
-    if revision:
-        return revision
-    source = Path(streams.__file__).resolve().parent.parent
-    if not (source / ".git").exists():
-        return "unknown"
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 class PipelineHealth:
@@ -86,7 +58,7 @@ class PipelineHealth:
         build = Info(
             "support_build", "Version and source revision of the running worker.", registry=registry
         )
-        build.info({"version": streams.__version__, "revision": build_revision()})
+        build.info({"version": VERSION, "revision": revision()})
         ProcessCollector(registry=registry)  # process_* (Linux /proc): memory, CPU, start
         for topic in topics:
             self.processed.labels(topic)
