@@ -2,7 +2,8 @@
 # The system packages a make target needs beyond python3 and make, in one place.
 #
 #   sh scripts/system-packages.sh venv   python3 can create a virtual environment
-#   sh scripts/system-packages.sh test   the above, plus promtool, prometheus, docker-compose
+#   sh scripts/system-packages.sh test   the above, plus promtool, prometheus, amtool and
+#                                        docker-compose
 #   sh scripts/system-packages.sh make   make itself (for .ci/run on a bare machine)
 #
 # When everything is present it prints nothing and changes nothing (no apt-get update).
@@ -45,6 +46,7 @@ check_group() {
         check_group venv
         has promtool || need promtool prometheus
         has prometheus || need prometheus prometheus
+        has amtool || need amtool prometheus-alertmanager
         has_compose || need docker-compose docker-compose
         ;;
     *)

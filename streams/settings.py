@@ -437,10 +437,12 @@ def default_text(name: str) -> str:
         return "true" if value else "false"
     if _is_duration(field):
         return format_duration(value)
-    if name == "windows":
-        return ",".join(window for window, _ in value)
-    if name == "sla_targets":
-        return ",".join(f"{p}={format_duration(s)}" for p, s in value.items())
+    if isinstance(value, tuple) and all(isinstance(item, tuple) for item in value):
+        return ",".join(str(item[0]) for item in value)  # windows: (name, seconds) pairs
+    if isinstance(value, dict):  # per priority: durations or words
+        return ",".join(
+            f"{key}={format_duration(v) if isinstance(v, float) else v}" for key, v in value.items()
+        )
     return str(value)
 
 

@@ -1,5 +1,6 @@
 """The running version and the source revision it was built from.
 
+One place for both: ``--version``, the worker's first log line and ``support_build_info``.
 The version is the package's (``pyproject.toml`` reads it from ``streams.__version__``).
 The revision is, in this order: ``$BUILD_REVISION`` (the image sets it from the Docker build
 argument ``REVISION``), the git commit of a source checkout the package runs from (an
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from functools import cache
 from pathlib import Path
 
 from streams import __version__
@@ -20,7 +20,6 @@ REVISION_VARIABLE = "BUILD_REVISION"
 UNKNOWN = "unknown"
 
 
-@cache
 def revision() -> str:
     """The source revision (a git commit, 12 hex digits when read from git) or ``unknown``."""
     given = os.environ.get(REVISION_VARIABLE, "").strip()

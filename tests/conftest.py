@@ -22,7 +22,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
-from ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
+from ci import (  # noqa: F401  (the hooks: no silent skips in CI)
+    pytest_configure,
+    pytest_runtest_makereport,
+)
 
 from streams.broker import EmbeddedBroker, create_topics
 

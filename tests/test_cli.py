@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,7 +76,12 @@ def run_worker(
 def test_help_lists_every_setting_with_its_default_and_touches_nothing(
     tmp_path: Path, broker_socket: FakeBroker
 ) -> None:
-    result = run_worker(tmp_path, "--help", SUPPORT_KAFKA_BOOTSTRAP=broker_socket.address)
+    result = run_worker(
+        tmp_path,
+        "--help",
+        SUPPORT_KAFKA_BOOTSTRAP=broker_socket.address,
+        SUPPORT_BUCKET="not a duration",  # --help reads no setting, so a bad one is fine
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     help_text = result.stdout
@@ -141,6 +147,18 @@ def test_the_version_is_the_packages_and_the_revision_comes_from_git_or_the_buil
         probe, capture_output=True, text=True, env={**env, "BUILD_REVISION": "r1"}, check=True
     )
     assert given.stdout.strip() == "r1"
+
+
+def test_every_default_in_help_reads_back_as_that_default() -> None:
+    """What --help shows is valid input: set it and you get the default again."""
+    defaults = load_settings()
+    for name in Settings.model_fields:
+        text = default_text(name)
+        if text == "(unset)":
+            assert getattr(defaults, name) is None, name
+            continue
+        assert not re.search(r"[{}'\[\]]", text), f"{name}: {text} is not the setting syntax"
+        assert getattr(load_settings(**{name: text}), name) == getattr(defaults, name), name
 
 
 def test_log_level_and_format_accept_any_case() -> None:

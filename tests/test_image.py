@@ -168,12 +168,15 @@ def test_oci_labels_agree_with_the_package() -> None:
     assert env["BUILD_REVISION"] == "$REVISION"
 
 
-def test_compose_builds_the_image_with_the_revision() -> None:
+def test_compose_builds_the_image_with_the_revision_and_passes_the_log_settings() -> None:
     services = compose_config()["services"]
     for name in ("worker", "simulator"):
         build = services[name]["build"]
         assert build["context"] == str(REPO)
         assert build["args"]["REVISION"] == "unknown", name  # REVISION=... overrides it
+    worker_env = services["worker"]["environment"]
+    assert worker_env["SUPPORT_LOG_FORMAT"] == "text"  # SUPPORT_LOG_FORMAT=json overrides it
+    assert worker_env["SUPPORT_LOG_LEVEL"] == "info"
 
 
 def test_license_is_the_apache_license_2_0_declared_in_pyproject() -> None:

@@ -93,6 +93,7 @@ def test_promtool_checks_and_unit_tests_the_generated_rules() -> None:
     assert "SUCCESS" in tested.stdout
 
 
+@pytest.mark.optional_tool("Sloth is a Go binary not packaged on PyPI, npm or Debian")
 def test_with_sloth_itself_when_installed(tmp_path: Path) -> None:
     sloth = shutil.which("sloth")
     if not sloth:

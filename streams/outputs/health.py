@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streams import version
 from streams.decoding import REJECTION_REASONS
+from streams.version import VERSION, revision
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class PipelineHealth:
         build = Info(
             "support_build", "Version and source revision of the running worker.", registry=registry
         )
-        build.info({"version": version.VERSION, "revision": version.revision()})
+        build.info({"version": VERSION, "revision": revision()})
         ProcessCollector(registry=registry)  # process_* (Linux /proc): memory, CPU, start
         for topic in topics:
             self.processed.labels(topic)
