@@ -12,13 +12,13 @@ Window alignment (SPEC §3): at clock ``now``, with bucket size B, a window of s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from streams.core import kpis
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
-from streams.core.partition import Group, PartialUpdate, dimension_of
+from streams.core.partition import Group, PartialBatch, PartialUpdate, dimension_of
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,36 @@ class KpiStore:
         self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
         self.groups: dict[Group, _GroupState] = {}
         self.stream_time_us = 0
+        # (dimension, source partition) -> (snapshot complete since a reset, source caught up)
+        self.sources: dict[tuple[str, int], tuple[bool, bool]] = {}
 
     def clear(self) -> None:
         self.groups.clear()
         self.stream_time_us = 0
+        self.sources.clear()
+
+    def apply_batch(self, batch: PartialBatch) -> None:
+        """Apply one stage-1 flush for one dimension (idempotent, like :meth:`apply`)."""
+        self.stream_time_us = max(self.stream_time_us, batch.stream_time_us)
+        source = (batch.dimension, batch.partition)
+        if batch.reset:
+            self.reset(batch.partition, batch.dimension)
+        for update in batch.updates:
+            self.apply(update)
+        known = self.sources.get(source)
+        if batch.reset:
+            self.sources[source] = (batch.complete, batch.caught_up)
+        elif known is not None:  # only a snapshot since a reset makes a source complete
+            self.sources[source] = (known[0] or batch.complete, batch.caught_up)
+
+    def complete(self, dimensions: Iterable[str], partitions: int) -> bool:
+        """Whether every source partition's snapshot of every dimension has arrived since
+        this store started, and every source said it was caught up at its last flush."""
+        return all(
+            self.sources.get((dimension, source)) == (True, True)
+            for dimension in dimensions
+            for source in range(partitions)
+        )
 
     def apply(self, update: PartialUpdate) -> None:
         """Take the latest value of one partial (idempotent)."""
