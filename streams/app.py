@@ -9,11 +9,15 @@ Two stages, both partitioned, both on Kafka:
    after every recovery the engine rebuilds its partials from the tickets and re-sends them
    all, so a crash between a table write and a send loses nothing, and a replay counts
    nothing twice.
-2. ``merge_partials`` consumes that topic, keyed by dimension (overall/team/channel/
-   priority), keeps the latest partial per (group, source partition, bucket) in the
-   changelogged ``kpi-partials`` table and merges them into rolling windows
-   (:class:`~streams.core.store.KpiStore`). What a worker owns in stage 2 is exactly what it
-   exports on ``/metrics`` and publishes to ``support-kpis``.
+   One message per flush per (source partition, dimension) carries all changed partials
+   (:class:`~streams.core.partition.PartialBatch`).
+2. ``merge_partials`` consumes that topic, partitioned by dimension (overall/team/channel/
+   priority), and merges the latest partial per (group, source partition, bucket) into
+   rolling windows (:class:`~streams.core.store.KpiStore`). Stage 2 keeps no durable state:
+   after every rebalance every stage-1 partition re-sends a complete snapshot (a reset
+   followed by all its partials), so stage 2 recovers from state, not from history. What a
+   worker owns in stage 2 is exactly what it exports on ``/metrics`` and publishes to
+   ``support-kpis``.
 """
 
 from __future__ import annotations
@@ -27,22 +31,26 @@ from typing import Any
 
 import faust
 import msgspec
+from aiokafka.partitioner import murmur2
 from faust.types import TP
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Gauge,
     disable_created_metrics,
     generate_latest,
 )
 
+from streams.consumer import KpiTransport
 from streams.core.aggregate import US
 from streams.core.kpis import EngineConfig
 from streams.core.partition import (
+    DIMENSIONS,
     Outcome,
-    PartialUpdate,
+    PartialBatch,
     PartitionEngine,
     Source,
-    dimension_of,
+    batch_updates,
 )
 from streams.core.store import KpiReading, KpiStore
 from streams.core.ticket import Held, TicketState, to_us
@@ -59,14 +67,16 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created serie
 
 _TICKET_DECODER = msgspec.msgpack.Decoder(TicketState)
 _TICKET_ENCODER = msgspec.msgpack.Encoder()
-_PARTIAL_DECODER = msgspec.msgpack.Decoder(PartialUpdate)
-_PARTIAL_ENCODER = msgspec.msgpack.Encoder()
+_BATCH_DECODER = msgspec.msgpack.Decoder(PartialBatch)
+_BATCH_ENCODER = msgspec.msgpack.Encoder()
 
 
-def dimension_key(group: tuple[str, str, str]) -> bytes:
+def dimension_partition(dimension: str, partitions: int) -> int:
     """Stage-2 routing: every group of one dimension goes to the same stage-2 partition, so
-    one worker sees all teams and can cap the team label exactly (SPEC §5 label bounds)."""
-    return dimension_of(group).encode()
+    one worker sees all teams and can cap the team label exactly (SPEC §5 label bounds).
+    The same murmur2 hash as Kafka's default partitioner on the key ``dimension``."""
+    hashed: int = murmur2(dimension.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class _RecoveryAwareTable(faust.Table[bytes, bytes]):
@@ -78,18 +88,21 @@ class _RecoveryAwareTable(faust.Table[bytes, bytes]):
         source_topics: Iterable[str],
         on_recovered: Callable[[set[int]], None],
         on_revoked: Callable[[set[int]], None],
+        on_assigned: Callable[[set[TP]], None],
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._source_topics = frozenset(source_topics)
         self._on_recovered = on_recovered
         self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
 
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
     ) -> None:
         # Stop using revoked partitions at once, before the new owner starts.
         self._on_revoked({tp.partition for tp in revoked if tp.topic in self._source_topics})
+        self._on_assigned(assigned)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -99,27 +112,72 @@ class _RecoveryAwareTable(faust.Table[bytes, bytes]):
 
 
 class FaustTicketStore:
-    """TicketStore over the Faust ``tickets`` table (bytes keys, msgpack values)."""
+    """TicketStore over the Faust ``tickets`` table, with a write-behind record cache.
+
+    Tickets changed since the last commit are kept decoded in ``dirty``; all others are msgpack
+    bytes in the table's store (one copy, no decoded duplicate). :meth:`flush` runs just
+    before the consumer commits input offsets: it encodes each dirty ticket once, puts it in
+    the store and sends one changelog record (a tombstone for a deleted ticket), so a ticket
+    changed by many events between two commits costs one changelog write, and the changelog
+    always holds the state of every offset that gets committed.
+    """
 
     def __init__(self, table: faust.Table[bytes, bytes]) -> None:
         self.table = table
+        self.dirty: dict[str, tuple[int, TicketState | None]] = {}
+        self.writes = 0  # changelog records sent
 
     def get(self, key: str) -> TicketState | None:
-        raw = self.table.get(key.encode())
+        cached = self.dirty.get(key)
+        if cached is not None:
+            return cached[1]
+        raw = self.table.data.get(key.encode())
         return None if raw is None else _TICKET_DECODER.decode(raw)
 
     def put(self, key: str, state: TicketState) -> None:
-        self.table[key.encode()] = _TICKET_ENCODER.encode(state)
+        self.dirty[key] = (state.partition, state)
 
     def delete(self, key: str) -> None:
-        encoded = key.encode()
-        if encoded in self.table:
-            del self.table[encoded]
+        state = self.get(key)
+        if state is not None:
+            self.dirty[key] = (state.partition, None)
 
     def states(self) -> Iterable[tuple[str, TicketState]]:
-        return [
-            (key.decode(), _TICKET_DECODER.decode(raw)) for key, raw in list(self.table.items())
-        ]
+        found = {
+            key.decode(): _TICKET_DECODER.decode(raw) for key, raw in list(self.table.data.items())
+        }
+        for key, (_, state) in self.dirty.items():
+            if state is None:
+                found.pop(key, None)
+            else:
+                found[key] = state
+        return list(found.items())
+
+    def flush(self, partitions: set[int] | None = None) -> int:
+        """Write the dirty tickets (of ``partitions``, default all) to the store and the
+        changelog; returns how many records were sent."""
+        store = self.table.data
+        sent = 0
+        for key, (partition, state) in list(self.dirty.items()):
+            if partitions is not None and partition not in partitions:
+                continue
+            del self.dirty[key]
+            encoded = key.encode()
+            if state is None:
+                store.pop(encoded, None)
+                value = None
+            else:
+                value = _TICKET_ENCODER.encode(state)
+                store[encoded] = value
+            self.table.send_changelog(partition, encoded, value)
+            sent += 1
+        self.writes += sent
+        return sent
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop cached changes of partitions this worker no longer owns (after a flush)."""
+        for key in [k for k, (p, _) in self.dirty.items() if p in partitions]:
+            del self.dirty[key]
 
 
 def _credentials(settings: Settings) -> Any:
@@ -150,12 +208,25 @@ class KpiWorker:
         self.input_kinds = settings.input_topics()
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.health = PipelineHealth(self.registry, self.input_kinds)
-        self.registry.register(KpiCollector(self.readings))
+        self.registry.register(KpiCollector(self.current_readings))
+        Gauge(
+            "support_pipeline_ready",
+            "1 once this worker's KPIs are complete and current; 0 while it recovers or "
+            "catches up (its KPI gauges are withheld then).",
+            registry=self.registry,
+        ).set_function(lambda: 1.0 if self.ready() else 0.0)
         self.registry.register(ConsumerLagCollector(self.consumer_lag))
         self.engines: dict[int, PartitionEngine] = {}
         self.kpi_stores: dict[int, KpiStore] = {}
+        # stage-2 partition -> the dimensions routed to it
+        self.stage2_dimensions: dict[int, list[str]] = {}
+        for dimension in DIMENSIONS:
+            target = dimension_partition(dimension, settings.partitions)
+            self.stage2_dimensions.setdefault(target, []).append(dimension)
         self.publisher = KpiPublisher()
         self._positions: dict[tuple[str, int], int] = {}
+        self._recovering = True  # from a rebalance until stage 1 has rebuilt its engines
+        self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
         self.app = self._build_app()
 
     # -- construction -------------------------------------------------------------------------
@@ -181,6 +252,12 @@ class KpiWorker:
             producer_acks=-1,
             autodiscover=False,
             table_standby_replicas=0,
+        )
+        app.transport = KpiTransport(
+            app.conf.broker_consumer,
+            app,
+            fetch_max_wait_ms=max(1, round(s.fetch_max_wait * 1000)),
+            before_commit=self._before_commit,
         )
         create = s.create_topics
         self.inputs = app.topic(
@@ -222,20 +299,10 @@ class KpiWorker:
             source_topics=self.input_kinds,
             on_recovered=self._tickets_recovered,
             on_revoked=self._tickets_revoked,
+            on_assigned=self._assigned,
         )
         app.tables.add(self.tickets)
-        self.partial_table = _RecoveryAwareTable(
-            app,
-            name="kpi-partials",
-            partitions=s.partitions,
-            key_type=bytes,  # bytes key/value types make Faust use the raw codec
-            value_type=bytes,
-            beacon=app.tables.beacon,
-            source_topics=[self.partials.get_topic_name()],
-            on_recovered=self._partials_recovered,
-            on_revoked=self._partials_revoked,
-        )
-        app.tables.add(self.partial_table)
+        app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.ticket_store = FaustTicketStore(self.tickets)
         app.agent(self.inputs, name="process-events")(self._process_events)
         app.agent(self.partials, name="merge-partials")(self._merge_partials)
@@ -368,22 +435,112 @@ class KpiWorker:
             engine = PartitionEngine(partition, self.ticket_store, self.config)
             self.engines[partition] = engine
             engine.rebuild(self.clock_us(0) if wall else None, states)
+        self._recovering = False
         log.info("stage 1 owns input partitions %s", sorted(partitions))
 
     def _tickets_revoked(self, partitions: set[int]) -> None:
+        # Write what the record cache holds for them before the new owner recovers them
+        # (harmless if their offsets are not committed: replayed events are duplicates).
+        self.ticket_store.flush(partitions)
         for partition in partitions:
             self.engines.pop(partition, None)
 
+    async def _on_partitions_revoked(self, *args: Any, **kwargs: Any) -> None:
+        """A rebalance starts (eager: every partition is revoked, before the group re-forms).
+        Stage 1 stops here: its cached ticket writes and its last partials reach the log
+        now, before any new owner can recover the partition or send its own snapshot."""
+        self.ticket_store.flush()
+        self.engines.clear()
+        self._recovering = True
+        await self.app.producer.flush()
+
+    async def _before_commit(self) -> None:
+        """Runs just before input offsets are committed: the state they imply goes first."""
+        self.ticket_store.flush()
+
     async def _flush_partials(self) -> None:
         # Buffered sends: the consumer flushes the producer before it commits offsets, and a
-        # partial lost in a crash is re-sent by the rebuild after recovery.
+        # partial lost in a crash is re-sent by the rebuild after recovery. One message per
+        # (source partition, dimension) carries every partial that changed.
+        partitions = self.settings.partitions
         for engine in list(self.engines.values()):
-            for update in engine.flush():
+            updates = engine.flush()
+            was = self._caught_up.get(engine.partition)
+            caught_up = self._source_caught_up(engine.partition, bool(was))
+            self._caught_up[engine.partition] = caught_up
+            if not updates and was == caught_up:
+                continue
+            for batch in batch_updates(
+                engine.partition,
+                updates,
+                engine.stream_time_us,
+                caught_up=caught_up,
+                announce=was != caught_up,
+            ):
                 self.partials.send_soon(
-                    key=dimension_key(update.group), value=_PARTIAL_ENCODER.encode(update)
+                    key=batch.dimension.encode(),
+                    value=_BATCH_ENCODER.encode(batch),
+                    partition=dimension_partition(batch.dimension, partitions),
                 )
 
+    def _source_caught_up(self, partition: int, was: bool) -> bool:
+        """Whether stage 1 of this input partition has (almost) no backlog: lag at most
+        SUPPORT_READY_MAX_LAG to become caught up, more than 10x that to stop being so."""
+        lag = self._lag(self.input_kinds, partition)
+        if lag is None:
+            return False
+        limit = self.settings.ready_max_lag
+        return lag <= (10 * limit + 10 if was else limit)
+
+    def _lag(self, topics: Iterable[str], partition: int) -> int | None:
+        """Records not processed yet in one partition of ``topics`` (None: not known yet)."""
+        consumer = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
+        total = 0
+        for topic in topics:
+            tp = TP(topic, partition)
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # the consumer does not know this partition yet
+                return None
+            if highwater is None:
+                return None
+            position = self._positions.get((topic, partition))
+            if position is None:
+                position = committed.get(tp) or 0
+            total += max(0, highwater - position)
+        return total
+
+    def ready(self) -> bool:
+        """support_pipeline_ready: recovered, stage 1 caught up, and every owned stage-2
+        partition holds a complete snapshot from every caught-up source partition."""
+        if self._recovering:
+            return False
+        if not all(self._caught_up.get(p, False) for p in self.engines):
+            return False
+        partials = self.partials.get_topic_name()
+        for partition, store in list(self.kpi_stores.items()):
+            dimensions = self.stage2_dimensions.get(partition, [])
+            if not store.complete(dimensions, self.settings.partitions):
+                return False
+            lag = self._lag([partials], partition)
+            if dimensions and (lag is None or lag > self.settings.ready_max_lag):
+                return False
+        return True
+
     # -- stage 2 --------------------------------------------------------------------------------
+
+    def _assigned(self, assigned: set[TP]) -> None:
+        """A rebalance: stage 2 starts empty for every partials partition it holds; every
+        stage-1 partition re-sends a complete snapshot once its recovery completes."""
+        partials = self.partials.get_topic_name()
+        mine = {tp.partition for tp in assigned if tp.topic == partials}
+        self.kpi_stores = {p: KpiStore(self.config) for p in mine}
+        self._recovering = True
+        self._caught_up.clear()
+        self._positions.clear()  # from now on: the committed offsets, then what we process
+        self.publisher.forget()
+        log.info("stage 2 owns partial partitions %s", sorted(mine))
 
     async def _merge_partials(self, stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
@@ -396,45 +553,15 @@ class KpiWorker:
         if store is None:
             log.debug("skipping a partial of partition %d: not owned", partition)
             return  # revoked while in flight; the new owner applies it
-        update = _PARTIAL_DECODER.decode(raw)
-        if update.reset:
-            self._reset_partials(partition, update)
-            store.apply(update)
-            return
-        key = _partial_key(partition, update)
-        if update.window is None and update.live is None:
-            if key in self.partial_table:
-                del self.partial_table[key]
-        else:
-            self.partial_table[key] = raw
-        store.apply(update)
-
-    def _reset_partials(self, partition: int, reset: PartialUpdate) -> None:
-        """Delete the stored partials a reset drops (tombstones in the changelog)."""
-        dimension = dimension_of(reset.group)
-        prefix = f"{partition}|{reset.partition}|".encode()
-        for key in [k for k in list(self.partial_table.keys()) if k.startswith(prefix)]:
-            update = _PARTIAL_DECODER.decode(self.partial_table[key])
-            if dimension_of(update.group) == dimension:
-                del self.partial_table[key]
-
-    def _partials_recovered(self, partitions: set[int]) -> None:
-        self.kpi_stores = {p: KpiStore(self.config) for p in partitions}
-        for key, raw in list(self.partial_table.items()):
-            partition = int(key.split(b"|", 1)[0])
-            store = self.kpi_stores.get(partition)
-            if store is None:
-                self.partial_table.data.pop(key, None)  # stale local copy; no changelog write
-                continue
-            store.apply(_PARTIAL_DECODER.decode(raw))
-        self.publisher.forget()
-        log.info("stage 2 owns partial partitions %s", sorted(partitions))
-
-    def _partials_revoked(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.kpi_stores.pop(partition, None)
+        store.apply_batch(_BATCH_DECODER.decode(raw))
 
     # -- outputs ----------------------------------------------------------------------------------
+
+    def current_readings(self) -> Iterator[KpiReading]:
+        """What /metrics exports: nothing while the worker is not ready (a half-recovered or
+        half-caught-up store is never presented as current)."""
+        if self.ready():
+            yield from self.readings()
 
     def readings(self) -> Iterator[KpiReading]:
         now_us = self.read_clock_us()
@@ -458,13 +585,8 @@ class KpiWorker:
         return lag
 
     async def _publish_kpis(self) -> None:
+        if not self.ready():
+            return  # publish only complete, current values (the topic keeps the last ones)
         now = time.time()
         for key, value in self.publisher.changes(self.readings(), now):
             self.kpi_topic.send_soon(key=key, value=value)
-
-
-def _partial_key(partition: int, update: PartialUpdate) -> bytes:
-    team, channel, priority = update.group
-    kind = "live" if update.is_live else "window"
-    source = f"{update.partition}|{kind}|{update.bucket}"
-    return f"{partition}|{source}|{team}|{channel}|{priority}".encode()

@@ -117,7 +117,9 @@ class Settings(BaseSettings):
 
     # Outputs
     max_teams: int = Field(default=100, ge=1)
-    flush_interval: Duration = 0.2
+    flush_interval: Duration = 0.05
+    fetch_max_wait: Duration = Field(default=0.1, gt=0, le=30)
+    ready_max_lag: int = Field(default=200, ge=0)
     publish_interval: Duration = 5.0
     store: str = Field(default="memory://", pattern=r"^(memory|rocksdb)://")
     web_host: str = "0.0.0.0"
