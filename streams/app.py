@@ -26,12 +26,14 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+import aiokafka
 import faust
 import msgspec
 from aiokafka.partitioner import murmur2
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types import TP
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -67,6 +69,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created serie
 
 _TICKET_DECODER = msgspec.msgpack.Decoder(TicketState)
 _TICKET_ENCODER = msgspec.msgpack.Encoder()
+_CHECKPOINT_SENTINEL = b"\x00checkpoint"  # a tombstone that marks where a checkpoint starts
 _BATCH_DECODER = msgspec.msgpack.Decoder(PartialBatch)
 _BATCH_ENCODER = msgspec.msgpack.Encoder()
 
@@ -89,6 +92,7 @@ class _RecoveryAwareTable(faust.Table[bytes, bytes]):
         on_recovered: Callable[[set[int]], None],
         on_revoked: Callable[[set[int]], None],
         on_assigned: Callable[[set[TP]], None],
+        read_checkpoints: Callable[[set[int]], Awaitable[dict[int, int]]],
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -96,6 +100,24 @@ class _RecoveryAwareTable(faust.Table[bytes, bytes]):
         self._on_recovered = on_recovered
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
+        self._read_checkpoints = read_checkpoints
+        # changelog partition -> offset from which the changelog holds the complete state
+        self.checkpoints: dict[int, int] = {}
+        self.recovered_records = 0  # changelog records read since the last rebalance
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """Where recovery starts reading: the latest complete checkpoint, not offset 0 (the
+        changelog is not compacted on every broker, e.g. the embedded Tansu)."""
+        stored: int | None = super().persisted_offset(tp)
+        start = self.checkpoints.get(tp.partition)
+        if start is None:
+            return stored
+        return start if stored is None else max(stored, start)
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        events = list(batch)
+        self.recovered_records += len(events)
+        super().apply_changelog_batch(events)
 
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
@@ -103,6 +125,9 @@ class _RecoveryAwareTable(faust.Table[bytes, bytes]):
         # Stop using revoked partitions at once, before the new owner starts.
         self._on_revoked({tp.partition for tp in revoked if tp.topic in self._source_topics})
         self._on_assigned(assigned)
+        self.recovered_records = 0
+        mine = {tp.partition for tp in assigned if tp.topic in self._source_topics}
+        self.checkpoints = await self._read_checkpoints(mine)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -153,11 +178,12 @@ class FaustTicketStore:
                 found[key] = state
         return list(found.items())
 
-    def flush(self, partitions: set[int] | None = None) -> int:
+    def flush(self, partitions: set[int] | None = None) -> set[int]:
         """Write the dirty tickets (of ``partitions``, default all) to the store and the
-        changelog; returns how many records were sent."""
+        changelog; returns the partitions written to."""
         store = self.table.data
         sent = 0
+        written: set[int] = set()
         for key, (partition, state) in list(self.dirty.items()):
             if partitions is not None and partition not in partitions:
                 continue
@@ -170,9 +196,10 @@ class FaustTicketStore:
                 value = _TICKET_ENCODER.encode(state)
                 store[encoded] = value
             self.table.send_changelog(partition, encoded, value)
+            written.add(partition)
             sent += 1
         self.writes += sent
-        return sent
+        return written
 
     def forget(self, partitions: set[int]) -> None:
         """Drop cached changes of partitions this worker no longer owns (after a flush)."""
@@ -227,6 +254,7 @@ class KpiWorker:
         self._positions: dict[tuple[str, int], int] = {}
         self._recovering = True  # from a rebalance until stage 1 has rebuilt its engines
         self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
+        self._writes_at_checkpoint = 0
         self.app = self._build_app()
 
     # -- construction -------------------------------------------------------------------------
@@ -274,6 +302,13 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
+        self.checkpoint_topic = app.topic(
+            f"{s.app_id}-tickets-checkpoints",
+            partitions=s.partitions,
+            internal=True,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
         self.kpi_topic = app.topic(
             s.topic_kpis,
             partitions=s.partitions,
@@ -300,6 +335,7 @@ class KpiWorker:
             on_recovered=self._tickets_recovered,
             on_revoked=self._tickets_revoked,
             on_assigned=self._assigned,
+            read_checkpoints=self._read_checkpoints,
         )
         app.tables.add(self.tickets)
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
@@ -308,6 +344,7 @@ class KpiWorker:
         app.agent(self.partials, name="merge-partials")(self._merge_partials)
         app.timer(s.flush_interval, name="flush-partials")(self._flush_partials)
         app.timer(s.publish_interval, name="publish-kpis")(self._publish_kpis)
+        app.timer(1.0, name="checkpoint-tickets")(self._checkpoint_tickets)
         registry = self.registry
 
         async def metrics_page(web: Any, request: Any) -> Any:
@@ -320,7 +357,7 @@ class KpiWorker:
         async def declare_output_topics() -> None:
             # Agents declare their input topics; topics the worker only writes to are
             # declared here so they get the configured partitions and compaction.
-            for topic in (self.kpi_topic, self.dlq_topic):
+            for topic in (self.kpi_topic, self.dlq_topic, self.checkpoint_topic):
                 await topic.maybe_declare()
 
         app.task(declare_output_topics)
@@ -436,12 +473,20 @@ class KpiWorker:
             self.engines[partition] = engine
             engine.rebuild(self.clock_us(0) if wall else None, states)
         self._recovering = False
-        log.info("stage 1 owns input partitions %s", sorted(partitions))
+        self._writes_at_checkpoint = self.ticket_store.writes
+        log.info(
+            "stage 1 owns input partitions %s; recovered %d ticket records (%d tickets) "
+            "from checkpoints %s",
+            sorted(partitions),
+            self.tickets.recovered_records,
+            sum(len(states) for states in by_partition.values()),
+            self.tickets.checkpoints,
+        )
 
     def _tickets_revoked(self, partitions: set[int]) -> None:
         # Write what the record cache holds for them before the new owner recovers them
         # (harmless if their offsets are not committed: replayed events are duplicates).
-        self.ticket_store.flush(partitions)
+        self.ticket_store.flush(partitions)  # revoked at on_partitions_revoked already
         for partition in partitions:
             self.engines.pop(partition, None)
 
@@ -449,14 +494,103 @@ class KpiWorker:
         """A rebalance starts (eager: every partition is revoked, before the group re-forms).
         Stage 1 stops here: its cached ticket writes and its last partials reach the log
         now, before any new owner can recover the partition or send its own snapshot."""
-        self.ticket_store.flush()
         self.engines.clear()
         self._recovering = True
+        await self._write_tickets()
+
+    async def _read_checkpoints(self, partitions: set[int]) -> dict[int, int]:
+        """The latest checkpoint of each tickets-changelog partition (empty on any error or
+        after 10 s: recovery then reads the changelog from its start, correct but slower)."""
+        if not partitions:
+            return {}
+        try:
+            return await asyncio.wait_for(self._fetch_checkpoints(partitions), 10.0)
+        except Exception as error:  # a missing topic, a broker hiccup: read everything
+            log.warning("no tickets checkpoints read (%r); recovering from offset 0", error)
+            return {}
+
+    async def _fetch_checkpoints(self, partitions: set[int]) -> dict[int, int]:
+        topic = self.checkpoint_topic.get_topic_name()
+        conf = self.app.conf
+        consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            request_timeout_ms=5000,
+            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+        )
+        found: dict[int, int] = {}
+        await consumer.start()
+        try:
+            tps = [aiokafka.TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                # A few records back: some brokers (Tansu) report the end before the last batch.
+                consumer.seek(tp, max(0, ends[tp] - 4))
+            while True:
+                batch = await consumer.getmany(timeout_ms=300)
+                if not batch:
+                    break
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.value:
+                            found[tp.partition] = int(record.value)
+        finally:
+            await consumer.stop()
+        return found
+
+    async def _checkpoint_tickets(self) -> None:
+        """Re-write every ticket of the owned partitions to the changelog, then record where
+        that copy starts: recovery reads from there, so it reads at most the state plus the
+        writes since (bounded by SUPPORT_CHECKPOINT_RECORDS), never the whole history."""
+        store = self.ticket_store
+        keys = len(self.tickets.data)
+        since = store.writes - self._writes_at_checkpoint
+        if since < max(self.settings.checkpoint_records, keys) or self._recovering:
+            return
+        owned = set(self.engines)
+        if not owned:
+            return
+        store.flush()  # the store now holds every current state; nothing below awaits
+        starts = {p: self.tickets.send_changelog(p, _CHECKPOINT_SENTINEL, None) for p in owned}
+        written = 0
+        for key, raw in list(self.tickets.data.items()):
+            partition = _TICKET_DECODER.decode(raw).partition
+            if partition in starts:
+                self.tickets.send_changelog(partition, key, raw)
+                written += 1
+        self._writes_at_checkpoint = store.writes
         await self.app.producer.flush()
+        for partition in starts:
+            self.tickets.send_changelog(partition, _CHECKPOINT_SENTINEL, None)  # the fence
+        for partition, future in starts.items():
+            metadata = await future
+            await self.checkpoint_topic.send(
+                key=str(partition).encode(),
+                value=str(metadata.offset).encode(),
+                partition=partition,
+            )
+        log.info("tickets checkpoint: %d records for partitions %s", written, sorted(owned))
 
     async def _before_commit(self) -> None:
         """Runs just before input offsets are committed: the state they imply goes first."""
-        self.ticket_store.flush()
+        await self._write_tickets()
+
+    async def _write_tickets(self, partitions: set[int] | None = None) -> None:
+        """Write the ticket record cache to the changelog and wait until it is stored.
+
+        Then a *fence* (a tombstone of a key no ticket has) in a later batch of every
+        partition written: the embedded Tansu broker reports a partition's end offset
+        without its last batch, and Faust's recovery reads only up to that end offset, so the
+        last batch must never be one that matters.
+        """
+        written = self.ticket_store.flush(partitions)
+        if written:
+            await self.app.producer.flush()
+            for partition in written:
+                self.tickets.send_changelog(partition, _CHECKPOINT_SENTINEL, None)
+            await self.app.producer.flush()
 
     async def _flush_partials(self) -> None:
         # Buffered sends: the consumer flushes the producer before it commits offsets, and a

@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     flush_interval: Duration = 0.05
     fetch_max_wait: Duration = Field(default=0.1, gt=0, le=30)
     ready_max_lag: int = Field(default=200, ge=0)
+    checkpoint_records: int = Field(default=20000, ge=1)
     publish_interval: Duration = 5.0
     store: str = Field(default="memory://", pattern=r"^(memory|rocksdb)://")
     web_host: str = "0.0.0.0"
