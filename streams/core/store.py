@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from streams.core import kpis
-from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.aggregate import US, LiveAggregate, WindowAggregate, live_values
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
 from streams.core.partition import Group, PartialBatch, PartialUpdate, dimension_of
 
@@ -46,8 +46,8 @@ class _GroupState:
         self.parts: dict[tuple[int, int], WindowAggregate] = {}  # (partition, bucket) -> partial
         self.buckets: dict[int, WindowAggregate] = {}  # bucket -> merged over partitions
         self.windows = [_Window() for _ in range(window_count)]
-        self.live_parts: dict[tuple[int, int], LiveAggregate] = {}  # (partition, bucket)
-        self.live = LiveAggregate()
+        # (partition, creation bucket) -> live partial; read without merging (live_values)
+        self.live_parts: dict[tuple[int, int], LiveAggregate] = {}
 
     def is_empty(self) -> bool:
         return not self.parts and not self.live_parts
@@ -124,12 +124,9 @@ class KpiStore:
     def _apply_live(
         self, state: _GroupState, part: tuple[int, int], live: LiveAggregate | None
     ) -> None:
-        old = state.live_parts.pop(part, None)
-        if old is not None:
-            state.live.merge(old, -1)
+        state.live_parts.pop(part, None)
         if live is not None and not live.is_empty():
             state.live_parts[part] = live
-            state.live.merge(live, +1)
 
     def _apply_window(
         self, state: _GroupState, partition: int, bucket: int, partial: WindowAggregate | None
@@ -184,8 +181,8 @@ class KpiStore:
 
     def _capped_groups(
         self, max_teams: int | None
-    ) -> dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]]:
-        result: dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]] = {}
+    ) -> dict[Group, tuple[list[WindowAggregate], list[LiveAggregate] | None]]:
+        result: dict[Group, tuple[list[WindowAggregate], list[LiveAggregate] | None]] = {}
         # "unknown" (surveys without a team) is a reserved value, not a team: never folded.
         teams = [g for g in self.groups if g[0] not in (ALL, UNKNOWN)]
         folded: set[Group] = set()
@@ -200,17 +197,17 @@ class KpiStore:
             folded = set(sorted(teams, key=volume)[max_teams:])
         for group, state in self.groups.items():
             if group not in folded:
-                live = state.live if state.live_parts else None
+                live = list(state.live_parts.values()) if state.live_parts else None
                 result[group] = ([w.total for w in state.windows], live)
         if folded:
             other_totals = [WindowAggregate() for _ in self.window_buckets]
-            other_live = LiveAggregate()
+            other_live: list[LiveAggregate] = []
             for group in folded:
                 state = self.groups[group]
                 for total, window in zip(other_totals, state.windows, strict=True):
                     total.merge(window.total)
-                other_live.merge(state.live)
-            live_or_none = None if other_live.is_empty() else other_live
+                other_live.extend(state.live_parts.values())
+            live_or_none = other_live or None
             result[(OTHER, ALL, ALL)] = (other_totals, live_or_none)
         return result
 
@@ -218,7 +215,7 @@ class KpiStore:
         self,
         group: Group,
         totals: list[WindowAggregate],
-        live: LiveAggregate | None,
+        live: list[LiveAggregate] | None,
         bounds: list[tuple[int, int]],
         now_us: int,
     ) -> Iterator[KpiReading]:
@@ -231,7 +228,7 @@ class KpiStore:
                     continue
                 yield KpiReading(KpiKey(kpi, name, *group), value, sample, start_us, end_us)
         if live is not None:
-            for kpi, (value, sample) in live.values(now_us, self.sla_us).items():
+            for kpi, (value, sample) in live_values(live, now_us, self.sla_us).items():
                 yield KpiReading(KpiKey(kpi, kpis.LIVE_WINDOW, *group), value, sample)
 
     def values(self, now_us: int) -> kpis.KpiValues:
