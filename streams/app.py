@@ -69,6 +69,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created serie
 
 _TICKET_DECODER = msgspec.msgpack.Decoder(TicketState)
 _TICKET_ENCODER = msgspec.msgpack.Encoder()
+_LAGGING_FLUSH_S = 1.0
 _CHECKPOINT_SENTINEL = b"\x00checkpoint"  # a tombstone that marks where a checkpoint starts
 _BATCH_DECODER = msgspec.msgpack.Decoder(PartialBatch)
 _BATCH_ENCODER = msgspec.msgpack.Encoder()
@@ -255,6 +256,7 @@ class KpiWorker:
         self._recovering = True  # from a rebalance until stage 1 has rebuilt its engines
         self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
         self._writes_at_checkpoint = 0
+        self._flushed_at: dict[int, float] = {}  # stage-1 partition -> monotonic time
         self.app = self._build_app()
 
     # -- construction -------------------------------------------------------------------------
@@ -596,12 +598,19 @@ class KpiWorker:
         # Buffered sends: the consumer flushes the producer before it commits offsets, and a
         # partial lost in a crash is re-sent by the rebuild after recovery. One message per
         # (source partition, dimension) carries every partial that changed.
+        # While a partition catches up (its KPIs are withheld anyway) it coalesces for
+        # _LAGGING_FLUSH_S instead: far fewer, larger messages.
         partitions = self.settings.partitions
+        now = time.monotonic()
         for engine in list(self.engines.values()):
-            updates = engine.flush()
             was = self._caught_up.get(engine.partition)
             caught_up = self._source_caught_up(engine.partition, bool(was))
+            last = self._flushed_at.get(engine.partition, 0.0)
+            if not caught_up and was is False and now - last < _LAGGING_FLUSH_S:
+                continue
             self._caught_up[engine.partition] = caught_up
+            self._flushed_at[engine.partition] = now
+            updates = engine.flush()
             if not updates and was == caught_up:
                 continue
             for batch in batch_updates(
