@@ -72,6 +72,7 @@ HEALTH_METRICS = {
     "support_last_event_timestamp_seconds",
     "support_consumer_lag_messages",
     "support_build_info",
+    "support_pipeline_ready",
 }
 # Series Prometheus itself creates for every target.
 PROMETHEUS_METRICS = {"up"}
