@@ -148,6 +148,7 @@ class Deployment:
     bootstrap: str
     prefix: str
     partitions: int
+    clock: str = "stream"
 
     def topic(self, kind: str) -> str:
         return f"{self.prefix}.{kind}"
@@ -275,7 +276,7 @@ class Worker(Contender):
             "SUPPORT_SESSION_TIMEOUT": f"{SHORT_SESSION_TIMEOUT_SECONDS}s",
             "SUPPORT_WEB_PORT": str(self.port),
             "SUPPORT_WEB_HOST": "127.0.0.1",
-            "SUPPORT_CLOCK": "stream",
+            "SUPPORT_CLOCK": d.clock,
             "SUPPORT_LOG_LEVEL": "info",
             "SUPPORT_TOPIC_KPIS": d.topic("support-kpis"),
             "SUPPORT_TOPIC_DLQ": d.topic("dlq"),
@@ -347,6 +348,26 @@ def simulated_records(count: int, seed: int) -> list[SimRecord]:
     return records
 
 
+def day_records(tickets: int, seed: int) -> list[SimRecord]:
+    """A day-long replay: ``tickets`` tickets whose events spread over the last ~23 h of
+    event time (ending 30 min before now, so the latency probes stand alone in 15 min, and
+    starting 30 min inside the 24 h window, so the whole day still counts while the run lasts)."""
+    now = time.time()
+    span = 23 * 3600
+    options = SimOptions(duplicate_rate=0.02, out_of_order=0.1, out_of_order_delay=120.0)
+    records = list(
+        generate(
+            "steady",
+            seed=seed,
+            start=now - span - 1800,
+            duration_seconds=span,
+            rate=tickets / (span / 3600),
+            options=options,
+        )
+    )
+    return [r for r in records if r.occurred_at <= now - 1200]
+
+
 def rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
@@ -394,6 +415,7 @@ class Figures:
     recovery_ready_s: float = 0.0
     recovery_s: float = 0.0
     open_lag_s: dict[int, float] = field(default_factory=dict)
+    produced: dict[str, int] = field(default_factory=dict)  # topic -> records produced
 
 
 def say(message: str) -> None:
@@ -427,7 +449,9 @@ def throughput(
     kind: str, broker: EmbeddedBroker, records: Sequence[SimRecord], args: argparse.Namespace
 ) -> tuple[Figures, Contender]:
     figures = Figures(kind)
-    deployment = Deployment(broker.bootstrap_servers, f"bench-{_slug(kind)}-tp", args.partitions)
+    deployment = Deployment(
+        broker.bootstrap_servers, f"bench-{_slug(kind)}-tp", args.partitions, args.clock
+    )
     deployment.create_topics()
     t = time.perf_counter()
     deployment.produce(records)
@@ -463,12 +487,37 @@ def _throughput(
     else:
         figures.kpis_s = figures.throughput_s
     figures.rss_after_stream = rss_bytes(contender.pid)
+    figures.produced = asyncio.run(produced_records(contender.deployment))
     say(
         f"{kind}: ready {figures.start_to_ready_s:.1f}s after start, {len(records)} records in "
         f"{figures.throughput_s:.2f}s = {figures.throughput_eps:,.0f}/s, KPIs complete after "
         f"{figures.kpis_s:.2f}s (load {load_average()})"
     )
     return figures, contender
+
+
+async def produced_records(deployment: Deployment) -> dict[str, int]:
+    """Records in every topic the contender wrote (all its topics but the inputs)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    inputs = {deployment.topic(kind) for kind in INPUT_KINDS}
+    consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap)
+    await consumer.start()
+    try:
+        topics = [
+            t
+            for t in await consumer.topics()
+            if t.startswith(deployment.prefix) and t not in inputs
+        ]
+        counts = {}
+        for topic in sorted(topics):
+            parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            ends = await consumer.end_offsets(tps) if tps else {}
+            counts[topic.removeprefix(deployment.prefix)] = sum(ends.values())
+        return counts
+    finally:
+        await consumer.stop()
 
 
 def _slug(kind: str) -> str:
@@ -573,7 +622,9 @@ def pct(values: Sequence[float], p: float) -> float:
 def memory_and_recovery(
     kind: str, broker: EmbeddedBroker, figures: Figures, args: argparse.Namespace
 ) -> None:
-    deployment = Deployment(broker.bootstrap_servers, f"bench-{_slug(kind)}-mem", args.partitions)
+    deployment = Deployment(
+        broker.bootstrap_servers, f"bench-{_slug(kind)}-mem", args.partitions, args.clock
+    )
     deployment.create_topics()
     tickets = open_tickets(args.tickets, time.time() - 3600)
     contender = make(kind, deployment).start()
@@ -757,7 +808,14 @@ def report(
         n_records / bare.kpis_s,
         n_records / worker.kpis_s,
     )
-    for p in (50, 90):
+    row(
+        "**messages produced per input record, catch-up**",
+        ".3f",
+        sum(bare.produced.values()) / n_records,
+        sum(worker.produced.values()) / n_records,
+        with_ratio=False,
+    )
+    for p in (50, 90, 99):
         row(f"latency p{p} (ms)", ".0f", lat(bare, p), lat(worker, p))
     row("latency max (ms)", ".0f", lmax(bare), lmax(worker))
     row(
@@ -803,16 +861,26 @@ def report(
             f"- load average at start (1/5/15 min): {load_start}",
             "",
             f"Setup: embedded Tansu broker, {args.partitions} partitions per topic, one process "
-            "per contender, contenders one after the other, each on its own fresh topics. Stream: "
-            f"{n_records:,} records of `streams.simulation.generate` (steady, {RATE:g} tickets/h, "
-            "2 % duplicates, 10 % out-of-order up to 2 min), produced before the contender "
-            "starts. Worker: `python -m streams.worker`, `SUPPORT_CLOCK=stream`, default flush "
-            "(0.2 s) and publish (5 s) intervals; session timeout "
+            "per contender, contenders one after the other, each on its own fresh topics. Stream "
+            f"(mix `{args.mix}`): {n_records:,} records of `streams.simulation.generate` "
+            + (
+                f"(steady, {RATE:g} tickets/h, "
+                if args.mix == "steady"
+                else f"(a day-long replay: {args.day_tickets:,} tickets over ~24 h of event time, "
+            )
+            + "2 % duplicates, 10 % out-of-order up to 2 min), produced before the contender "
+            f"starts. Worker: `python -m streams.worker`, `SUPPORT_CLOCK={args.clock}`, default "
+            "flush and publish intervals; session timeout "
             f"{SHORT_SESSION_TIMEOUT_SECONDS:g} s (both). Latency: "
             f"{args.probes} ticket-created probes at {args.probe_rate:g}/s after a warm-up. "
             f"Memory: a fresh contender, then {mid:,} and {top:,} open (never answered) tickets.",
             "",
             *table,
+            "",
+            "Records the worker produced during the throughput phase, by topic (end offsets; "
+            "the embedded broker may leave out each partition's last batch): "
+            + ", ".join(f"`{t}` {n:,}" for t, n in worker.produced.items())
+            + ".",
             "",
             f"Scrape of the worker's `/metrics` during the latency phase: {worker.scrape_bytes:,} "
             f"bytes, {worker.scrape_ms:.1f} ms per request (bare `/count`: "
@@ -839,7 +907,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tickets", type=int, default=50_000, help="open tickets, top level")
     parser.add_argument("--tickets-mid", type=int, default=20_000, help="open tickets, middle")
     parser.add_argument("--probes", type=int, default=200, help="latency probes")
-    parser.add_argument("--probe-rate", type=float, default=20.0, help="probes per second")
+    parser.add_argument("--probe-rate", type=float, default=50.0, help="probes per second")
+    parser.add_argument(
+        "--mix",
+        choices=("steady", "day"),
+        default="steady",
+        help="steady: the simulator's stream (stream clock); day: --day-tickets tickets over "
+        "24 h of event time, replayed with the wall clock",
+    )
+    parser.add_argument("--day-tickets", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS-pipeline.md"))
     parser.add_argument("--profile", help="also profile the worker (cProfile output file)")
@@ -849,7 +925,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/bench_pipeline.py " + " ".join(argv or sys.argv[1:])
     started = datetime.now(UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
     load_start = load_average()
-    records = simulated_records(args.events, args.seed)
+    args.clock = "stream" if args.mix == "steady" else "wall"
+    if args.mix == "steady":
+        records = simulated_records(args.events, args.seed)
+    else:
+        records = day_records(args.day_tickets, args.seed)
     say(f"{len(records)} simulated records; load {load_start}")
     results: dict[str, Figures] = {}
     with EmbeddedBroker() as broker:

@@ -120,6 +120,8 @@ class Summary:
     escalation_ratio_1h: float | None = None
     processed_total: float | None = None
     rejected_total: float | None = None
+    # support_pipeline_ready: 0 while the worker recovers or catches up (no KPI values then)
+    ready: float | None = None
 
     @classmethod
     def from_series(cls, series: Series, windows: Sequence[str] = ("15m", "1h", "24h")) -> Summary:
@@ -144,6 +146,7 @@ class Summary:
             escalation_ratio_1h=overall("support_escalation_ratio", window="1h"),
             processed_total=total("support_events_processed_total"),
             rejected_total=total("support_events_rejected_total"),
+            ready=series.get(("support_pipeline_ready", frozenset())),
         )
 
 
@@ -181,6 +184,11 @@ def format_summary(summary: Summary, elapsed: float) -> list[str]:
     stamp = f"[{_duration(elapsed):>6}]"
     pad = " " * len(stamp)
     p50 = " · ".join(f"{w} {_duration(v)}" for w, v in summary.first_response_p50.items())
+    if summary.ready is not None and summary.ready < 1:
+        return [
+            f"{stamp} catching up: events {_count(summary.processed_total)} processed, "
+            f"{_count(summary.rejected_total)} rejected; KPIs show once complete"
+        ]
     return [
         f"{stamp} waiting now {_count(summary.waiting)} · oldest "
         f"{_duration(summary.oldest_waiting_seconds)} · created/solved 1h "

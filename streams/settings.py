@@ -272,8 +272,14 @@ class Settings(BaseSettings):
     """Distinct team label values; the rest are merged into other."""
     max_segments: int = Field(default=100, ge=1)
     """Distinct customer segment label values; the rest are merged into other."""
-    flush_interval: Duration = 0.2
-    """How often changed partials go to stage 2."""
+    flush_interval: Duration = 0.05
+    """How often changed partials go to stage 2 (one message per partition and dimension)."""
+    fetch_max_wait: Duration = Field(default=0.1, gt=0, le=30)
+    """The consumer's fetch long-poll (Faust hard-codes 1.5 s; this overrides it)."""
+    ready_max_lag: int = Field(default=200, ge=0)
+    """support_pipeline_ready needs each input partition at most this many records behind."""
+    checkpoint_records: int = Field(default=20000, ge=1)
+    """Re-write the tickets to the changelog after this many writes (bounds recovery)."""
     publish_interval: Duration = 5.0
     """A KPI record is published at most once per key per interval."""
     store: Annotated[str, AfterValidator(_store_available)] = Field(

@@ -7,8 +7,8 @@ production code. Everything else is the real worker on the real broker.
 - Stage 1: the ticket store refuses to store tickets whose id starts with
   :data:`FAULTY_TICKET_PREFIX`, *after* the engine applied the event to its partial
   aggregates, so a contained error that did not rebuild the partials would show in the KPIs.
-- Stage 2: the first windowed partial this process applies raises once, after it was applied
-  and stored (a transient fault).
+- Stage 2: the first partials batch with a windowed partial that this process applies raises
+  once, after it was applied (a transient fault).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import faust
 
-from streams.app import _PARTIAL_DECODER, FaustTicketStore, KpiWorker
+from streams.app import _BATCH_DECODER, FaustTicketStore, KpiWorker
 from streams.core.ticket import TicketState
 from streams.settings import load_settings
 
@@ -45,7 +45,8 @@ class FaultyWorker(KpiWorker):
 
     def _apply_partial(self, partition: int, raw: bytes) -> None:
         super()._apply_partial(partition, raw)
-        if not self.partial_fault_fired and _PARTIAL_DECODER.decode(raw).window is not None:
+        batch = _BATCH_DECODER.decode(raw)
+        if not self.partial_fault_fired and any(u.window is not None for u in batch.updates):
             self.partial_fault_fired = True
             raise InjectedFaultError("stage 2")
 

@@ -4,6 +4,7 @@ the team label cap. Expected values are recomputed from scratch from the latest 
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 
 import msgspec
@@ -103,13 +104,18 @@ def from_scratch(
 # --- latest value per (group, partition, bucket) -------------------------------------------------
 
 
+def _times(*created_us: int) -> bytes:
+    """LiveAggregate.unanswered's packed form: sorted creation times, 8 bytes each."""
+    return array("q", sorted(created_us)).tobytes()
+
+
 def test_applying_the_same_update_twice_is_the_same_as_once() -> None:
     once, twice = KpiStore(CFG), KpiStore(CFG)
     updates = [
         window_update(OVERALL, 0, 0, agg(created=2, frt_s=[30, 90])),
         window_update(OVERALL, 1, 0, agg(created=1, csat=[5])),
         window_update(("tier1", ALL, ALL), 0, 1, agg(created=3, enps=[9])),
-        live_update(OVERALL, 0, LiveAggregate(open=2, unanswered={"low": {T0: 2}})),
+        live_update(OVERALL, 0, LiveAggregate(open=2, unanswered={"low": _times(T0, T0)})),
     ]
     for update in updates:
         once.apply(update)

@@ -10,7 +10,9 @@ A :class:`LiveAggregate` holds the live backlog of one group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from array import array
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -152,39 +154,52 @@ _SCALAR_FIELDS: tuple[str, ...] = tuple(
 class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Live backlog of one group: open and unanswered tickets.
 
-    ``unanswered`` maps priority -> creation time (µs) -> number of unanswered tickets, which is
-    what the oldest age and the past-SLA count need at any later clock.
+    ``unanswered`` maps priority -> the creation times (µs) of the unanswered tickets, sorted,
+    packed as 8-byte integers (``array('q')`` bytes): what the oldest age and the past-SLA count
+    need at any later clock, at 8 bytes per ticket instead of a Python dict entry.
     """
 
     open: int = 0
-    unanswered: dict[str, dict[int, int]] = msgspec.field(default_factory=dict)
+    unanswered: dict[str, bytes] = msgspec.field(default_factory=dict)
 
     def add(
         self, is_open: bool, unanswered_priority: str | None, created_us: int, sign: int
     ) -> None:
         self.open += sign * int(is_open)
         if unanswered_priority is not None:
-            by_time = self.unanswered.setdefault(unanswered_priority, {})
-            count = by_time.get(created_us, 0) + sign
-            if count:
-                by_time[created_us] = count
+            times = self.times(unanswered_priority)
+            if sign > 0:
+                insort(times, created_us)
             else:
-                del by_time[created_us]
-                if not by_time:
-                    del self.unanswered[unanswered_priority]
+                index = bisect_left(times, created_us)
+                if index < len(times) and times[index] == created_us:
+                    del times[index]
+            self._store(unanswered_priority, times)
+
+    def times(self, priority: str) -> array[int]:
+        """The sorted creation times of one priority's unanswered tickets (a copy)."""
+        times = array("q")
+        times.frombytes(self.unanswered.get(priority, b""))
+        return times
+
+    def _store(self, priority: str, times: array[int]) -> None:
+        if times:
+            self.unanswered[priority] = times.tobytes()
+        else:
+            self.unanswered.pop(priority, None)
 
     def merge(self, other: LiveAggregate, sign: int = 1) -> None:
         self.open += sign * other.open
-        for priority, by_time in other.unanswered.items():
-            for created_us, n in by_time.items():
-                target = self.unanswered.setdefault(priority, {})
-                count = target.get(created_us, 0) + sign * n
-                if count:
-                    target[created_us] = count
+        for priority in other.unanswered:
+            times = self.times(priority)
+            for created_us in other.times(priority):
+                if sign > 0:
+                    insort(times, created_us)
                 else:
-                    del target[created_us]
-                    if not target:
-                        del self.unanswered[priority]
+                    index = bisect_left(times, created_us)
+                    if index < len(times) and times[index] == created_us:
+                        del times[index]
+            self._store(priority, times)
 
     def is_empty(self) -> bool:
         return self.open == 0 and not self.unanswered
@@ -192,24 +207,32 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
     def values(
         self, now_us: int, sla_targets_us: Mapping[str, int]
     ) -> dict[str, tuple[float | None, int]]:
-        unanswered = 0
-        past_sla = 0
-        oldest_us: int | None = None
-        for priority, by_time in self.unanswered.items():
-            deadline_created_us = now_us - sla_targets_us[priority]
-            for created_us, n in by_time.items():
-                unanswered += n
-                if created_us < deadline_created_us:
-                    past_sla += n
-                if oldest_us is None or created_us < oldest_us:
-                    oldest_us = created_us
-        oldest_age = 0.0 if oldest_us is None else max(0, now_us - oldest_us) / US
-        return {
-            kpis.OPEN_TICKETS: (float(self.open), self.open),
-            kpis.UNANSWERED_TICKETS: (float(unanswered), unanswered),
-            kpis.OLDEST_UNANSWERED_AGE: (oldest_age, unanswered),
-            kpis.UNANSWERED_PAST_SLA: (float(past_sla), unanswered),
-        }
+        return live_values([self], now_us, sla_targets_us)
+
+
+def live_values(
+    parts: Iterable[LiveAggregate], now_us: int, sla_targets_us: Mapping[str, int]
+) -> dict[str, tuple[float | None, int]]:
+    """The live KPIs of the sum of ``parts`` (without merging them: O(log n) per part)."""
+    open_count = 0
+    unanswered = 0
+    past_sla = 0
+    oldest_us: int | None = None
+    for part in parts:
+        open_count += part.open
+        for priority in part.unanswered:
+            times = part.times(priority)
+            unanswered += len(times)
+            past_sla += bisect_left(times, now_us - sla_targets_us[priority])
+            if oldest_us is None or times[0] < oldest_us:
+                oldest_us = times[0]
+    oldest_age = 0.0 if oldest_us is None else max(0, now_us - oldest_us) / US
+    return {
+        kpis.OPEN_TICKETS: (float(open_count), open_count),
+        kpis.UNANSWERED_TICKETS: (float(unanswered), unanswered),
+        kpis.OLDEST_UNANSWERED_AGE: (oldest_age, unanswered),
+        kpis.UNANSWERED_PAST_SLA: (float(past_sla), unanswered),
+    }
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:

@@ -141,6 +141,69 @@ class PartialUpdate(msgspec.Struct, array_like=True):
     reset: bool = False
 
 
+class PartialBatch(msgspec.Struct, array_like=True):
+    """Every changed partial of one source partition for one dimension: one stage-2 message.
+
+    ``reset``: stage 2 first drops everything it holds from this source for this dimension
+    (the batches that follow, up to the one marked ``complete``, are a full snapshot).
+    ``complete``: after this batch stage 2 holds this source's complete state for the
+    dimension. ``caught_up``: the source partition had (almost) no input lag when it was sent.
+    """
+
+    partition: int
+    dimension: str
+    stream_time_us: int
+    updates: list[PartialUpdate]
+    reset: bool = False
+    complete: bool = True
+    caught_up: bool = True
+
+
+DIMENSIONS: tuple[str, ...] = ("overall", "team", "channel", "priority")
+
+
+def batch_updates(
+    partition: int,
+    updates: list[PartialUpdate],
+    stream_time_us: int,
+    *,
+    caught_up: bool = True,
+    announce: bool = False,
+    max_updates: int = 1000,
+) -> list[PartialBatch]:
+    """Group one flush's updates by dimension into batches of at most ``max_updates``.
+
+    Reset updates (after a rebuild) mark the first batch of their dimension; its snapshot is
+    ``complete`` only with the last chunk. ``announce`` sends a (possibly empty) batch to
+    every dimension, e.g. when ``caught_up`` changed, so stage 2 learns it.
+    """
+    by_dimension: dict[str, list[PartialUpdate]] = {d: [] for d in DIMENSIONS} if announce else {}
+    resets: set[str] = set()
+    for update in updates:
+        dimension = dimension_of(update.group)
+        if update.reset:
+            resets.add(dimension)
+            by_dimension.setdefault(dimension, [])
+        else:
+            by_dimension.setdefault(dimension, []).append(update)
+    batches = []
+    for dimension, mine in by_dimension.items():
+        chunks = [mine[i : i + max_updates] for i in range(0, len(mine), max_updates)] or [[]]
+        for index, chunk in enumerate(chunks):
+            batches.append(
+                PartialBatch(
+                    partition,
+                    dimension,
+                    stream_time_us,
+                    chunk,
+                    reset=dimension in resets and index == 0,
+                    complete=index == len(chunks) - 1,
+                    caught_up=caught_up,
+                )
+            )
+    return batches
+
+
 def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
     """The groups one measurement counts in: overall and each single dimension."""
     overall = (ALL, ALL, ALL)
@@ -450,16 +513,19 @@ def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
 
 
 __all__ = [
+    "DIMENSIONS",
     "HEARTBEAT_BUCKET",
     "OVERALL",
     "DictTicketStore",
     "Group",
     "Outcome",
+    "PartialBatch",
     "PartialUpdate",
     "PartitionEngine",
     "ProcessResult",
     "Source",
     "Step",
     "TicketStore",
+    "batch_updates",
     "groups_of",
 ]

@@ -15,13 +15,13 @@ bucket grid): its start stays put all day and jumps to the next midnight, so it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from streams.core import kpis
-from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.aggregate import US, LiveAggregate, WindowAggregate, live_values
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
-from streams.core.partition import Group, PartialUpdate, dimension_of
+from streams.core.partition import Group, PartialBatch, PartialUpdate, dimension_of
 from streams.core.today import day_start_us, is_today, time_zone
 
 
@@ -50,8 +50,8 @@ class _GroupState:
         self.parts: dict[tuple[int, int], WindowAggregate] = {}  # (partition, bucket) -> partial
         self.buckets: dict[int, WindowAggregate] = {}  # bucket -> merged over partitions
         self.windows = [_Window() for _ in range(window_count)]
-        self.live_parts: dict[tuple[int, int], LiveAggregate] = {}  # (partition, bucket)
-        self.live = LiveAggregate()
+        # (partition, creation bucket) -> live partial; read without merging (live_values)
+        self.live_parts: dict[tuple[int, int], LiveAggregate] = {}
 
     def is_empty(self) -> bool:
         return not self.parts and not self.live_parts
@@ -68,10 +68,36 @@ class KpiStore:
         self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
         self.groups: dict[Group, _GroupState] = {}
         self.stream_time_us = 0
+        # (dimension, source partition) -> (snapshot complete since a reset, source caught up)
+        self.sources: dict[tuple[str, int], tuple[bool, bool]] = {}
 
     def clear(self) -> None:
         self.groups.clear()
         self.stream_time_us = 0
+        self.sources.clear()
+
+    def apply_batch(self, batch: PartialBatch) -> None:
+        """Apply one stage-1 flush for one dimension (idempotent, like :meth:`apply`)."""
+        self.stream_time_us = max(self.stream_time_us, batch.stream_time_us)
+        source = (batch.dimension, batch.partition)
+        if batch.reset:
+            self.reset(batch.partition, batch.dimension)
+        for update in batch.updates:
+            self.apply(update)
+        known = self.sources.get(source)
+        if batch.reset:
+            self.sources[source] = (batch.complete, batch.caught_up)
+        elif known is not None:  # only a snapshot since a reset makes a source complete
+            self.sources[source] = (known[0] or batch.complete, batch.caught_up)
+
+    def complete(self, dimensions: Iterable[str], partitions: int) -> bool:
+        """Whether every source partition's snapshot of every dimension has arrived since
+        this store started, and every source said it was caught up at its last flush."""
+        return all(
+            self.sources.get((dimension, source)) == (True, True)
+            for dimension in dimensions
+            for source in range(partitions)
+        )
 
     def apply(self, update: PartialUpdate) -> None:
         """Take the latest value of one partial (idempotent)."""
@@ -105,12 +131,9 @@ class KpiStore:
     def _apply_live(
         self, state: _GroupState, part: tuple[int, int], live: LiveAggregate | None
     ) -> None:
-        old = state.live_parts.pop(part, None)
-        if old is not None:
-            state.live.merge(old, -1)
+        state.live_parts.pop(part, None)
         if live is not None and not live.is_empty():
             state.live_parts[part] = live
-            state.live.merge(live, +1)
 
     def _apply_window(
         self, state: _GroupState, partition: int, bucket: int, partial: WindowAggregate | None
@@ -183,8 +206,8 @@ class KpiStore:
 
     def _capped_groups(
         self, max_teams: int | None
-    ) -> dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]]:
-        result: dict[Group, tuple[list[WindowAggregate], LiveAggregate | None]] = {}
+    ) -> dict[Group, tuple[list[WindowAggregate], list[LiveAggregate] | None]]:
+        result: dict[Group, tuple[list[WindowAggregate], list[LiveAggregate] | None]] = {}
         # "unknown" (surveys without a team) is a reserved value, not a team: never folded.
         teams = [g for g in self.groups if g[0] not in (ALL, UNKNOWN)]
         folded: set[Group] = set()
@@ -202,17 +225,17 @@ class KpiStore:
             folded = set(sorted(teams, key=volume)[max_teams:])
         for group, state in self.groups.items():
             if group not in folded:
-                live = state.live if state.live_parts else None
+                live = list(state.live_parts.values()) if state.live_parts else None
                 result[group] = ([w.total for w in state.windows], live)
         if folded:
             other_totals = [WindowAggregate() for _ in self.window_buckets]
-            other_live = LiveAggregate()
+            other_live: list[LiveAggregate] = []
             for group in folded:
                 state = self.groups[group]
                 for total, window in zip(other_totals, state.windows, strict=True):
                     total.merge(window.total)
-                other_live.merge(state.live)
-            live_or_none = None if other_live.is_empty() else other_live
+                other_live.extend(state.live_parts.values())
+            live_or_none = other_live or None
             result[(OTHER, ALL, ALL)] = (other_totals, live_or_none)
         return result
 
@@ -220,7 +243,7 @@ class KpiStore:
         self,
         group: Group,
         totals: list[WindowAggregate],
-        live: LiveAggregate | None,
+        live: list[LiveAggregate] | None,
         bounds: list[tuple[int, int]],
         now_us: int,
     ) -> Iterator[KpiReading]:
@@ -233,7 +256,7 @@ class KpiStore:
                     continue
                 yield KpiReading(KpiKey(kpi, name, *group), value, sample, start_us, end_us)
         if live is not None:
-            for kpi, (value, sample) in live.values(now_us, self.sla_us).items():
+            for kpi, (value, sample) in live_values(live, now_us, self.sla_us).items():
                 yield KpiReading(KpiKey(kpi, kpis.LIVE_WINDOW, *group), value, sample)
 
     def values(self, now_us: int) -> kpis.KpiValues:
