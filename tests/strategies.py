@@ -14,6 +14,7 @@ durations computed from float seconds, integer milliseconds or integer microseco
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Literal, TypeVar
 
 import msgspec
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from streams.core.kpis import EngineConfig
@@ -42,6 +44,25 @@ from streams.events import (
     TicketStatusChanged,
     event_time,
 )
+
+
+def generated(max_examples: int) -> settings:
+    """Hypothesis settings of the generated-stream tests: reproducible in CI (derandomized, no
+    example database, no deadline). ``TESTS_MAX_EXAMPLES`` caps the examples and
+    ``TESTS_NO_SHRINK=1`` reports the first failing example unshrunk (mutation runs)."""
+    cap = int(os.environ.get("TESTS_MAX_EXAMPLES", max_examples))
+    phases = [Phase.explicit, Phase.generate]
+    if not os.environ.get("TESTS_NO_SHRINK"):
+        phases.append(Phase.shrink)
+    return settings(
+        max_examples=min(max_examples, cap),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=phases,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
 
 # A Monday 08:00 UTC, aligned to the minute (and hour) grid.
 BASE_TIME = datetime(2024, 3, 11, 8, 0, tzinfo=UTC)

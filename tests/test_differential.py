@@ -17,8 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note
+from hypothesis import given
 from reference import (
     SAMPLE_KIND,
     US,
@@ -28,7 +28,7 @@ from reference import (
     reference_kpis,
     strict_differences,
 )
-from strategies import Builder, Scenario, encode, scenarios, topic_of, ts
+from strategies import Builder, Scenario, encode, generated, scenarios, topic_of, ts
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues
@@ -40,13 +40,7 @@ from streams.decoding import Rejection, decode
 from streams.events import Event, event_time, routing_key
 
 # CI runs a fixed, reproducible set of examples: no example database, derandomized generation.
-SETTINGS = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = generated(60)
 _WIRE = msgspec.msgpack.Encoder()
 
 

@@ -16,14 +16,14 @@ from typing import Any
 import msgspec
 import pytest
 import test_reference
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from reference import (
     format_differences,
     reference_counts,
     reference_kpis,
     strict_differences,
 )
-from strategies import Builder, Scenario, at, scenarios, ts
+from strategies import Builder, Scenario, at, generated, scenarios, ts
 from test_differential import decoded
 
 from streams.core import kpis as K
@@ -779,13 +779,7 @@ def test_rebuild_reproduces_the_incremental_partials(b: Builder) -> None:
     assert store.values(clock) == h.kpis.values(clock)
 
 
-HYPOTHESIS = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+HYPOTHESIS = generated(60)
 
 
 @HYPOTHESIS

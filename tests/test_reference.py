@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from reference import (
     US,
     Reference,
@@ -25,7 +25,7 @@ from reference import (
     strict_differences,
     window_bounds,
 )
-from strategies import Builder, Scenario, scenarios, ts
+from strategies import Builder, Scenario, generated, scenarios, ts
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
@@ -756,13 +756,7 @@ def _assert_same(actual: KpiValues, expected: KpiValues) -> None:
     assert not diffs, format_differences(diffs, actual_name="permuted", expected_name="original")
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@generated(60)
 @given(scenarios(second_creates=False, future=False, late=False))
 def test_reference_is_independent_of_arrival_order_and_resends(scenario: Scenario) -> None:
     """With nothing retired or dropped as an orphan during the stream (long hold and retention),

@@ -8,8 +8,9 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import generated
 
 from streams.core import kpis as K
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
@@ -247,11 +248,7 @@ _clock = st.one_of(
 # A step is either an update or a read.
 _step = st.one_of(_update.map(lambda u: ("apply", u)), _clock.map(lambda c: ("read", c)))
 
-PROPERTY = settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+PROPERTY = generated(150)
 
 
 def _run_steps(
