@@ -56,7 +56,7 @@ $(MUTATION_VENV)/.installed: Makefile pyproject.toml
 
 mutation: $(MUTATION_VENV)/.installed
 	rm -rf mutants
-	TESTS_MAX_EXAMPLES=8 TESTS_NO_SHRINK=1 $(MUTATION_VENV)/bin/mutmut run $(MUTATION_ARGS)
+	TESTS_MAX_EXAMPLES=6 TESTS_NO_SHRINK=1 $(MUTATION_VENV)/bin/mutmut run $(MUTATION_ARGS)
 	$(MUTATION_VENV)/bin/mutmut results --all true > mutants/results.txt || true
 	@echo "results: mutants/results.txt (summarize in tests/mutation/RESULTS.md)"
 

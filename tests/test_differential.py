@@ -287,7 +287,8 @@ def test_generated_streams_sample_every_kpi_in_every_window(capsys: Any) -> None
         lines.append(f"  {kind:17} " + ", ".join(shares))
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    assert not failures, "\n".join([*lines, "below the floor:", *failures])
+    if len(seen) >= 60:  # shares of a capped run (TESTS_MAX_EXAMPLES) are not comparable
+        assert not failures, "\n".join([*lines, "below the floor:", *failures])
 
 
 def _windowed(values: KpiValues, kpi: str, window: str) -> float | None:

@@ -950,3 +950,18 @@ def test_crash_before_a_flush_then_rebuild_leaves_no_stale_partial(b: Builder) -
     values = h.values(100)
     assert live(values, K.OPEN_TICKETS) == 1
     assert get(values, K.TICKETS_SOLVED) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SPEC §3: a retired ticket's attributes are kept (default 30 days) so late events "
+    "apply to it and duplicates never change a KPI; the engine forgets the ticket entirely, "
+    "so a re-sent ticket-created opens it again (the reference models the engine here)",
+)
+def test_resent_creation_after_retirement_changes_no_kpi(b: Builder) -> None:
+    created = b.created("t1", 0)
+    config = EngineConfig(windows=CFG.windows, grace_seconds=60.0, retention_seconds=3660.0)
+    events: list[Event] = [created, b.status("t1", 30, "solved"), b.created("x", 4000)]
+    before = replay(events, config)
+    after = replay([*events, created], config)
+    assert after[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == before[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)]
