@@ -474,3 +474,19 @@ def test_reset_forgets_one_partition_of_one_dimension_only() -> None:
     }
     assert KpiKey(K.OPEN_TICKETS, LIVE_WINDOW, "tier1") not in values
     assert values[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 3
+
+
+def test_aggregate_copy_is_equal_and_independent() -> None:
+    original = agg(created=2, frt_s=[30.0, 90.0], csat=[5])
+    clone = original.copy()
+    assert clone == original
+    clone.merge(agg(created=1, frt_s=[10.0]))
+    assert original == agg(created=2, frt_s=[30.0, 90.0], csat=[5])
+
+
+def test_clear_forgets_every_group_and_the_stream_time() -> None:
+    store = KpiStore(CFG)
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    store.clear()
+    assert store.stream_time_us == 0
+    assert store.values(T0) == {}
