@@ -965,3 +965,23 @@ def test_resent_creation_after_retirement_changes_no_kpi(b: Builder) -> None:
     before = replay(events, config)
     after = replay([*events, created], config)
     assert after[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == before[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)]
+
+
+def test_orphan_hold_restarts_when_a_retired_ticket_gets_held_events_again(b: Builder) -> None:
+    """A ticket held, created, solved and retired, then held again: the first hold's timer
+    fires before the second hold is due; the events are dropped at the second due time."""
+    config = EngineConfig(
+        windows=CFG.windows, grace_seconds=60.0, retention_seconds=3660.0, orphan_hold_seconds=2e4
+    )
+    h = Harness(config)
+    h.feed(b.replied("t1", 0))  # held at clock 0: due at 20000
+    h.feed(b.created("t1", 0))
+    h.feed(b.status("t1", 10, "solved"))  # retired at max(10, 60) + 3660
+    h.feed(b.created("x", 3730))
+    assert h.tickets.get("t1") is None
+    late = b.replied("t1", 3800)
+    assert h.feed(late).outcome is Outcome.HELD  # held at clock 3800: due at 23800
+    h.tick(20000)
+    assert h.orphans == []
+    h.tick(23800)
+    assert [held.step.event_id for held in h.orphans] == [late.event_id]

@@ -490,3 +490,14 @@ def test_clear_forgets_every_group_and_the_stream_time() -> None:
     store.clear()
     assert store.stream_time_us == 0
     assert store.values(T0) == {}
+
+
+def test_folded_teams_without_a_backlog_give_no_live_other_series() -> None:
+    store = KpiStore(CFG)
+    for index, team in enumerate(("a", "b", "c")):
+        store.apply(window_update((team, ALL, ALL), 0, 0, agg(created=3 - index)))
+    store.apply(live_update(("a", ALL, ALL), 0, LiveAggregate(open=1)))
+    live = live_values(store, T0, max_teams=1)
+    assert KpiKey(K.OPEN_TICKETS, LIVE_WINDOW, "a") in live
+    assert not [key for key in live if key.team == OTHER]
+    assert windowed(store, T0, max_teams=1)[KpiKey(K.TICKETS_CREATED, "5m", OTHER)] == 3
