@@ -1,37 +1,51 @@
-"""Brute-force reference implementation of the KPI definitions (SPEC §3, §4).
+"""Brute-force reference of the KPI definitions (SPEC §3, §4), written on its own.
 
-Deliberately naive: it keeps every event, sorts each ticket's history, derives a flat list of
-measurements and filters that list per window and group. No sketches, no buckets as state, no
-incremental updates. The differential tests compare the real engine against this module, so it
-favours being obviously right over being fast.
+It owns its rules: nothing here calls or reuses logic of ``streams`` (only event types, KPI
+names and the :class:`EngineConfig` it reads its parameters from). It keeps every accepted
+event, derives each ticket's measurements by walking its sorted history, and computes every
+KPI by filtering the full list of measurements per window and per group. No sketches, no
+buckets as state, no incremental updates: obviously right over fast.
 
-Semantics pinned down beyond the SPEC (agreed for the engine and this reference):
+Rules, from SPEC §3-§4 and the decisions the README records where the SPEC is silent:
 
-* De-duplication happens in arrival order: a repeated ``event_id`` is ignored, and so is a second
-  ``ticket-created`` (new ``event_id``) for a ticket that already has one — first arrival wins.
-* A ticket's accepted events are ordered by ``(occurred_at, rank, event_id)`` with rank
-  created < replied < escalated < status-changed < survey; this order alone defines the result.
-* Events earlier than their ticket's creation are rejected (``before_created``); events of a ticket
-  that never gets created are never applied (orphans).
-* The stream-time clock is the maximum event time seen so far (duplicates included); an accepted
-  event is late if it is older than the clock before it minus the horizon. Late events still update
-  ticket state.
-* Windows are aligned to buckets: ``end = (floor(now / B) + 1) * B``, ``start = end - size``, and a
-  measurement counts iff ``start <= time < end``.
-* Live KPIs describe the state after every accepted event (callers use ``now`` >= all event times).
+* Routing: a ticket's events are keyed by ``ticket_id``; a survey without a ticket by its
+  ``survey_id``. Each Kafka partition has its own clock: the latest event time it has seen
+  (duplicates included) in stream mode.
+* De-duplication, in arrival order, per key: an ``event_id`` already seen for that key is a
+  duplicate; so is a second ``ticket-created`` for a ticket that has one (first arrival wins).
+  Events rejected as ``before_created`` are remembered too (a re-send is a duplicate).
+* An accepted event is *late* when older than its partition's clock minus the horizon
+  (longest window + grace). Late events still update ticket state; their measurements are
+  outside every window when read at or after that clock.
+* Events of a ticket not created yet are held (from the clock at arrival); when the ticket is
+  created, held events earlier than the creation are rejected as ``before_created`` and the
+  rest applied. Held events whose first one has waited ``orphan_hold`` on the partition's clock
+  are dropped as orphans (all of them, with the ticket's memory).
+* Retirement: a ticket whose latest status is solved/closed is forgotten (state and seen
+  ids) once the clock reaches ``max(last + retention, end of last event's bucket + horizon)``;
+  a survey without a ticket once its bucket has left the horizon. A later event of a
+  forgotten ticket is held like any unknown ticket's (README "Memory tracks open work").
+* A ticket's events are ordered by ``(time, rank, event_id)``, rank created < reply <
+  escalation < status < survey.
+* Windows at clock ``now`` cover ``[end - size, end)`` with ``end = (floor(now / B) + 1) * B``.
+* Series: a group (overall, one team, one channel, one priority) is reported, with every
+  windowed KPI of every window, while it has a measurement whose bucket has not left the
+  horizon of its partition's clock, or an open ticket; live KPIs while it has an open ticket.
+
+Times are integer microseconds; values are reported in seconds, as the engine does.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
 from streams.events import (
-    SOLVED_STATUSES,
     CustomerLifecycle,
     Event,
     SurveySubmitted,
@@ -39,10 +53,12 @@ from streams.events import (
     TicketEscalated,
     TicketReplied,
     TicketStatusChanged,
-    event_time,
 )
 
-# Order of events that share one occurred_at within a ticket's history.
+US = 1_000_000
+SOLVED = frozenset({"solved", "closed"})  # SPEC §4: "into solved or closed"
+# SPEC §4: eNPS is reported overall and per team only.
+TEAM_ONLY = frozenset({K.ENPS_SCORE, K.ENPS_RESPONSES})
 _RANK: dict[type, int] = {
     TicketCreated: 0,
     TicketReplied: 1,
@@ -50,244 +66,144 @@ _RANK: dict[type, int] = {
     TicketStatusChanged: 3,
     SurveySubmitted: 4,
 }
-
-COUNT_KPIS = K.COUNT_KPIS  # a missing count key means 0, any other missing key None
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NEVER = math.inf
 
 Group = tuple[str, str, str]  # (team, channel, priority)
-Total = tuple[str, str, str]  # (cumulative series without support_/_total, team, priority)
+OVERALL: Group = (ALL, ALL, ALL)
+
+
+def micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def time_of(event: Event) -> int:
+    return micros(event.occurred_at)
 
 
 @dataclass(frozen=True)
-class ReferenceCounts:
-    """Pipeline-health counts of a stream, as the reference sees them.
+class Rules:
+    """The configuration in the reference's own terms (µs)."""
 
-    ``orphans`` counts the accepted events of tickets that never get a ``ticket-created`` in the
-    stream, i.e. the events the engine drops once the orphan hold expires (with a hold longer than
-    the stream they are still held at the end).
-    """
+    windows: tuple[tuple[str, int], ...]
+    bucket: int
+    horizon: int
+    sla: Mapping[str, int]
+    hold: int
+    retention: int
 
-    duplicates: int
-    late: int
-    orphans: int
-    before_created: int
+    @staticmethod
+    def of(config: EngineConfig) -> Rules:
+        windows = tuple((name, round(size * US)) for name, size in config.windows)
+        return Rules(
+            windows=windows,
+            bucket=round(config.bucket_seconds * US),
+            horizon=max(size for _, size in windows) + round(config.grace_seconds * US),
+            sla={p: round(s * US) for p, s in config.sla_targets.items()},
+            hold=round(config.orphan_hold_seconds * US),
+            retention=round(config.retention_seconds * US),
+        )
+
+    def bounds(self, now: int) -> list[tuple[str, int, int]]:
+        end = (now // self.bucket + 1) * self.bucket
+        return [(name, end - size, end) for name, size in self.windows]
+
+
+# -- what one ticket measures -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One measured fact: its event time, the ticket's dimensions at that point, and a value."""
+    """One measured fact: when, for which dimensions, how much."""
 
     kind: str  # created | resolution | first_resolution | reopen | escalated | first_response
     #            | csat | nps | enps
-    time: float
+    time: int
     team: str
     channel: str
     priority: str
-    value: float = 0.0  # seconds for durations, the score for surveys
+    value: int = 0  # µs for durations, the score for surveys
     flag: bool = False  # first_response: SLA met; first_resolution: first-contact resolution
+
+    def groups(self) -> list[Group]:
+        groups: list[Group] = [OVERALL, (self.team, ALL, ALL)]
+        if self.kind != "enps":
+            groups += [(ALL, self.channel, ALL), (ALL, ALL, self.priority)]
+        return groups
 
 
 @dataclass(frozen=True)
-class LiveTicket:
-    """A ticket's final state, as far as the live KPIs need it."""
-
+class OpenTicket:
     team: str
     channel: str
     priority: str
-    created_at: float
-    open: bool
+    created: int
     unanswered: bool
 
-
-@dataclass
-class Analysis:
-    """Everything the reference derives from an arrival list."""
-
-    measurements: list[Measurement] = field(default_factory=list)
-    live: list[LiveTicket] = field(default_factory=list)
-    duplicates: int = 0
-    late: int = 0
-    orphans: int = 0
-    before_created: int = 0
+    def groups(self) -> list[Group]:
+        return [OVERALL, (self.team, ALL, ALL), (ALL, self.channel, ALL), (ALL, ALL, self.priority)]
 
 
-def _order_key(event: Event) -> tuple[float, int, str]:
-    return (event_time(event), _RANK.get(type(event), 5), event.event_id)
-
-
-def _ticket_of(event: Event) -> str | None:
-    if isinstance(event, CustomerLifecycle):
-        return None
-    return event.ticket_id
-
-
-def _survey_measurement(
-    survey: SurveySubmitted, team: str, channel: str, priority: str
-) -> Measurement:
+def _survey(event: SurveySubmitted, team: str, channel: str, priority: str) -> Measurement:
+    # SPEC §4: the survey's team if given, else the ticket's team (at that point), else unknown.
     return Measurement(
-        kind=survey.kind,
-        time=event_time(survey),
-        team=survey.team if survey.team is not None else team,
-        channel=channel,
-        priority=priority,
-        value=float(survey.score),
+        event.kind,
+        time_of(event),
+        event.team if event.team is not None else team,
+        channel,
+        priority,
+        event.score,
     )
 
 
-def _replay_ticket(
-    created: TicketCreated, history: Sequence[Event], config: EngineConfig, out: Analysis
-) -> None:
-    """Walk one ticket's ordered history (without its ``ticket-created``) and record facts."""
-    created_at = event_time(created)
+def ticket_measurements(
+    created: TicketCreated, events: Iterable[Event], sla: Mapping[str, int]
+) -> tuple[list[Measurement], OpenTicket | None]:
+    """Walk one ticket's history in order; its measurements and, if open, its live state."""
+    history = sorted(events, key=lambda e: (time_of(e), _RANK[type(e)], e.event_id))
+    start = time_of(created)
     team, channel, priority = created.team, created.channel, created.priority
+    out = [Measurement("created", start, team, channel, priority)]
     status = "new"
-    public_agent_replies = 0
+    agent_replies = 0
     escalated = False
-    answered = False
-    resolved_before = False
-    sla = config.sla_targets[priority]
-
-    out.measurements.append(Measurement("created", created_at, team, channel, priority))
+    resolved_once = False
     for event in history:
-        t = event_time(event)
+        t = time_of(event)
         if isinstance(event, TicketReplied):
             if event.author_type == "agent" and event.public:
-                public_agent_replies += 1
-                if not answered:
-                    answered = True
-                    if created.created_by == "customer":
-                        frt = t - created_at
-                        out.measurements.append(
-                            Measurement(
-                                "first_response", t, team, channel, priority, frt, frt <= sla
-                            )
-                        )
+                agent_replies += 1
+                if agent_replies == 1 and created.created_by == "customer":
+                    wait = t - start
+                    met = wait <= sla[priority]
+                    out.append(Measurement("first_response", t, team, channel, priority, wait, met))
         elif isinstance(event, TicketEscalated):
-            if not escalated:
+            if not escalated:  # counts for the team that escalated
                 escalated = True
-                out.measurements.append(Measurement("escalated", t, team, channel, priority))
+                out.append(Measurement("escalated", t, team, channel, priority))
             if event.to_team is not None:
                 team = event.to_team
         elif isinstance(event, TicketStatusChanged):
-            was_solved = status in SOLVED_STATUSES
-            now_solved = event.status in SOLVED_STATUSES
-            if not was_solved and now_solved:
-                duration = t - created_at
-                out.measurements.append(
-                    Measurement("resolution", t, team, channel, priority, duration)
-                )
-                if not resolved_before:
-                    resolved_before = True
-                    fcr = public_agent_replies == 1 and not escalated
-                    out.measurements.append(
-                        Measurement("first_resolution", t, team, channel, priority, duration, fcr)
+            if status not in SOLVED and event.status in SOLVED:
+                out.append(Measurement("resolution", t, team, channel, priority, t - start))
+                if not resolved_once:
+                    resolved_once = True
+                    fcr = agent_replies == 1 and not escalated
+                    out.append(
+                        Measurement("first_resolution", t, team, channel, priority, t - start, fcr)
                     )
-            elif was_solved and not now_solved:
-                out.measurements.append(Measurement("reopen", t, team, channel, priority))
+            elif status in SOLVED and event.status not in SOLVED:
+                out.append(Measurement("reopen", t, team, channel, priority))
             status = event.status
         elif isinstance(event, SurveySubmitted):
-            out.measurements.append(_survey_measurement(event, team, channel, priority))
-
-    is_open = status not in SOLVED_STATUSES
-    out.live.append(
-        LiveTicket(
-            team=team,
-            channel=channel,
-            priority=priority,
-            created_at=created_at,
-            open=is_open,
-            unanswered=is_open and created.created_by == "customer" and public_agent_replies == 0,
-        )
-    )
+            out.append(_survey(event, team, channel, priority))
+    if status in SOLVED:
+        return out, None
+    unanswered = agent_replies == 0 and created.created_by == "customer"
+    return out, OpenTicket(team, channel, priority, start, unanswered)
 
 
-def analyse(arrivals: Iterable[Event], config: EngineConfig) -> Analysis:
-    """Derive all measurements, the final live state and the health counts of a stream."""
-    out = Analysis()
-    horizon = config.horizon_seconds
-    seen_ids: set[str] = set()
-    creates: dict[str, TicketCreated] = {}
-    ticket_events: dict[str, list[Event]] = defaultdict(list)
-    clock = -math.inf
-
-    for event in arrivals:
-        t = event_time(event)
-        clock_before = clock
-        clock = max(clock, t)
-        if event.event_id in seen_ids:
-            out.duplicates += 1
-            continue
-        seen_ids.add(event.event_id)
-        if isinstance(event, TicketCreated):
-            if event.ticket_id in creates:
-                out.duplicates += 1
-                continue
-            creates[event.ticket_id] = event
-        if t < clock_before - horizon:
-            out.late += 1
-        if isinstance(event, TicketCreated | CustomerLifecycle):
-            continue
-        ticket_id = _ticket_of(event)
-        if ticket_id is None:
-            # A survey without a ticket: applied directly.
-            assert isinstance(event, SurveySubmitted)
-            out.measurements.append(_survey_measurement(event, UNKNOWN, UNKNOWN, UNKNOWN))
-        else:
-            ticket_events[ticket_id].append(event)
-
-    for ticket_id, events in ticket_events.items():
-        if ticket_id not in creates:
-            out.orphans += len(events)
-    for ticket_id, created in creates.items():
-        created_at = event_time(created)
-        history = []
-        for event in ticket_events.get(ticket_id, []):
-            if event_time(event) < created_at:
-                out.before_created += 1
-            else:
-                history.append(event)
-        history.sort(key=_order_key)
-        _replay_ticket(created, history, config, out)
-    return out
-
-
-def reference_counts(arrivals: Sequence[Event], config: EngineConfig) -> ReferenceCounts:
-    """How many arrivals were duplicates, late, orphans and before their ticket's creation."""
-    analysis = analyse(arrivals, config)
-    return ReferenceCounts(
-        duplicates=analysis.duplicates,
-        late=analysis.late,
-        orphans=analysis.orphans,
-        before_created=analysis.before_created,
-    )
-
-
-# The cumulative series (SPEC §5) by the measurement kind they count.
-CUMULATIVE_SERIES = {
-    "created": "tickets_created",
-    "resolution": "tickets_solved",
-    "first_response": "first_responses",
-}
-
-
-def reference_totals(arrivals: Sequence[Event], config: EngineConfig) -> Counter[Total]:
-    """What the cumulative series must count over the whole stream, by (series, team,
-    priority): every creation, resolution and first response (and those within the SLA),
-    once, whatever the windows, with the team the measurement has."""
-    totals: Counter[Total] = Counter()
-    for m in analyse(arrivals, config).measurements:
-        series = CUMULATIVE_SERIES.get(m.kind)
-        if series is None:
-            continue
-        totals[(series, m.team, m.priority)] += 1
-        if m.kind == "first_response" and m.flag:
-            totals[("first_responses_within_sla", m.team, m.priority)] += 1
-    return totals
-
-
-def window_bounds(now: float, size: float, bucket: float) -> tuple[float, float]:
-    """``[start, end)`` of a window read at ``now``, aligned to the bucket grid."""
-    end = (math.floor(now / bucket) + 1) * bucket
-    return end - size, end
+# -- KPI formulas ---------------------------------------------------------------------------
 
 
 def nearest_rank(sorted_values: Sequence[float], numerator: int, denominator: int) -> float:
@@ -297,147 +213,367 @@ def nearest_rank(sorted_values: Sequence[float], numerator: int, denominator: in
     return sorted_values[max(rank, 1) - 1]
 
 
-def _groups(m: Measurement, *, team_only: bool) -> list[Group]:
-    groups: list[Group] = [(ALL, ALL, ALL), (m.team, ALL, ALL)]
-    if not team_only:
-        groups += [(ALL, m.channel, ALL), (ALL, ALL, m.priority)]
-    return groups
-
-
 def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _mean_seconds(values: Sequence[int]) -> float | None:
+    return sum(values) / len(values) / US if values else None
 
 
-def _quantile(values: Sequence[float], numerator: int, denominator: int) -> float | None:
-    return nearest_rank(sorted(values), numerator, denominator) if values else None
+def _quantile_seconds(values: Sequence[int], numerator: int, denominator: int) -> float | None:
+    return nearest_rank(sorted(values), numerator, denominator) / US if values else None
 
 
-def _nps(scores: Sequence[float]) -> float | None:
+def _net_score(scores: Sequence[int]) -> float | None:
     if not scores:
         return None
     promoters = sum(1 for s in scores if s >= 9)
     detractors = sum(1 for s in scores if s <= 6)
-    return (promoters - detractors) / len(scores) * 100
+    return (promoters - detractors) / len(scores) * 100.0
 
 
-def _window_values(
-    measurements: Sequence[Measurement], *, include_enps: bool
-) -> dict[str, float | None]:
-    by_kind: dict[str, list[Measurement]] = defaultdict(list)
-    for m in measurements:
-        by_kind[m.kind].append(m)
-    created = len(by_kind["created"])
-    escalated = len(by_kind["escalated"])
-    frt = [m.value for m in by_kind["first_response"]]
-    frt_met = sum(1 for m in by_kind["first_response"] if m.flag)
-    resolutions = [m.value for m in by_kind["resolution"]]
-    first_resolutions = by_kind["first_resolution"]
-    fcr = sum(1 for m in first_resolutions if m.flag)
-    csat = [m.value for m in by_kind["csat"]]
-    nps = [m.value for m in by_kind["nps"]]
-    enps = [m.value for m in by_kind["enps"]]
+class Sample:
+    """The measurements of one group in one window, by kind."""
 
-    values: dict[str, float | None] = {
-        K.TICKETS_CREATED: float(created),
-        K.TICKETS_SOLVED: float(len(resolutions)),
-        K.TICKETS_ESCALATED: float(escalated),
-        K.TICKETS_REOPENED: float(len(by_kind["reopen"])),
-        K.ESCALATION_RATIO: _ratio(escalated, created),
-        K.FIRST_RESPONSE_P50: _quantile(frt, 1, 2),
-        K.FIRST_RESPONSE_P90: _quantile(frt, 9, 10),
-        K.FIRST_RESPONSE_MEAN: _mean(frt),
-        K.FIRST_RESPONSES: float(len(frt)),
-        K.FIRST_RESPONSE_SLA_ATTAINMENT: _ratio(frt_met, len(frt)),
-        K.RESOLUTION_P50: _quantile(resolutions, 1, 2),
-        K.RESOLUTION_P90: _quantile(resolutions, 9, 10),
-        K.RESOLUTION_MEAN: _mean(resolutions),
-        K.FIRST_CONTACT_RESOLUTION: _ratio(fcr, len(first_resolutions)),
-        K.CSAT_SATISFIED: _ratio(sum(1 for s in csat if s >= 4), len(csat)),
-        K.CSAT_MEAN: _mean(csat),
-        K.CSAT_RESPONSES: float(len(csat)),
-        K.NPS_SCORE: _nps(nps),
-        K.NPS_RESPONSES: float(len(nps)),
-        K.ENPS_SCORE: _nps(enps),
-        K.ENPS_RESPONSES: float(len(enps)),
-    }
-    if not include_enps:
-        for kpi in K.TEAM_ONLY_KPIS:
-            del values[kpi]
-    return values
+    def __init__(self, measurements: Iterable[Measurement]) -> None:
+        self.by_kind: dict[str, list[Measurement]] = defaultdict(list)
+        for m in measurements:
+            self.by_kind[m.kind].append(m)
+
+    def count(self, kind: str) -> float:
+        return float(len(self.by_kind[kind]))
+
+    def values(self, kind: str) -> list[int]:
+        return [m.value for m in self.by_kind[kind]]
+
+    def flagged(self, kind: str) -> int:
+        return sum(1 for m in self.by_kind[kind] if m.flag)
 
 
-def _live_values(
-    now: float, tickets: Sequence[LiveTicket], config: EngineConfig
-) -> dict[str, float | None]:
-    open_tickets = [t for t in tickets if t.open]
-    unanswered = [t for t in open_tickets if t.unanswered]
-    past_sla = [t for t in unanswered if now - t.created_at > config.sla_targets[t.priority]]
-    oldest = now - min(t.created_at for t in unanswered) if unanswered else 0.0
+# One formula per windowed KPI (SPEC §4); a new KPI is one more line (and its measurements).
+WINDOWED: dict[str, Callable[[Sample], float | None]] = {
+    K.TICKETS_CREATED: lambda s: s.count("created"),
+    K.TICKETS_SOLVED: lambda s: s.count("resolution"),
+    K.TICKETS_ESCALATED: lambda s: s.count("escalated"),
+    K.TICKETS_REOPENED: lambda s: s.count("reopen"),
+    K.ESCALATION_RATIO: lambda s: _ratio(s.count("escalated"), s.count("created")),
+    K.FIRST_RESPONSE_P50: lambda s: _quantile_seconds(s.values("first_response"), 1, 2),
+    K.FIRST_RESPONSE_P90: lambda s: _quantile_seconds(s.values("first_response"), 9, 10),
+    K.FIRST_RESPONSE_MEAN: lambda s: _mean_seconds(s.values("first_response")),
+    K.FIRST_RESPONSES: lambda s: s.count("first_response"),
+    K.FIRST_RESPONSE_SLA_ATTAINMENT: lambda s: _ratio(
+        s.flagged("first_response"), s.count("first_response")
+    ),
+    K.RESOLUTION_P50: lambda s: _quantile_seconds(s.values("resolution"), 1, 2),
+    K.RESOLUTION_P90: lambda s: _quantile_seconds(s.values("resolution"), 9, 10),
+    K.RESOLUTION_MEAN: lambda s: _mean_seconds(s.values("resolution")),
+    K.FIRST_CONTACT_RESOLUTION: lambda s: _ratio(
+        s.flagged("first_resolution"), s.count("first_resolution")
+    ),
+    K.CSAT_SATISFIED: lambda s: _ratio(sum(1 for v in s.values("csat") if v >= 4), s.count("csat")),
+    K.CSAT_MEAN: lambda s: _ratio(sum(s.values("csat")), s.count("csat")),
+    K.CSAT_RESPONSES: lambda s: s.count("csat"),
+    K.NPS_SCORE: lambda s: _net_score(s.values("nps")),
+    K.NPS_RESPONSES: lambda s: s.count("nps"),
+    K.ENPS_SCORE: lambda s: _net_score(s.values("enps")),
+    K.ENPS_RESPONSES: lambda s: s.count("enps"),
+}
+
+# Which measurement kind gives each windowed KPI its samples (coverage reports).
+SAMPLE_KIND: dict[str, str] = {
+    K.TICKETS_CREATED: "created",
+    K.TICKETS_SOLVED: "resolution",
+    K.TICKETS_ESCALATED: "escalated",
+    K.TICKETS_REOPENED: "reopen",
+    K.ESCALATION_RATIO: "created",
+    K.FIRST_RESPONSE_P50: "first_response",
+    K.FIRST_RESPONSE_P90: "first_response",
+    K.FIRST_RESPONSE_MEAN: "first_response",
+    K.FIRST_RESPONSES: "first_response",
+    K.FIRST_RESPONSE_SLA_ATTAINMENT: "first_response",
+    K.RESOLUTION_P50: "resolution",
+    K.RESOLUTION_P90: "resolution",
+    K.RESOLUTION_MEAN: "resolution",
+    K.FIRST_CONTACT_RESOLUTION: "first_resolution",
+    K.CSAT_SATISFIED: "csat",
+    K.CSAT_MEAN: "csat",
+    K.CSAT_RESPONSES: "csat",
+    K.NPS_SCORE: "nps",
+    K.NPS_RESPONSES: "nps",
+    K.ENPS_SCORE: "enps",
+    K.ENPS_RESPONSES: "enps",
+}
+
+
+def _live_values(now: int, tickets: Sequence[OpenTicket], rules: Rules) -> dict[str, float]:
+    unanswered = [t for t in tickets if t.unanswered]
+    # SPEC §4: past the target means strictly more than the target has elapsed.
+    past_sla = [t for t in unanswered if now - t.created > rules.sla[t.priority]]
+    oldest = max(0, now - min(t.created for t in unanswered)) / US if unanswered else 0.0
     return {
-        K.OPEN_TICKETS: float(len(open_tickets)),
+        K.OPEN_TICKETS: float(len(tickets)),
         K.UNANSWERED_TICKETS: float(len(unanswered)),
         K.OLDEST_UNANSWERED_AGE: oldest,
         K.UNANSWERED_PAST_SLA: float(len(past_sla)),
     }
 
 
-def kpis_from_analysis(analysis: Analysis, config: EngineConfig, *, now: float) -> KpiValues:
-    """Read every KPI at ``now`` from an :class:`Analysis`."""
-    result: KpiValues = {}
-    for window, size in config.windows:
-        start, end = window_bounds(now, size, config.bucket_seconds)
-        grouped: dict[Group, list[Measurement]] = defaultdict(list)
-        for m in analysis.measurements:
-            if start <= m.time < end:
-                for group in _groups(m, team_only=m.kind == "enps"):
-                    grouped[group].append(m)
-        for group, members in grouped.items():
-            # Overall and per-team groups carry every KPI; channel/priority groups no eNPS.
-            include_enps = group[1] == ALL and group[2] == ALL
-            for kpi, value in _window_values(members, include_enps=include_enps).items():
-                result[KpiKey(kpi, window, *group)] = value
-
-    live_grouped: dict[Group, list[LiveTicket]] = defaultdict(list)
-    for ticket in analysis.live:
-        if not ticket.open:
-            continue
-        for group in [
-            (ALL, ALL, ALL),
-            (ticket.team, ALL, ALL),
-            (ALL, ticket.channel, ALL),
-            (ALL, ALL, ticket.priority),
-        ]:
-            live_grouped[group].append(ticket)
-    for group, tickets in live_grouped.items():
-        for kpi, value in _live_values(now, tickets, config).items():
-            result[KpiKey(kpi, LIVE_WINDOW, *group)] = value
-    return result
+# -- the stream ------------------------------------------------------------------------------
 
 
-def reference_kpis(arrivals: Sequence[Event], config: EngineConfig, *, now: float) -> KpiValues:
-    """Every windowed and live KPI at ``now`` for the decoded ``arrivals`` (arrival order)."""
-    return kpis_from_analysis(analyse(arrivals, config), config, now=now)
+@dataclass
+class _Entity:
+    """What is known about one key: a ticket (created or not yet) or a standalone survey."""
+
+    partition: int
+    created: TicketCreated | None = None
+    applied: list[Event] = field(default_factory=list)
+    held: list[tuple[Event, int]] = field(default_factory=list)  # (event, clock when held)
+    seen: set[str] = field(default_factory=set)
+    standalone: bool = False
+
+    def last_time(self) -> int:
+        times = [time_of(e) for e in self.applied]
+        if self.created is not None:
+            times.append(time_of(self.created))
+        return max(times, default=0)
+
+    def solved(self) -> bool:
+        statuses = sorted(
+            (time_of(e), _RANK[type(e)], e.event_id, e.status)
+            for e in self.applied
+            if isinstance(e, TicketStatusChanged)
+        )
+        return bool(statuses) and statuses[-1][3] in SOLVED
 
 
-# --- comparison helpers (used by the differential tests) ---------------------------------------
+@dataclass(frozen=True)
+class Counts:
+    """Pipeline-health counts: events that were duplicates, late, orphans, before creation."""
 
-KNOWN_KPIS: frozenset[str] = frozenset(K.WINDOWED_KPIS) | frozenset(K.LIVE_KPIS)
+    duplicates: int = 0
+    late: int = 0
+    orphans: int = 0
+    before_created: int = 0
+
+
+def key_of(event: Event) -> str | None:
+    if isinstance(event, CustomerLifecycle):
+        return None
+    if isinstance(event, SurveySubmitted) and event.ticket_id is None:
+        return f"survey:{event.survey_id}"
+    return event.ticket_id
+
+
+class Reference:
+    """Feed decoded events in arrival order; read KPIs and health counts at any instant."""
+
+    def __init__(
+        self, config: EngineConfig, partition_of: Callable[[Event], int] | None = None
+    ) -> None:
+        self.rules = Rules.of(config)
+        self.partition_of = partition_of or (lambda _event: 0)
+        self.clocks: dict[int, int] = {}
+        self.entities: dict[str, _Entity] = {}
+        self.duplicates = self.late = self.orphans = self.before_created = 0
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(self.duplicates, self.late, self.orphans, self.before_created)
+
+    @property
+    def clock(self) -> int:
+        """The latest clock of any partition (what stage 2 reads at in stream mode)."""
+        return max(self.clocks.values(), default=0)
+
+    def feed(self, event: Event) -> None:
+        partition = self.partition_of(event)
+        t = time_of(event)
+        clock = self.clocks[partition] = max(self.clocks.get(partition, 0), t)
+        key = key_of(event)
+        if key is not None:
+            self._accept(key, event, partition, t, clock)
+        self._housekeeping(partition, clock)
+
+    def _accept(self, key: str, event: Event, partition: int, t: int, clock: int) -> None:
+        entity = self.entities.get(key)
+        if entity is not None and (
+            event.event_id in entity.seen
+            or (isinstance(event, TicketCreated) and entity.created is not None)
+        ):
+            self.duplicates += 1
+            return
+        if t < clock - self.rules.horizon:
+            self.late += 1
+        if entity is None:
+            entity = self.entities[key] = _Entity(partition)
+        entity.seen.add(event.event_id)
+        if isinstance(event, TicketCreated):
+            entity.created = event
+            for held, _ in entity.held:
+                if time_of(held) < t:
+                    self.before_created += 1
+                else:
+                    entity.applied.append(held)
+            entity.held = []
+        elif isinstance(event, SurveySubmitted) and event.ticket_id is None:
+            entity.standalone = True
+            entity.applied.append(event)
+        elif entity.created is None:
+            entity.held.append((event, clock))
+        elif t < time_of(entity.created):
+            self.before_created += 1
+        else:
+            entity.applied.append(event)
+
+    def housekeeping(self, clock: int) -> None:
+        """Advance every partition's clock to ``clock`` (a wall-clock timer) and tidy up."""
+        for partition in {*self.clocks, *(e.partition for e in self.entities.values())}:
+            self.clocks[partition] = max(self.clocks.get(partition, 0), clock)
+            self._housekeeping(partition, self.clocks[partition])
+
+    def _retirement(self, entity: _Entity) -> float:
+        last = entity.last_time()
+        expired = (last // self.rules.bucket + 1) * self.rules.bucket + self.rules.horizon
+        if entity.standalone:
+            return expired
+        if entity.created is None or not entity.solved():
+            return _NEVER
+        return max(last + self.rules.retention, expired)
+
+    def _housekeeping(self, partition: int, clock: int) -> None:
+        for key, entity in list(self.entities.items()):
+            if entity.partition != partition:
+                continue
+            if entity.created is None and entity.held:
+                if entity.held[0][1] + self.rules.hold <= clock:
+                    self.orphans += len(entity.held)
+                    del self.entities[key]
+            elif self._retirement(entity) <= clock:
+                del self.entities[key]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def state(self) -> tuple[list[tuple[int, Measurement]], list[OpenTicket]]:
+        """Every current measurement (with its partition) and every open ticket."""
+        measurements: list[tuple[int, Measurement]] = []
+        open_tickets: list[OpenTicket] = []
+        for entity in self.entities.values():
+            if entity.created is not None:
+                facts, live = ticket_measurements(entity.created, entity.applied, self.rules.sla)
+                measurements += [(entity.partition, m) for m in facts]
+                if live is not None:
+                    open_tickets.append(live)
+            elif entity.standalone:
+                measurements += [
+                    (entity.partition, _survey(e, UNKNOWN, UNKNOWN, UNKNOWN))
+                    for e in entity.applied
+                    if isinstance(e, SurveySubmitted)
+                ]
+        return measurements, open_tickets
+
+    def in_windows(self, now: int) -> dict[str, list[Measurement]]:
+        """The measurements in each window at ``now`` (overall)."""
+        measurements, _ = self.state()
+        return {
+            name: [m for _, m in measurements if start <= m.time < end]
+            for name, start, end in self.rules.bounds(now)
+        }
+
+    def kpis(self, now: int) -> KpiValues:
+        """Every KPI series at clock ``now`` (µs), ``now`` at or after every partition clock."""
+        rules = self.rules
+        measurements, open_tickets = self.state()
+        groups: set[Group] = set()
+        for partition, m in measurements:
+            bucket_end = (m.time // rules.bucket + 1) * rules.bucket
+            if bucket_end > self.clocks[partition] - rules.horizon:
+                groups.update(m.groups())
+        live: dict[Group, list[OpenTicket]] = defaultdict(list)
+        for ticket in open_tickets:
+            for group in ticket.groups():
+                live[group].append(ticket)
+        groups.update(live)
+
+        result: KpiValues = {}
+        for name, start, end in rules.bounds(now):
+            in_window = [m for _, m in measurements if start <= m.time < end]
+            for group in groups:
+                sample = Sample(m for m in in_window if group in m.groups())
+                team_level = group[1] == ALL and group[2] == ALL
+                for kpi, formula in WINDOWED.items():
+                    if team_level or kpi not in TEAM_ONLY:
+                        result[KpiKey(kpi, name, *group)] = formula(sample)
+        for group, tickets in live.items():
+            for kpi, value in _live_values(now, tickets, rules).items():
+                result[KpiKey(kpi, LIVE_WINDOW, *group)] = value
+        return result
+
+
+def reference_kpis(
+    arrivals: Iterable[Event],
+    config: EngineConfig,
+    *,
+    now: float,
+    partition_of: Callable[[Event], int] | None = None,
+) -> KpiValues:
+    """Every KPI series at ``now`` (POSIX seconds) for decoded ``arrivals`` (arrival order)."""
+    reference = Reference(config, partition_of)
+    for event in arrivals:
+        reference.feed(event)
+    return reference.kpis(round(now * US))
+
+
+def reference_counts(arrivals: Iterable[Event], config: EngineConfig) -> Counts:
+    """Health counts of a stream; at the end the clock moves on by the orphan hold, so every
+    event still held is an orphan."""
+    reference = Reference(config)
+    for event in arrivals:
+        reference.feed(event)
+    reference.housekeeping(reference.clock + reference.rules.hold)
+    return reference.counts
+
+
+def window_bounds(now: float, size: float, bucket: float) -> tuple[float, float]:
+    """``[start, end)`` of a window read at ``now`` (seconds), aligned to the bucket grid."""
+    end = (math.floor(now / bucket) + 1) * bucket
+    return end - size, end
+
+
+# --- comparison helpers ---------------------------------------------------------------------
+
+KNOWN_KPIS: frozenset[str] = frozenset(WINDOWED) | frozenset(K.LIVE_KPIS)
+# A missing count means 0, any other missing value "no value" (SPEC §4: absent series).
+COUNT_KPIS: frozenset[str] = frozenset(
+    {
+        K.TICKETS_CREATED,
+        K.TICKETS_SOLVED,
+        K.TICKETS_ESCALATED,
+        K.TICKETS_REOPENED,
+        K.FIRST_RESPONSES,
+        K.CSAT_RESPONSES,
+        K.NPS_RESPONSES,
+        K.ENPS_RESPONSES,
+        K.OPEN_TICKETS,
+        K.UNANSWERED_TICKETS,
+        K.UNANSWERED_PAST_SLA,
+    }
+)
+QUANTILE_KPIS: frozenset[str] = frozenset(
+    {K.FIRST_RESPONSE_P50, K.FIRST_RESPONSE_P90, K.RESOLUTION_P50, K.RESOLUTION_P90}
+)
 
 
 def normalize(values: Mapping[KpiKey, float | None], keys: Iterable[KpiKey]) -> KpiValues:
     """Fill ``keys`` so that a missing count is 0 and any other missing value is None.
 
-    The oldest-unanswered age of a live group without open tickets is None (0.0 or absent are
-    both accepted for an empty group).
+    Unknown KPI names are kept (and so compared): an unexpected series is a difference. The
+    oldest-unanswered age of a live group without open tickets is None (0.0 or absent are both
+    accepted for an empty group).
     """
     out: KpiValues = {}
     for key in keys:
-        if key.kpi not in KNOWN_KPIS:
-            continue
         value = values.get(key)
         if value is None and key.kpi in COUNT_KPIS:
             value = 0.0
@@ -452,27 +588,46 @@ def normalize(values: Mapping[KpiKey, float | None], keys: Iterable[KpiKey]) -> 
 def _agree(kpi: str, actual: float | None, expected: float | None) -> bool:
     if actual is None or expected is None:
         return actual is None and expected is None
-    if kpi in K.QUANTILE_KPIS:
+    if kpi in QUANTILE_KPIS:
         if expected == 0:
             return abs(actual) <= 1e-9
         return abs(actual - expected) <= 0.01 * abs(expected)
-    # The reference works on float POSIX seconds (about 0.2 µs resolution today), the engine
-    # on exact integer microseconds: durations may differ by a float rounding of that size.
     return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-6)
 
 
 def differences(
     actual: Mapping[KpiKey, float | None], expected: Mapping[KpiKey, float | None]
 ) -> list[tuple[KpiKey, float | None, float | None]]:
-    """Keys whose normalized values disagree: ``(key, actual, expected)``, sorted by key."""
+    """Keys whose normalized values disagree: ``(key, actual, expected)``, sorted by key.
+
+    Lenient on which series exist (a missing count is 0, another missing value None): for
+    outputs whose series come and go with timers (/metrics, the KPI topic).
+    """
     keys = set(actual) | set(expected)
     a = normalize(actual, keys)
     e = normalize(expected, keys)
     return [(key, a[key], e[key]) for key in sorted(a) if not _agree(key.kpi, a[key], e[key])]
 
 
+_MISSING = "<missing>"
+
+
+def strict_differences(
+    actual: Mapping[KpiKey, float | None], expected: Mapping[KpiKey, float | None]
+) -> list[tuple[KpiKey, float | str | None, float | str | None]]:
+    """Every key present on one side only, and every value that disagrees: for the pure core,
+    whose series are exactly the reference's."""
+    diffs: list[tuple[KpiKey, float | str | None, float | str | None]] = []
+    for key in sorted(set(actual) | set(expected)):
+        if key not in actual or key not in expected:
+            diffs.append((key, actual.get(key, _MISSING), expected.get(key, _MISSING)))
+        elif not _agree(key.kpi, actual[key], expected[key]):
+            diffs.append((key, actual[key], expected[key]))
+    return diffs
+
+
 def format_differences(
-    diffs: Sequence[tuple[KpiKey, float | None, float | None]],
+    diffs: Sequence[tuple[KpiKey, float | str | None, float | str | None]],
     *,
     actual_name: str = "engine",
     expected_name: str = "reference",
@@ -484,3 +639,48 @@ def format_differences(
     if len(diffs) > limit:
         lines.append(f"  ... and {len(diffs) - limit} more")
     return "\n".join(lines)
+
+
+# -- the cumulative series (SPEC §5) ----------------------------------------------------------
+
+Total = tuple[str, str, str]  # (cumulative series without support_/_total, team, priority)
+_CUMULATIVE = {
+    "created": "tickets_created",
+    "resolution": "tickets_solved",
+    "first_response": "first_responses",
+}
+
+
+def reference_totals(arrivals: Iterable[Event], config: EngineConfig) -> Counter[Total]:
+    """What the cumulative series must count over the whole stream, by (series, team,
+    priority): every creation, resolution and first response (and those within the SLA) of
+    every created ticket, once, whatever the windows and retention, with the team the
+    measurement has. Duplicates (same event_id, a second creation) and events earlier than
+    their ticket's creation count nothing."""
+    seen: set[str] = set()
+    creates: dict[str, TicketCreated] = {}
+    history: dict[str, list[Event]] = defaultdict(list)
+    for event in arrivals:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        if isinstance(event, TicketCreated):
+            creates.setdefault(event.ticket_id, event)
+            continue
+        ticket = getattr(event, "ticket_id", None)
+        if isinstance(ticket, str) and not isinstance(event, CustomerLifecycle):
+            history[ticket].append(event)
+    sla = {p: round(s * US) for p, s in config.sla_targets.items()}
+    totals: Counter[Total] = Counter()
+    for ticket, created in creates.items():
+        start = time_of(created)
+        events = [e for e in history.get(ticket, []) if time_of(e) >= start]
+        measurements, _ = ticket_measurements(created, events, sla)
+        for m in measurements:
+            series = _CUMULATIVE.get(m.kind)
+            if series is None:
+                continue
+            totals[(series, m.team, m.priority)] += 1
+            if m.kind == "first_response" and m.flag:
+                totals[("first_responses_within_sla", m.team, m.priority)] += 1
+    return totals

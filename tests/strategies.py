@@ -14,6 +14,7 @@ durations computed from float seconds, integer milliseconds or integer microseco
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Literal, TypeVar
 
 import msgspec
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from streams.core.kpis import EngineConfig
@@ -42,6 +44,25 @@ from streams.events import (
     TicketStatusChanged,
     event_time,
 )
+
+
+def generated(max_examples: int) -> settings:
+    """Hypothesis settings of the generated-stream tests: reproducible in CI (derandomized, no
+    example database, no deadline). ``TESTS_MAX_EXAMPLES`` caps the examples and
+    ``TESTS_NO_SHRINK=1`` reports the first failing example unshrunk (mutation runs)."""
+    cap = int(os.environ.get("TESTS_MAX_EXAMPLES", max_examples))
+    phases = [Phase.explicit, Phase.generate]
+    if not os.environ.get("TESTS_NO_SHRINK"):
+        phases.append(Phase.shrink)
+    return settings(
+        max_examples=min(max_examples, cap),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=phases,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
 
 # A Monday 08:00 UTC, aligned to the minute (and hour) grid.
 BASE_TIME = datetime(2024, 3, 11, 8, 0, tzinfo=UTC)
@@ -237,39 +258,57 @@ class Scenario:
         return max(event_time(e) for e in self.arrivals)
 
 
-def configs() -> st.SearchStrategy[EngineConfig]:
-    """Small windows (so a few hours of events slide out of them) and random SLA targets."""
-    windows = st.sampled_from(
-        [
-            (("5m", 300.0), ("1h", 3600.0)),
-            (("5m", 300.0), ("15m", 900.0), ("1h", 3600.0)),
-            (("1m", 60.0), ("30m", 1800.0)),
-        ]
-    )
-    target = st.sampled_from([60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0])
-    slas = st.tuples(*[target for _ in PRIORITIES]).map(
-        lambda ts_: dict(zip(PRIORITIES, ts_, strict=True))
-    )
-    return st.builds(
-        EngineConfig,
-        windows=windows,
-        bucket_seconds=st.just(60.0),
-        grace_seconds=st.just(60.0),
-        future_tolerance_seconds=st.just(300.0),
-        sla_targets=slas,
-        orphan_hold_seconds=st.just(30 * 86400.0),
-        retention_seconds=st.just(60 * 86400.0),
-    )
-
-
-# Gaps between a ticket's consecutive events, in milliseconds on the grid: ties (same instant),
-# seconds, minutes, hours.
-_GAPS_MS = st.one_of(
-    st.just(0),
-    st.integers(1, 480).map(lambda n: n * GRID_MS),
-    st.integers(1, 1800).map(lambda n: n * 1000),
-    st.integers(1, 150).map(lambda n: n * 60_000),
+_WINDOW_SETS: tuple[tuple[tuple[str, float], ...], ...] = (
+    (("5m", 300.0), ("1h", 3600.0)),
+    (("5m", 300.0), ("15m", 900.0), ("1h", 3600.0)),
+    (("1m", 60.0), ("30m", 1800.0)),
+    (("15m", 900.0), ("1h", 3600.0), ("24h", 86400.0)),  # the production default
+    (("10m", 600.0), ("24h", 86400.0)),
 )
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> EngineConfig:
+    """Engine configurations across bucket, windows, grace, orphan hold, retention and SLA
+    targets, within what the settings accept (windows are multiples of the bucket, retention
+    at least the horizon)."""
+    bucket = draw(st.sampled_from([15.0, 30.0, 60.0, 60.0, 300.0]))
+    windows = draw(
+        st.sampled_from(_WINDOW_SETS).filter(lambda ws: all(s % bucket == 0 for _, s in ws))
+    )
+    grace = draw(st.sampled_from([0.0, 30.0, 60.0, 300.0, 900.0]))
+    horizon = max(size for _, size in windows) + grace
+    # SLA targets within the longest window, so first responses on the target are in it.
+    longest = max(size for _, size in windows)
+    targets = [t for t in (60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0) if t <= longest]
+    target = st.sampled_from(targets)
+    slas = draw(st.tuples(*[target for _ in PRIORITIES]))
+    return EngineConfig(
+        windows=windows,
+        bucket_seconds=bucket,
+        grace_seconds=grace,
+        future_tolerance_seconds=300.0,
+        sla_targets=dict(zip(PRIORITIES, slas, strict=True)),
+        orphan_hold_seconds=draw(st.sampled_from([60.0, 600.0, 3600.0, 86400.0, 30 * 86400.0])),
+        retention_seconds=horizon + draw(st.sampled_from([0.0, bucket, 600.0, 7 * 86400.0])),
+    )
+
+
+def longest_window(config: EngineConfig) -> float:
+    return max(size for _, size in config.windows)
+
+
+def _gaps_ms(longest: float) -> st.SearchStrategy[int]:
+    """Gaps between a ticket's consecutive events, in milliseconds on the grid: ties (same
+    instant), sub-second, seconds, minutes; a ticket's life stays within the longest window."""
+    quarter = max(1, int(longest / 4))
+    return st.one_of(
+        st.just(0),
+        st.integers(1, 480).map(lambda n: n * GRID_MS),
+        st.integers(1, min(1800, quarter)).map(lambda n: n * 1000),
+        st.integers(1, max(1, min(150, quarter // 60))).map(lambda n: n * 60_000),
+    )
+
 
 _AUTHORS: tuple[tuple[AuthorType, bool], ...] = (
     ("agent", True),
@@ -290,6 +329,7 @@ class _Gen:
     draw: st.DrawFn
     build: Builder
     teams: list[str]
+    config: EngineConfig
     events: list[Event] = field(default_factory=list)
     late_delivery: set[int] = field(default_factory=set)  # ids of events delivered very late
     notes: dict[str, int] = field(default_factory=dict)
@@ -343,12 +383,22 @@ def _ticket(
         step_kinds += ["status"] * 4
     if escalation_bias:
         step_kinds += ["escalate"] * 4
-    for _ in range(_d(g, st.integers(0, max_steps))):
-        t += _d(g, _GAPS_MS)
-        secs = t / 1000
+    gaps = _gaps_ms(longest_window(g.config))
+    answered = False
+    for _ in range(_d(g, st.integers(min(1, max_steps), max_steps))):
+        t += _d(g, gaps)
         kind = _d(g, st.sampled_from(step_kinds))
         if kind == "reply":
             author, public = _d(g, st.sampled_from(_AUTHORS))
+            if author == "agent" and public and not answered:
+                answered = True
+                if _d(g, st.integers(0, 3)) == 0:
+                    # The first response on (or one grid step around) the SLA target.
+                    target_ms = round(g.config.sla_targets[created.priority] * 1000)
+                    t = start_ms + target_ms + _d(g, st.sampled_from((0, 0, -GRID_MS, GRID_MS)))
+                    g.note("first_response_on_sla_target")
+        secs = t / 1000
+        if kind == "reply":
             events.append(b.replied(tid, secs, author=author, public=public, tz=tz))
         elif kind == "escalate":
             level += 1
@@ -403,9 +453,15 @@ def scenarios(
     config = draw(configs())
     build = _ScrambledIds()
     teams = list(draw(st.lists(st.sampled_from(TEAM_POOL), min_size=1, max_size=4, unique=True)))
-    g = _Gen(draw=draw, build=build, teams=teams)
+    g = _Gen(draw=draw, build=build, teams=teams, config=config)
+    # Creations span no more than the longest window, so that reads during and just after
+    # the stream find every kind of measurement in every window.
+    longest = longest_window(config)
+    horizon = longest + config.grace_seconds
+    span_minutes = draw(st.one_of(st.integers(1, 60), st.integers(1, int(longest // 60))))
     span_ms = (
-        draw(st.integers(10, 240)) * 60_000 + draw(st.integers(0, 59_999 // GRID_MS)) * GRID_MS
+        min(span_minutes * 60_000, int(longest * 1000))
+        - draw(st.integers(0, 59_999 // GRID_MS)) * GRID_MS
     )
     offset_ms = draw(st.integers(0, 3600 * 1000 // GRID_MS)) * GRID_MS  # bucket phase
     start = offset_ms
@@ -414,7 +470,7 @@ def scenarios(
         return start + _d(g, st.integers(0, span_ms // GRID_MS)) * GRID_MS
 
     tickets: list[tuple[str, int, list[Event]]] = []
-    for _ in range(draw(st.integers(0, max_tickets))):
+    for _ in range(draw(st.integers(1, max_tickets))):
         tickets.append(
             _ticket(
                 g,
@@ -492,7 +548,8 @@ def scenarios(
     if late:
         # Old tickets (hours before the stream), delivered at random points of the stream.
         for _ in range(draw(st.integers(0, 2))):
-            old_start = start - draw(st.integers(2 * 3600, 6 * 3600)) * 1000
+            # Around the horizon: still in the longest window, in the grace, or beyond it.
+            old_start = start - draw(st.integers(int(longest * 0.9), int(horizon) + 7200)) * 1000
             _, _, events = _ticket(
                 g,
                 old_start,

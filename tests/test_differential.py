@@ -1,31 +1,47 @@
-"""Differential tests: the real engine (``streams.core.replay``) against the brute-force reference.
+"""Differential tests: the pure core against the brute-force reference (``tests/reference.py``).
 
 Every generated stream first goes through the real decoder, as in the pipeline: far-future events
-are rejected there, and only accepted events reach the engine and the reference. Both sides are
-read at the same ``now`` and compared after normalization (missing count = 0, missing
-ratio/mean/quantile = None); quantiles may differ by 1% relative, everything else by 1e-9.
+are rejected there, and only accepted events reach the engine and the reference. The engine is
+driven event by event (``PartitionEngine.process``/``housekeeping``/``flush`` into a
+``KpiStore``) and read at several instants during the stream, after it and after the clock has
+moved on without events. Every read compares the *whole* set of series (a series on one side only
+fails) and the health counts; quantiles may differ by 1% relative, everything else by 1e-9.
+Generated configurations vary bucket, windows (up to 24 h), grace, orphan hold, retention and SLA
+targets; streams are no longer than the longest window, so windows hold samples when read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from reference import differences, format_differences, reference_kpis
-from strategies import Builder, Scenario, encode, scenarios, topic_of, ts
+import msgspec
+from hypothesis import event as note
+from hypothesis import given
+from reference import (
+    SAMPLE_KIND,
+    US,
+    Counts,
+    Reference,
+    format_differences,
+    reference_kpis,
+    strict_differences,
+)
+from strategies import Builder, Scenario, encode, generated, scenarios, topic_of, ts
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues
-from streams.core.replay import replay
+from streams.core.partition import DictTicketStore, Outcome, PartitionEngine
+from streams.core.replay import partition_for, replay
+from streams.core.store import KpiStore
+from streams.core.ticket import to_us
 from streams.decoding import Rejection, decode
-from streams.events import Event, event_time
+from streams.events import Event, event_time, routing_key
 
-SETTINGS = settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# CI runs a fixed, reproducible set of examples: no example database, derandomized generation.
+SETTINGS = generated(60)
+_WIRE = msgspec.msgpack.Encoder()
 
 
 def decoded(scenario: Scenario) -> list[Event]:
@@ -46,96 +62,235 @@ def decoded(scenario: Scenario) -> list[Event]:
     return accepted
 
 
-def describe(events: Sequence[Event], scenario: Scenario, now: float) -> str:
+class EngineRun:
+    """The pure core driven event by event, as the worker drives it on the stream clock:
+    ``process`` then ``housekeeping`` then ``flush`` per event, every partial through the wire
+    format into one stage-2 store. Health outcomes are counted from the engine's results."""
+
+    def __init__(self, config: EngineConfig, partitions: int = 1) -> None:
+        self.partitions = partitions
+        self.tickets = DictTicketStore()
+        self.engines = [PartitionEngine(p, self.tickets, config) for p in range(partitions)]
+        self.store = KpiStore(config)
+        self.counts = Counts()
+
+    def partition_of(self, event: Event) -> int:
+        return partition_for(routing_key(event), self.partitions)
+
+    def feed(self, event: Event, *, flush: bool = True) -> None:
+        """Process one event; ``flush=False``: the worker dies before sending its partials."""
+        engine = self.engines[self.partition_of(event)]
+        clock = max(engine.stream_time_us, to_us(event.occurred_at))
+        result = engine.process(event, clock)
+        counts = self.counts
+        if result.outcome is Outcome.DUPLICATE:
+            counts = replace(counts, duplicates=counts.duplicates + 1)
+        elif result.outcome is not Outcome.IGNORED:
+            counts = replace(
+                counts,
+                late=counts.late + result.late,
+                before_created=counts.before_created + len(result.rejected),
+            )
+        self.counts = counts
+        if flush:
+            self._tidy(engine, clock)
+
+    def restart(self, partition: int) -> None:
+        """A new engine for the partition (after a crash or a rebalance): rebuilt from the
+        ticket store on the old clock; its reset and snapshot go to the same stage 2, which
+        still holds the old engine's partials."""
+        old = self.engines[partition]
+        engine = self.engines[partition] = PartitionEngine(partition, self.tickets, old.config)
+        engine.rebuild(old.stream_time_us)
+        engine.stream_time_us = old.stream_time_us  # the committed stream time survives
+        self._tidy(engine, old.stream_time_us)
+
+    def housekeeping(self, clock: int) -> None:
+        """A timer on a clock beyond the stream (as the wall clock moves on)."""
+        for engine in self.engines:
+            self._tidy(engine, clock)
+
+    def _tidy(self, engine: PartitionEngine, clock: int) -> None:
+        orphans = engine.housekeeping(clock)
+        self.counts = replace(self.counts, orphans=self.counts.orphans + len(orphans))
+        for update in engine.flush():
+            self.store.apply(msgspec.msgpack.decode(_WIRE.encode(update), type=type(update)))
+
+    def values(self, now: int) -> KpiValues:
+        return self.store.values(now)
+
+
+def assert_same(actual: KpiValues, expected: KpiValues, context: str) -> None:
+    diffs = strict_differences(actual, expected)
+    if diffs:
+        raise AssertionError(f"{format_differences(diffs)}\n{context}")
+
+
+def describe(events: Sequence[Event], scenario: Scenario, now: int, step: str) -> str:
     return (
-        f"{len(events)} accepted of {len(scenario.arrivals)} arrivals, now={now}, "
+        f"{step}: {len(events)} accepted of {len(scenario.arrivals)} arrivals, now={now / US}, "
         f"config={scenario.config}, injected={scenario.notes}"
     )
 
 
-def assert_agree(
-    actual: KpiValues, expected: KpiValues, context: str, *, names: tuple[str, str]
-) -> None:
-    diffs = differences(actual, expected)
-    if diffs:
-        report = format_differences(diffs, actual_name=names[0], expected_name=names[1])
-        raise AssertionError(f"{report}\n{context}")
+def _checkpoints(n: int) -> list[int]:
+    """Arrival counts after which the KPIs are read: eight points through the stream."""
+    return sorted({max(1, round(n * k / 8)) for k in range(1, 9)})
 
 
-def check(scenario: Scenario, *, partitions: int = 1, later_by: float = 0.0) -> None:
-    """Engine == reference for the scenario, read at the last event time plus ``later_by``."""
+def _sla_edges(reference: Reference, clock: int) -> list[int]:
+    """Instants at or after ``clock`` when an open unanswered ticket reaches its SLA target."""
+    _, open_tickets = reference.state()
+    sla = reference.rules.sla
+    edges = sorted(t.created + sla[t.priority] for t in open_tickets if t.unanswered)
+    return [edge for edge in edges if edge >= clock][:2]
+
+
+Coverage = dict[tuple[str, str], bool]  # (window, measurement kind) -> had a sample
+
+
+def check_stream(scenario: Scenario, *, partitions: int = 1) -> Coverage:
+    """Engine == reference (every series, every value, health counts) at several instants
+    inside the stream, just after it, and after the clock has moved on by up to a horizon."""
     events = decoded(scenario)
-    if not events:
-        return
-    now = max(event_time(e) for e in events) + later_by
-    expected = reference_kpis(events, scenario.config, now=now)
-    actual = replay(events, scenario.config, now=now, partitions=partitions)
-    assert_agree(actual, expected, describe(events, scenario, now), names=("engine", "reference"))
+    run = EngineRun(scenario.config, partitions)
+    reference = Reference(scenario.config, run.partition_of)
+    rules = reference.rules
+    coverage: Coverage = {}
+    compared = 0
+
+    def compare(now: int, step: str) -> None:
+        nonlocal compared
+        context = describe(events, scenario, now, step)
+        assert_same(run.values(now), reference.kpis(now), context)
+        assert run.counts == reference.counts, f"{run.counts} != {reference.counts}\n{context}"
+        # Memory tracks open work: the engine keeps exactly the tickets the reference knows.
+        assert set(run.tickets.data) == set(reference.entities), context
+        for window, members in reference.in_windows(now).items():
+            for m in members:
+                coverage[(window, m.kind)] = True
+            compared += len(members)
+
+    checkpoints = _checkpoints(len(events))
+    for index, event in enumerate(events, start=1):
+        # The last event is processed but its partials are lost in a crash (restart below).
+        run.feed(event, flush=index < len(events))
+        reference.feed(event)
+        if index == len(events):
+            run.restart(run.partition_of(event))
+        if index in checkpoints:
+            clock = reference.clock
+            assert run.store.stream_time_us == clock
+            compare(clock, f"after {index} arrivals")
+            compare(clock + rules.bucket // 2 + 125_000, f"after {index} arrivals, later")
+            for edge in _sla_edges(reference, clock):
+                compare(edge, f"after {index} arrivals, on an SLA target")
+    last = reference.clock
+    longest = max(size for _, size in rules.windows)
+    for later in (rules.bucket, longest // 2, longest - rules.bucket, longest):
+        compare(last + later, f"{later / US} s after the stream")
+    # The clock moves on without events (wall clock): buckets expire, tickets retire, held
+    # events become orphans.
+    for later in (longest, rules.horizon + rules.bucket, rules.horizon + rules.hold):
+        run.housekeeping(last + later)
+        reference.housekeeping(last + later)
+        compare(last + later, f"housekeeping {later / US} s after the stream")
+    assert compared, "no read had a windowed sample"
+    for window, kind in coverage:
+        note(f"sampled {kind} in {window}")
+    return coverage
 
 
 @SETTINGS
 @given(scenarios(delivery="shuffled", duplicates=False, late=False, future=False))
 def test_fully_shuffled_delivery_matches_reference(scenario: Scenario) -> None:
-    check(scenario)
+    check_stream(scenario)
 
 
 @SETTINGS
 @given(scenarios(delivery="bounded"))
 def test_bounded_cross_topic_reordering_matches_reference(scenario: Scenario) -> None:
-    check(scenario)
+    check_stream(scenario)
 
 
 @SETTINGS
 @given(scenarios(duplicates=True, second_creates=True, late=False, future=False))
 def test_duplicates_and_second_creates_match_reference(scenario: Scenario) -> None:
-    check(scenario)
+    check_stream(scenario)
 
 
 @SETTINGS
 @given(scenarios(late=True, future=True, orphans=True, before_created=True))
 def test_late_future_orphan_and_early_events_match_reference(scenario: Scenario) -> None:
-    check(scenario)
+    check_stream(scenario)
 
 
 @SETTINGS
 @given(scenarios(reopen_bias=True))
 def test_reopen_cycles_match_reference(scenario: Scenario) -> None:
-    check(scenario)
+    check_stream(scenario)
 
 
 @SETTINGS
 @given(scenarios(escalation_bias=True))
 def test_escalations_across_teams_match_reference(scenario: Scenario) -> None:
-    check(scenario)
+    check_stream(scenario)
 
 
 @SETTINGS
 @given(scenarios())
-def test_three_partitions_equal_one_partition_and_reference(scenario: Scenario) -> None:
-    events = decoded(scenario)
-    if not events:
-        return
-    now = max(event_time(e) for e in events)
-    single = replay(events, scenario.config, now=now, partitions=1)
-    multi = replay(events, scenario.config, now=now, partitions=3)
-    context = describe(events, scenario, now)
-    assert_agree(multi, single, context, names=("3 partitions", "1 partition"))
-    expected = reference_kpis(events, scenario.config, now=now)
-    assert_agree(multi, expected, context, names=("3 partitions", "reference"))
-
-
-# How long after the last event the KPIs are read: a few buckets, exact bucket edges, hours.
-_LATER = st.one_of(
-    st.integers(1, 8 * 600).map(lambda n: n * 0.125),
-    st.integers(1, 180).map(lambda n: n * 60.0),
-    st.integers(1, 4 * 3600).map(float),
-)
+def test_three_partitions_match_reference(scenario: Scenario) -> None:
+    check_stream(scenario, partitions=3)
 
 
 @SETTINGS
-@given(scenarios(), _LATER)
-def test_reads_after_the_last_event_match_reference(scenario: Scenario, later_by: float) -> None:
-    check(scenario, later_by=later_by)
+@given(scenarios(delivery="ordered"))
+def test_replay_reads_at_the_last_event_like_the_engine_run(scenario: Scenario) -> None:
+    """``replay`` (the backfill helper) equals the event-by-event run and the reference."""
+    events = decoded(scenario)
+    expected = reference_kpis(events, scenario.config, now=max(map(event_time, events)))
+    assert_same(replay(events, scenario.config), expected, str(scenario.notes))
+
+
+# Thresholds of the coverage check: share of examples in which a kind of measurement is
+# sampled in a window (at some read). Measured: see the printed table. Over 60 examples the
+# shortest window's shares swing with the derandomized seed (the same generator gave 52-88 %
+# and 18-52 % on two code bases), so its floor is lower; the longest window's is stable.
+_COVERAGE_FLOOR = {"shortest": 0.15, "longest": 0.5}
+_RARE_KINDS = {"reopen": {"shortest": 0.1, "longest": 0.25}}
+
+
+def test_generated_streams_sample_every_kpi_in_every_window(capsys: Any) -> None:
+    """Per-KPI windowed coverage of the generator: a regression that stops streams from
+    reaching the windows (too long, too sparse, read too late) fails here."""
+    seen: list[tuple[EngineConfig, Coverage]] = []
+
+    @SETTINGS
+    @given(scenarios())
+    def collect(scenario: Scenario) -> None:
+        seen.append((scenario.config, check_stream(scenario)))
+
+    collect()
+    kinds = sorted(set(SAMPLE_KIND.values()))
+    lines = [f"windowed coverage over {len(seen)} examples (share sampled at some read):"]
+    failures = []
+    for kind in kinds:
+        shares = []
+        for rank in ("shortest", "longest"):
+            hits = 0
+            for config, coverage in seen:
+                sizes = sorted(config.windows, key=lambda w: w[1])
+                window = sizes[0][0] if rank == "shortest" else sizes[-1][0]
+                hits += coverage.get((window, kind), False)
+            share = hits / len(seen)
+            shares.append(f"{rank} {share:.0%}")
+            if share < _RARE_KINDS.get(kind, _COVERAGE_FLOOR)[rank]:
+                failures.append(f"{kind} in the {rank} window: {share:.0%}")
+        lines.append(f"  {kind:17} " + ", ".join(shares))
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    if len(seen) >= 60:  # shares of a capped run (TESTS_MAX_EXAMPLES) are not comparable
+        assert not failures, "\n".join([*lines, "below the floor:", *failures])
 
 
 def _windowed(values: KpiValues, kpi: str, window: str) -> float | None:
@@ -170,8 +325,8 @@ def test_windows_slide_and_values_decay_without_events() -> None:
     def read(now: float) -> KpiValues:
         expected = reference_kpis(events, config, now=now)
         actual = replay(events, config, now=now)
-        assert_agree(actual, expected, f"now={now}", names=("engine", "reference"))
-        return expected
+        assert_same(actual, expected, f"now={now}")
+        return actual
 
     at_last = read(last)
     assert _windowed(at_last, K.TICKETS_CREATED, "5m") == 1  # d (5m window [1500, 1800))
@@ -187,8 +342,8 @@ def test_windows_slide_and_values_decay_without_events() -> None:
         read(last + later_by)
 
     hours_on = read(last + 3 * 3600)
-    windowed = {k: v for k, v in hours_on.items() if k.window != LIVE_WINDOW}
-    assert not windowed  # nothing left in any window ...
+    windowed = {k: v for k, v in hours_on.items() if k.window != LIVE_WINDOW and v}
+    assert not windowed  # nothing left in any window (zero counts, no ratios) ...
     live = KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)
     assert hours_on[live] == 3  # ... but the backlog remains (b, c, d)
     unanswered_age = hours_on[KpiKey(K.OLDEST_UNANSWERED_AGE, LIVE_WINDOW)]

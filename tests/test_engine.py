@@ -16,15 +16,14 @@ from typing import Any
 import msgspec
 import pytest
 import test_reference
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from reference import (
-    differences,
     format_differences,
-    normalize,
     reference_counts,
     reference_kpis,
+    strict_differences,
 )
-from strategies import Builder, Scenario, at, scenarios, ts
+from strategies import Builder, Scenario, at, generated, scenarios, ts
 from test_differential import decoded
 
 from streams.core import kpis as K
@@ -40,10 +39,10 @@ from streams.core.partition import (
     Source,
     dimension_of,
 )
-from streams.core.replay import replay
+from streams.core.replay import partition_for, replay
 from streams.core.store import KpiStore
 from streams.core.ticket import Held, to_us
-from streams.events import CustomerLifecycle, Event, event_time
+from streams.events import CustomerLifecycle, Event, event_time, routing_key
 
 B = 60.0  # bucket seconds
 CFG = EngineConfig(
@@ -147,12 +146,18 @@ def live(values: KpiValues, kpi: str, team: str = ALL) -> float | None:
 def engine_kpis(
     events: Sequence[Event], now: float, config: EngineConfig = CFG, partitions: int = 1
 ) -> KpiValues:
-    """KPIs of the engine (replay) at ``now``, checked against the reference on the way."""
+    """KPIs of the engine (replay) at ``now``, checked against the reference on the way: the
+    same series, the same values (quantiles within 1%)."""
     actual = replay(events, config, now=ts(now), partitions=partitions)
-    expected = reference_kpis(events, config, now=ts(now))
-    diffs = differences(actual, expected)
+    partition_of = None if partitions == 1 else _router(partitions)
+    expected = reference_kpis(events, config, now=ts(now), partition_of=partition_of)
+    diffs = strict_differences(actual, expected)
     assert not diffs, format_differences(diffs)
     return actual
+
+
+def _router(partitions: int) -> Callable[[Event], int]:
+    return lambda event: partition_for(routing_key(event), partitions)
 
 
 @pytest.fixture
@@ -775,11 +780,7 @@ def test_rebuild_reproduces_the_incremental_partials(b: Builder) -> None:
     assert store.values(clock) == h.kpis.values(clock)
 
 
-HYPOTHESIS = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+HYPOTHESIS = generated(60)
 
 
 @HYPOTHESIS
@@ -804,8 +805,9 @@ def test_rebuild_after_a_standalone_survey_is_retired_matches(b: Builder) -> Non
 
 
 def engine_counts(events: Sequence[Event], config: EngineConfig) -> dict[str, int]:
-    """Health counts from the engine's ProcessResults (one partition, stream-time clock, no
-    housekeeping until the end; then everything still held is dropped as an orphan)."""
+    """Health counts from the engine's ProcessResults (one partition, stream-time clock,
+    housekeeping after every event; at the end the clock moves on by the orphan hold, so
+    everything still held is dropped as an orphan)."""
     tickets = DictTicketStore()
     engine = PartitionEngine(0, tickets, config)
     counts = {"duplicates": 0, "late": 0, "before_created": 0, "orphans": 0}
@@ -814,13 +816,14 @@ def engine_counts(events: Sequence[Event], config: EngineConfig) -> dict[str, in
         result = engine.process(event, clock_us)
         if result.outcome is Outcome.DUPLICATE:
             counts["duplicates"] += 1
-            continue
-        counts["late"] += result.late
-        counts["before_created"] += len(result.rejected)
+        else:
+            counts["late"] += result.late
+            counts["before_created"] += len(result.rejected)
         if result.outcome is Outcome.BEFORE_CREATED:
             assert len(result.rejected) == 1
+        counts["orphans"] += len(engine.housekeeping(clock_us))
     end = engine.stream_time_us + round(config.orphan_hold_seconds * US)
-    counts["orphans"] = len(engine.housekeeping(end))
+    counts["orphans"] += len(engine.housekeeping(end))
     return counts
 
 
@@ -908,26 +911,18 @@ def test_reference_cases_were_found() -> None:
 def test_hand_computed_reference_case_through_the_engine(
     case: Callable[..., Any], partitions: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each case's own assertions run on the engine's values (which must also equal the
-    reference's for every key)."""
+    """Each case's own assertions run on the engine's own values (which must also be the
+    reference's series and values); the case's quantile assertions allow the engine's 1%."""
     calls = []
 
     def run_engine(
         events: Sequence[Event], now: float, config: EngineConfig = test_reference.CFG
     ) -> KpiValues:
         calls.append(now)
-        actual = engine_kpis(events, now, config, partitions)  # == reference, within tolerance
-        expected = reference_kpis(events, config, now=ts(now))
-        # The engine's quantiles are within 1% (the cases assert exact nearest-rank values), and
-        # it reports zero-valued series for groups that only have a live backlog: hand the case
-        # the engine's values on the reference's keys, quantiles as verified above.
-        values = normalize(actual, expected)
-        for key in values:
-            if key.kpi in K.QUANTILE_KPIS:
-                values[key] = expected[key]
-        return values
+        return engine_kpis(events, now, config, partitions)
 
     monkeypatch.setattr(test_reference, "run", run_engine)
+    monkeypatch.setattr(test_reference, "QUANTILE_REL", 0.01)
     params = inspect.signature(case).parameters
     case(*([Builder()] if params else []))
     assert calls, "the case never ran the engine"
@@ -972,3 +967,38 @@ def test_stream_time_reaches_every_dimension_when_no_partial_changed(b: Builder)
     assert {dimension_of(u.group) for u in beats} == {"overall", "team", "channel", "priority"}
     assert all(u.stream_time_us == us(90) for u in beats)
     assert h.kpis.stream_time_us == us(90)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SPEC §3: a retired ticket's attributes are kept (default 30 days) so late events "
+    "apply to it and duplicates never change a KPI; the engine forgets the ticket entirely, "
+    "so a re-sent ticket-created opens it again (the reference models the engine here)",
+)
+def test_resent_creation_after_retirement_changes_no_kpi(b: Builder) -> None:
+    created = b.created("t1", 0)
+    config = EngineConfig(windows=CFG.windows, grace_seconds=60.0, retention_seconds=3660.0)
+    events: list[Event] = [created, b.status("t1", 30, "solved"), b.created("x", 4000)]
+    before = replay(events, config)
+    after = replay([*events, created], config)
+    assert after[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == before[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)]
+
+
+def test_orphan_hold_restarts_when_a_retired_ticket_gets_held_events_again(b: Builder) -> None:
+    """A ticket held, created, solved and retired, then held again: the first hold's timer
+    fires before the second hold is due; the events are dropped at the second due time."""
+    config = EngineConfig(
+        windows=CFG.windows, grace_seconds=60.0, retention_seconds=3660.0, orphan_hold_seconds=2e4
+    )
+    h = Harness(config)
+    h.feed(b.replied("t1", 0))  # held at clock 0: due at 20000
+    h.feed(b.created("t1", 0))
+    h.feed(b.status("t1", 10, "solved"))  # retired at max(10, 60) + 3660
+    h.feed(b.created("x", 3730))
+    assert h.tickets.get("t1") is None
+    late = b.replied("t1", 3800)
+    assert h.feed(late).outcome is Outcome.HELD  # held at clock 3800: due at 23800
+    h.tick(20000)
+    assert h.orphans == []
+    h.tick(23800)
+    assert [held.step.event_id for held in h.orphans] == [late.event_id]

@@ -17,7 +17,9 @@ from pipeline import (
     scrape_all,
     wait_until,
 )
+from reference import US, Reference, differences, format_differences
 
+from streams.core import kpis
 from streams.core.kpis import KpiKey
 from streams.simulation.model import SimOptions, SimRecord
 from streams.simulator import generate
@@ -146,3 +148,67 @@ def test_two_workers_rebalance_exactly_one_series_per_key(
     two.stop()
     assert_kpis_converge(lambda: scrape_all([one]).values, expected)
     assert not scrape_all([one]).duplicates
+
+
+def test_wall_clock_kpis_equal_reference_at_the_read_instant(
+    deployment: Deployment, workers: list[WorkerProcess]
+) -> None:
+    """``SUPPORT_CLOCK=wall``, the production default: 50 minutes of events ending 3 minutes
+    ago, noisy delivery; every exported KPI equals the reference computed at the instant
+    /metrics was read (windows and live ages move with the wall clock: read at the stream
+    time, 3 minutes earlier, windows and ages would differ)."""
+    deployment.env["SUPPORT_CLOCK"] = "wall"
+    start = time.time() - 53 * 60
+    records = list(
+        generate(
+            "steady",
+            seed=43,
+            start=start,
+            duration_seconds=50 * 60,
+            rate=400.0,
+            options=SimOptions(duplicate_rate=0.03, out_of_order=0.1, bad_input_rate=0.01),
+        )
+    )
+    reference = Reference(deployment.engine_config())
+    for event in decoded_events(records):
+        reference.feed(event)
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    worker.wait_ready()
+    deployment.produce(records)
+    age = kpis.OLDEST_UNANSWERED_AGE
+    last: list[str] = ["nothing read yet"]
+
+    def agree() -> bool:
+        before = time.time()
+        actual = scrape_all([worker]).values
+        after = time.time()
+        if not actual:
+            return False
+        # Everything but the ages is a step function of the clock: equal to the reference at
+        # the instant before or after the scrape (a bucket edge or an SLA target may fall
+        # between); each age lies between the reference's ages at those two instants.
+        expected = [reference.kpis(round(now * US)) for now in (before, after)]
+        diffs = [
+            differences(
+                {k: v for k, v in actual.items() if k.kpi != age},
+                {k: v for k, v in side.items() if k.kpi != age},
+            )
+            for side in expected
+        ]
+        if all(diffs):
+            last[0] = format_differences(min(diffs, key=len), actual_name="exported")
+            return False
+        ages = {k: v for k, v in actual.items() if k.kpi == age}
+        expected_ages = [{k: v for k, v in side.items() if k.kpi == age} for side in expected]
+        if set(ages) != set(expected_ages[1]):
+            last[0] = f"age series differ: {sorted(set(ages) ^ set(expected_ages[1]))[:5]}"
+            return False
+        for key, value in ages.items():
+            low, high = expected_ages[0].get(key), expected_ages[1][key]
+            if value is None or high is None or not (low or 0.0) - 1e-6 <= value <= high + 1e-6:
+                last[0] = f"{key.topic_key()}: exported {value}, reference {low}..{high}"
+                return False
+        return True
+
+    wait_until(agree, 120, lambda: last[0], step=1.0)

@@ -8,8 +8,9 @@ import random
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import generated
 
 from streams.core.kpis import ALL, OTHER, UNKNOWN
 from streams.core.labels import MAX_LABEL_LENGTH, team_label
@@ -58,7 +59,7 @@ def relative_error(estimate: float, exact: int) -> float:
 # --- accuracy -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@generated(300)
 @given(st.lists(durations, min_size=1, max_size=200), st.sampled_from(QUANTILES))
 def test_quantiles_are_within_one_percent_of_the_exact_nearest_rank(
     values: list[int], q: tuple[int, int]
@@ -72,7 +73,7 @@ def test_quantiles_are_within_one_percent_of_the_exact_nearest_rank(
     assert error <= RELATIVE_ACCURACY * (1 + 1e-9), (estimate, exact)
 
 
-@settings(max_examples=300, deadline=None)
+@generated(300)
 @given(durations)
 def test_every_value_is_reported_within_the_accuracy_of_its_bucket(value: int) -> None:
     reported = bucket_value_us(sketch_key(value))

@@ -9,13 +9,14 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import generated
 
 from streams.core import kpis as K
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
-from streams.core.partition import Group, PartialUpdate
+from streams.core.partition import HEARTBEAT_BUCKET, Group, PartialUpdate, dimension_of
 from streams.core.store import KpiReading, KpiStore
 
 CFG = EngineConfig(
@@ -253,11 +254,7 @@ _clock = st.one_of(
 # A step is either an update or a read.
 _step = st.one_of(_update.map(lambda u: ("apply", u)), _clock.map(lambda c: ("read", c)))
 
-PROPERTY = settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+PROPERTY = generated(150)
 
 
 def _run_steps(
@@ -453,3 +450,60 @@ def test_team_cap_never_folds_the_unknown_team() -> None:
         store.apply(window_update(_team(name), 0, 0, agg(created=created)))
     teams = {r.key.team for r in store.read(T0, max_teams=1)}
     assert teams == {"unknown", "big", OTHER}
+
+
+def test_dimension_of_names_each_kind_of_group() -> None:
+    assert dimension_of(OVERALL) == "overall"
+    assert dimension_of(("tier1", ALL, ALL)) == "team"
+    assert dimension_of((ALL, "chat", ALL)) == "channel"
+    assert dimension_of((ALL, ALL, "urgent")) == "priority"
+
+
+def test_reset_forgets_one_partition_of_one_dimension_only() -> None:
+    store = KpiStore(CFG)
+    groups: list[Group] = [OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "low")]
+    for group in groups:
+        for partition in (0, 1):
+            store.apply(window_update(group, partition, 0, agg(created=1 + partition)))
+            store.apply(window_update(group, partition, 1, agg(created=10)))
+        store.apply(live_update(group, 0, LiveAggregate(open=3)))
+    reset = PartialUpdate(("*", ALL, ALL), 0, HEARTBEAT_BUCKET, stream_time_us=T0, reset=True)
+    store.apply(_PARTIAL.decode(_WIRE.encode(reset)))
+    values = store.values(T0 + B_US)
+    created = {g: values[KpiKey(K.TICKETS_CREATED, "5m", *g)] for g in groups}
+    # Partition 0's team partials (both buckets, and its live part) are gone; the rest stays.
+    assert created == {
+        OVERALL: 23.0,
+        ("tier1", ALL, ALL): 12.0,
+        (ALL, "chat", ALL): 23.0,
+        (ALL, ALL, "low"): 23.0,
+    }
+    assert KpiKey(K.OPEN_TICKETS, LIVE_WINDOW, "tier1") not in values
+    assert values[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 3
+
+
+def test_aggregate_copy_is_equal_and_independent() -> None:
+    original = agg(created=2, frt_s=[30.0, 90.0], csat=[5])
+    clone = original.copy()
+    assert clone == original
+    clone.merge(agg(created=1, frt_s=[10.0]))
+    assert original == agg(created=2, frt_s=[30.0, 90.0], csat=[5])
+
+
+def test_clear_forgets_every_group_and_the_stream_time() -> None:
+    store = KpiStore(CFG)
+    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    store.clear()
+    assert store.stream_time_us == 0
+    assert store.values(T0) == {}
+
+
+def test_folded_teams_without_a_backlog_give_no_live_other_series() -> None:
+    store = KpiStore(CFG)
+    for index, team in enumerate(("a", "b", "c")):
+        store.apply(window_update((team, ALL, ALL), 0, 0, agg(created=3 - index)))
+    store.apply(live_update(("a", ALL, ALL), 0, LiveAggregate(open=1)))
+    live = live_values(store, T0, max_teams=1)
+    assert KpiKey(K.OPEN_TICKETS, LIVE_WINDOW, "a") in live
+    assert not [key for key in live if key.team == OTHER]
+    assert windowed(store, T0, max_teams=1)[KpiKey(K.TICKETS_CREATED, "5m", OTHER)] == 3
