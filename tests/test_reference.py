@@ -503,6 +503,13 @@ def test_duplicate_event_id_is_ignored(b: Builder) -> None:
     assert reference_counts(events, CFG).duplicates == 2
 
 
+def test_event_reusing_the_creation_event_id_is_a_duplicate(b: Builder) -> None:
+    events: list[Event] = [b.created("t1", 0, event_id="x1"), b.replied("t1", 60, event_id="x1")]
+    v = run(events, 60)
+    assert get(v, K.FIRST_RESPONSES) == 0
+    assert live(v, K.UNANSWERED_TICKETS) == 1
+
+
 def test_second_ticket_created_is_ignored_first_arrival_wins(b: Builder) -> None:
     events: list[Event] = [
         b.created("t1", 100, team="tier1", priority="low"),
