@@ -332,6 +332,7 @@ class _Entity:
     held: list[tuple[Event, int]] = field(default_factory=list)  # (event, clock when held)
     seen: set[str] = field(default_factory=set)
     standalone: bool = False
+    due: float | None = None  # when housekeeping drops it (cached; None: to be computed)
 
     def last_time(self) -> int:
         times = [time_of(e) for e in self.applied]
@@ -376,6 +377,9 @@ class Reference:
         self.partition_of = partition_of or (lambda _event: 0)
         self.clocks: dict[int, int] = {}
         self.entities: dict[str, _Entity] = {}
+        # partition -> no entity of it is due before this (a scan of all its entities can
+        # only drop something once its clock reaches it); keeps the reference linear.
+        self._next_due: dict[int, float] = {}
         self.duplicates = self.late = self.orphans = self.before_created = 0
 
     @property
@@ -426,6 +430,8 @@ class Reference:
             self.before_created += 1
         else:
             entity.applied.append(event)
+        entity.due = None
+        self._next_due[partition] = min(self._next_due.get(partition, _NEVER), self._due(entity))
 
     def housekeeping(self, clock: int) -> None:
         """Advance every partition's clock to ``clock`` (a wall-clock timer) and tidy up."""
@@ -442,16 +448,30 @@ class Reference:
             return _NEVER
         return max(last + self.rules.retention, expired)
 
+    def _due(self, entity: _Entity) -> float:
+        """When housekeeping drops the entity: an orphan's hold ends, or it retires."""
+        if entity.due is None:
+            if entity.created is None and entity.held:
+                entity.due = entity.held[0][1] + self.rules.hold
+            else:
+                entity.due = self._retirement(entity)
+        return entity.due
+
     def _housekeeping(self, partition: int, clock: int) -> None:
+        if clock < self._next_due.get(partition, _NEVER):
+            return
+        next_due = _NEVER
         for key, entity in list(self.entities.items()):
             if entity.partition != partition:
                 continue
+            due = self._due(entity)
+            if due > clock:
+                next_due = min(next_due, due)
+                continue
             if entity.created is None and entity.held:
-                if entity.held[0][1] + self.rules.hold <= clock:
-                    self.orphans += len(entity.held)
-                    del self.entities[key]
-            elif self._retirement(entity) <= clock:
-                del self.entities[key]
+                self.orphans += len(entity.held)
+            del self.entities[key]
+        self._next_due[partition] = next_due
 
     # -- reading ------------------------------------------------------------------------------
 
