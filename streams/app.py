@@ -69,6 +69,7 @@ _TICKET_DECODER = msgspec.msgpack.Decoder(TicketState)
 _TICKET_ENCODER = msgspec.msgpack.Encoder()
 _LAGGING_FLUSH_S = 1.0
 _CHECKPOINT_SENTINEL = b"\x00checkpoint"  # a tombstone that marks where a checkpoint starts
+_BROKER_PROBE_S = 2.0  # how often the worker checks that the broker answers
 _BATCH_DECODER = msgspec.msgpack.Decoder(PartialBatch)
 _BATCH_ENCODER = msgspec.msgpack.Encoder()
 
@@ -255,6 +256,7 @@ class KpiWorker:
         self.publisher = KpiPublisher()
         self._positions: dict[tuple[str, int], int] = {}
         self._recovering = True  # from a rebalance until stage 1 has rebuilt its engines
+        self._broker_answered = time.monotonic()  # last answer to the broker probe
         self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
         self._writes_at_checkpoint = 0
         self._flushed_at: dict[int, float] = {}  # stage-1 partition -> monotonic time
@@ -364,6 +366,7 @@ class KpiWorker:
         app.timer(s.flush_interval, name="flush-partials")(self._flush_partials)
         app.timer(s.publish_interval, name="publish-kpis")(self._publish_kpis)
         app.timer(1.0, name="checkpoint-tickets")(self._checkpoint_tickets)
+        app.timer(_BROKER_PROBE_S, name="probe-broker")(self._probe_broker)
         registry = self.registry
 
         async def metrics_page(web: Any, request: Any) -> Any:
@@ -701,10 +704,31 @@ class KpiWorker:
             total += max(0, highwater - position)
         return total
 
+    async def _probe_broker(self) -> None:
+        """Ask the broker for the end offsets of the partitions this worker owns. While it
+        does not answer (down, frozen, unreachable) the worker is not ready: its KPIs stop
+        following the events without anything else showing it."""
+        partials = self.partials.get_topic_name()
+        tps = [TP(topic, p) for p in list(self.engines) for topic in self.input_kinds]
+        tps += [TP(partials, p) for p in list(self.kpi_stores)]
+        if tps:
+            try:
+                await asyncio.wait_for(
+                    self.app.consumer.highwaters(*tps), timeout=self.settings.session_timeout
+                )
+            except Exception:  # the timeout, or a consumer not started yet
+                return
+        self._broker_answered = time.monotonic()
+
+    def broker_answering(self) -> bool:
+        silent = time.monotonic() - self._broker_answered
+        return silent <= self.settings.session_timeout + 2 * _BROKER_PROBE_S
+
     def ready(self) -> bool:
-        """support_pipeline_ready: recovered, stage 1 caught up, and every owned stage-2
-        partition holds a complete snapshot from every caught-up source partition."""
-        if self._recovering:
+        """support_pipeline_ready: the broker answers, recovered, stage 1 caught up, and every
+        owned stage-2 partition holds a complete snapshot from every caught-up source
+        partition."""
+        if self._recovering or not self.broker_answering():
             return False
         if not all(self._caught_up.get(p, False) for p in self.engines):
             return False

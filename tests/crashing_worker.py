@@ -4,7 +4,8 @@ fault-matrix tests (``test_faults.py``). Test code only: the harness runs it as
 
 ``TEST_CRASH_AT`` (read here, never by production code):
 
-- ``flush:N``: in the middle of sending partials to stage 2, at the N-th partial sent;
+- ``flush:N``: in the middle of sending partials to stage 2, at the N-th partials message
+  (one batch per input partition and dimension) sent;
 - ``recovery``: during recovery, when the rebuild of stage 1 starts reading the recovered
   ticket table (after Faust has restored the changelog, before any engine exists).
 """
