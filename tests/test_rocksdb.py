@@ -145,7 +145,7 @@ def test_rocksdb_worker_restarts_on_its_own_data_after_kill_9(
     second = WorkerProcess(deployment, "rocks-own-restarted")
     shutil.rmtree(second.workdir)
     second.workdir, second.log_path = first.workdir, first.workdir / "restarted.log"
-    second.start()
+    workers.insert(0, second.start())  # stopped before the shared folder is removed
     second.wait_ready(120)
     recovered = [line for line in second.log().splitlines() if "owns input partitions" in line]
     assert "(0 tickets)" not in recovered[0], second.log_tail()  # read from RocksDB
