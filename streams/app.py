@@ -109,10 +109,12 @@ class _RecoveryAwareTable(faust.Table[bytes, bytes]):
         """Where recovery starts reading: the latest complete checkpoint, not offset 0 (the
         changelog is not compacted on every broker, e.g. the embedded Tansu)."""
         stored: int | None = super().persisted_offset(tp)
-        start = self.checkpoints.get(tp.partition)
-        if start is None:
+        if stored is not None:
+            # A RocksDB table holds the state up to its own persisted offset (the in-memory
+            # store never has one): a checkpoint further on would skip the tombstones of
+            # tickets deleted in between, which the local copy still holds.
             return stored
-        return start if stored is None else max(stored, start)
+        return self.checkpoints.get(tp.partition)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         events = list(batch)
@@ -194,12 +196,27 @@ class FaustTicketStore:
                 value = None
             else:
                 value = _TICKET_ENCODER.encode(state)
-                store[encoded] = value
+                self._store_put(partition, encoded, value)
             self.table.send_changelog(partition, encoded, value)
             written.add(partition)
             sent += 1
         self.writes += sent
         return written
+
+    def _store_put(self, partition: int, key: bytes, value: bytes) -> None:
+        """Put one ticket into the store of its changelog partition.
+
+        Faust's RocksDB store picks the partition database from the event being processed
+        (``current_event()``) and asserts there is one; flushes run outside any event (before
+        a commit, in the checkpoint timer, at revocation), so a RocksDB table gets the put
+        in its partition's database directly. The in-memory store has no partitions."""
+        store: Any = self.table.data
+        db_for_partition = getattr(store, "_db_for_partition", None)
+        if db_for_partition is None:
+            store[key] = value
+            return
+        db_for_partition(partition).put(key, value)
+        store._key_index[key] = partition
 
     def forget(self, partitions: set[int]) -> None:
         """Drop cached changes of partitions this worker no longer owns (after a flush)."""

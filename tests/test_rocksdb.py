@@ -4,10 +4,10 @@ line where it is not.
 
 The integration test runs a real worker on RocksDB tables, kills it with -9 mid-stream and
 starts another that recovers the tables from their changelogs into its own RocksDB files:
-the KPIs equal the brute-force reference. (Restarting on the *same* data folder is not
-tested: the embedded Tansu broker reports a partition's end offset as the base offset of
-its last batch + 1, below what was acked, and Faust's recovery then refuses the RocksDB
-offsets with a ConsistencyError; Apache Kafka reports the true end offset.)
+the KPIs equal the brute-force reference. Another restarts on the *same* data folder after
+its tickets are in RocksDB: recovery starts at RocksDB's own persisted offset (the fence
+after every changelog write keeps the embedded Tansu broker's end offset, which omits the
+last batch, from falling below it) and the tickets come from the local files.
 """
 
 from __future__ import annotations
@@ -113,3 +113,40 @@ def test_rocksdb_worker_survives_kill_9_on_its_own_data(
     assert any((second.workdir / app_data).rglob("*.sst")) or any(
         (second.workdir / app_data).rglob("*.log")
     ), "the recovered tables are not in RocksDB"
+
+
+def test_rocksdb_worker_restarts_on_its_own_data_after_kill_9(
+    bootstrap_servers: str, unique_prefix: str, workers: list[WorkerProcess]
+) -> None:
+    deployment = Deployment(bootstrap_servers, unique_prefix, env={"SUPPORT_STORE": "rocksdb://"})
+    deployment.create_topics()
+    start = time.time() - 3600 - 600
+    records = list(generate("steady", seed=43, start=start, duration_seconds=3600, rate=300))
+    expected = expected_kpis(decoded_events(records), deployment.engine_config())
+    total = sum(1 for r in records if r.bad is None)
+    first = WorkerProcess(deployment, "rocks-own").start()
+    workers.append(first)
+    first.wait_ready()
+    deployment.produce(records)
+    wait_until(
+        lambda: counter_total(scrape_all([first]), "support_events_processed_total") >= total,
+        90,
+        lambda: f"not all processed; log:\n{first.log_tail()}",
+    )
+    app_data = first.workdir / f"{deployment.worker_env(0)['SUPPORT_APP_ID']}-data"
+
+    def tickets_in_rocksdb() -> bool:  # the record cache flushed (before an offset commit)
+        return any(f.stat().st_size > 0 for f in app_data.rglob("*.log"))
+
+    wait_until(tickets_in_rocksdb, 60, lambda: f"no RocksDB write; log:\n{first.log_tail()}")
+    time.sleep(3.0)  # past the commit that follows the flush
+    first.kill()
+
+    second = WorkerProcess(deployment, "rocks-own-restarted")
+    shutil.rmtree(second.workdir)
+    second.workdir, second.log_path = first.workdir, first.workdir / "restarted.log"
+    workers.insert(0, second.start())  # stopped before the shared folder is removed
+    second.wait_ready(120)
+    recovered = [line for line in second.log().splitlines() if "owns input partitions" in line]
+    assert "(0 tickets)" not in recovered[0], second.log_tail()  # read from RocksDB
+    assert_kpis_converge(lambda: scrape_all([second]).values, expected, timeout=180)
