@@ -1,4 +1,5 @@
-"""The KPI topic ``support-kpis`` (SPEC §5): compacted, keyed ``kpi|window|team|channel|priority``.
+"""The KPI topic ``support-kpis`` (SPEC §5): compacted, keyed ``kpi|window|team|channel|priority``
+(customer KPIs: ``kpi|window|segment``).
 
 The publisher derives every record from engine state, so a replay or a restart re-publishes
 values, never increments: a consumer that reads the topic from the beginning always ends on
@@ -13,8 +14,11 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from streams.core.aggregate import US
+from streams.core.customers import CustomerReading
 from streams.core.store import KpiReading
-from streams.records import Dimensions, KpiRecord, encode_record, utc_datetime
+from streams.records import KpiRecord, dimensions_of, encode_record, utc_datetime
+
+Reading = KpiReading | CustomerReading
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +32,7 @@ class KpiPublisher:
         no longer owns are not tombstoned: their new owner publishes them."""
         self._published.clear()
 
-    def changes(
-        self, readings: Iterable[KpiReading], now: float
-    ) -> list[tuple[bytes, bytes | None]]:
+    def changes(self, readings: Iterable[Reading], now: float) -> list[tuple[bytes, bytes | None]]:
         """(key, value) of every KPI record whose value changed since it was last published,
         and (key, None) — a tombstone — for every key this worker published that no longer
         exists (a team folded into ``other`` by the label cap, a group with no data left), so
@@ -57,14 +59,14 @@ class KpiPublisher:
         return out
 
 
-def to_record(reading: KpiReading, computed_at: datetime) -> KpiRecord:
+def to_record(reading: Reading, computed_at: datetime) -> KpiRecord:
     key = reading.key
     start = None if reading.window_start_us is None else utc_datetime(reading.window_start_us / US)
     end = None if reading.window_end_us is None else utc_datetime(reading.window_end_us / US)
     return KpiRecord(
         kpi=key.kpi,
         window=key.window,
-        dimensions=Dimensions(team=key.team, channel=key.channel, priority=key.priority),
+        dimensions=dimensions_of(key),
         value=reading.value,
         sample_size=reading.sample_size,
         window_start=start,
