@@ -1,0 +1,202 @@
+"""Churn and retention through the real broker -> worker -> /metrics and ``support-kpis``.
+
+Lifecycle traffic of the simulator's churn profile (back-dated customer base, sign-ups, churns,
+plan changes, reactivations, a churn wave; duplicates and out-of-order delivery) goes to the
+``customer-lifecycle`` topic of a fresh deployment; the worker's customer KPIs must equal the
+brute-force reference (:class:`reference.CustomerReference`), on ``/metrics`` and on the KPI
+topic, also after ``kill -9`` and a restart that recovers the customers from their changelog
+while more traffic arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import pytest
+from aiokafka.partitioner import murmur2
+from pipeline import Deployment, WorkerProcess, decoded_events, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+from reference import reference_customer_kpis
+from test_outputs import KPI_SCHEMA, latest_by_key, read_topic
+
+from streams.core import kpis
+from streams.core.kpis import CustomerKpiKey
+from streams.events import CustomerLifecycle, Event
+from streams.simulation.model import LifecycleOptions, SimOptions, SimRecord
+from streams.simulator import generate
+
+pytestmark = pytest.mark.integration
+
+WINDOWS = (("15m", 900.0), ("1h", 3600.0), ("today", 26 * 3600.0))
+ZONE = "America/New_York"
+GRACE = 300.0
+CUSTOMER_METRICS = {
+    "support_" + name for name in (*kpis.CUSTOMER_WINDOWED_KPIS, *kpis.CUSTOMER_LIVE_KPIS)
+}
+CustomerValues = dict[CustomerKpiKey, float | None]
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def lifecycle_records(seed: int, start: float, hours: float) -> list[SimRecord]:
+    """Only the ``customer-lifecycle`` records of the churn profile (200 customers)."""
+    records = generate(
+        "churn",
+        seed=seed,
+        start=start,
+        duration_seconds=hours * 3600,
+        rate=120.0,
+        options=SimOptions(duplicate_rate=0.05, out_of_order=0.1),
+        lifecycle=LifecycleOptions(customers=200, wave_start=hours * 1800, wave_length=600.0),
+    )
+    return [r for r in records if r.topic == "customer-lifecycle"]
+
+
+def expected(events: Sequence[Event], partitions: int) -> CustomerValues:
+    """Reference values at the customers' stream time (SUPPORT_CLOCK=stream)."""
+
+    def partition_of(event: CustomerLifecycle) -> int:  # Kafka's default partitioner
+        hashed: int = murmur2(event.customer_id.encode())
+        return (hashed & 0x7FFFFFFF) % partitions
+
+    lifecycle = [e for e in events if isinstance(e, CustomerLifecycle)]
+    now = max(e.occurred_at.timestamp() for e in lifecycle)
+    return reference_customer_kpis(
+        lifecycle, WINDOWS, ZONE, GRACE, now=now, partition_of=partition_of
+    )
+
+
+def scraped(workers: Sequence[WorkerProcess]) -> tuple[CustomerValues, list[CustomerKpiKey]]:
+    """Customer KPI series of every worker's /metrics, and keys exported more than once."""
+    values: CustomerValues = {}
+    doubles = []
+    for worker in workers:
+        text = worker.scrape()
+        if text is None:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name not in CUSTOMER_METRICS:
+                    continue
+                window = sample.labels.get("window", kpis.LIVE_WINDOW)
+                key = CustomerKpiKey(
+                    sample.name.removeprefix("support_"), window, sample.labels["segment"]
+                )
+                if key in values:
+                    doubles.append(key)
+                values[key] = sample.value
+    return values, doubles
+
+
+def topic_values(deployment: Deployment) -> CustomerValues:
+    """Latest customer KPI values on ``support-kpis``; every record is schema-valid and keyed
+    ``kpi|window|segment`` after its content."""
+    records = read_topic(deployment.bootstrap, deployment.topic("support-kpis"))
+    values: CustomerValues = {}
+    for raw_key, raw_value in latest_by_key(records).items():
+        parts = raw_key.decode().split("|")
+        if len(parts) != 3 or raw_value is None:
+            continue
+        document = json.loads(raw_value)
+        errors = [e.message for e in KPI_SCHEMA.iter_errors(document)]
+        assert not errors, (raw_key, errors)
+        assert [document["kpi"], document["window"], document["dimensions"]["segment"]] == parts
+        value = document["value"]
+        values[CustomerKpiKey(*parts)] = None if value is None else float(value)
+    return values
+
+
+def differences(actual: Mapping[CustomerKpiKey, float | None], wanted: CustomerValues) -> str:
+    """Exact agreement (counts are integers, ratios of integers); a missing series must be a
+    ratio without value."""
+    wrong = []
+    for key in sorted(set(actual) | set(wanted)):
+        a, e = actual.get(key), wanted.get(key)
+        if a is None or e is None:
+            if a != e:
+                wrong.append(f"{key.topic_key()}: exported={a!r} reference={e!r}")
+        elif abs(a - e) > 1e-9:
+            wrong.append(f"{key.topic_key()}: exported={a!r} reference={e!r}")
+    return "\n".join(wrong[:30])
+
+
+def withheld_until_ready(worker: WorkerProcess, timeout: float = 120.0) -> int:
+    """Scrape until support_pipeline_ready is 1; every scrape that said 0 must carry no
+    customer series. Returns how many said 0."""
+    deadline = time.monotonic() + timeout
+    not_ready = 0
+    while time.monotonic() < deadline:
+        text = worker.scrape()
+        if text is not None and "\nsupport_pipeline_ready " in text:
+            if "\nsupport_pipeline_ready 1.0" in text:
+                return not_ready
+            not_ready += 1
+            for family in text_string_to_metric_families(text):
+                assert family.name not in CUSTOMER_METRICS, "customer KPIs while not ready"
+        time.sleep(0.2)
+    raise AssertionError(f"{worker.name} never ready; log:\n{worker.log_tail()}")
+
+
+def converge(read: Callable[[], CustomerValues], wanted: CustomerValues, what: str) -> None:
+    last = ["nothing read"]
+
+    def agree() -> bool:
+        actual = read()
+        last[0] = differences(actual, wanted)
+        return bool(actual) and not last[0]
+
+    wait_until(agree, 120, lambda: f"{what} differs from the reference:\n{last[0]}", step=1.0)
+
+
+def test_churn_and_retention_end_to_end_with_kill_9(
+    bootstrap_servers: str, unique_prefix: str, workers: list[WorkerProcess]
+) -> None:
+    deployment = Deployment(
+        bootstrap_servers,
+        unique_prefix,
+        env={
+            "SUPPORT_CUSTOMER_WINDOWS": ",".join(name for name, _ in WINDOWS),
+            "SUPPORT_TIMEZONE": ZONE,
+            "SUPPORT_GRACE": f"{GRACE:g}s",
+        },
+    )
+    deployment.create_topics()
+    start = time.time() - 3 * 3600
+    first_batch = lifecycle_records(seed=7, start=start, hours=1.5)
+    # The second half: more churns and reactivations of the same population (its own ids).
+    second_batch = lifecycle_records(seed=8, start=start + 1.5 * 3600, hours=1.0)
+    wanted_first = expected(decoded_events(first_batch), deployment.partitions)
+    everything = decoded_events(first_batch + second_batch)
+    wanted_all = expected(everything, deployment.partitions)
+    assert wanted_first[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, "1h")], "no churn to measure"
+    assert {k.segment for k in wanted_all} > {kpis.ALL, kpis.UNKNOWN}
+
+    first = WorkerProcess(deployment, "first").start()
+    workers.append(first)
+    first.wait_ready()
+    deployment.produce(first_batch)
+    converge(lambda: scraped([first])[0], wanted_first, "/metrics")
+    converge(lambda: topic_values(deployment), wanted_first, "support-kpis")
+
+    # kill -9, more traffic while nobody runs, a re-delivery of part of the first batch
+    # (at-least-once), and a restart that recovers the customers from the changelog.
+    first.kill()
+    deployment.produce(second_batch + first_batch[: len(first_batch) // 3])
+    second = WorkerProcess(deployment, "second").start()
+    workers.append(second)
+    assert withheld_until_ready(second) > 0, "never seen recovering"
+    converge(lambda: scraped([second])[0], wanted_all, "/metrics after kill -9")
+    converge(lambda: topic_values(deployment), wanted_all, "support-kpis after kill -9")
+    assert not scraped([second])[1], "a series exported twice"
+    assert "customers: stage 1 owns" in second.log()
+    recovered = [line for line in second.log().splitlines() if "customer records" in line]
+    assert recovered
+    assert " 0 customer records" not in recovered[-1], recovered
