@@ -69,6 +69,14 @@ LIVE_METRICS = {
     "support_oldest_unanswered_age_seconds",
     "support_unanswered_past_sla_tickets",
 }
+CUSTOMER_METRICS = {
+    "support_customers_active_at_start",
+    "support_customers_churned",
+    "support_customers_new",
+    "support_customer_churn_ratio",
+    "support_customer_retention_ratio",
+    "support_customers_active",
+}
 HEALTH_METRICS = {
     "support_events_processed_total",
     "support_events_rejected_total",
@@ -92,7 +100,12 @@ CUMULATIVE_METRICS = {
 # Series Prometheus itself creates: per target, and for its alerts.
 PROMETHEUS_METRICS = {"up", "ALERTS"}
 PUBLIC_METRICS = (
-    WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | CUMULATIVE_METRICS | PROMETHEUS_METRICS
+    WINDOWED_METRICS
+    | LIVE_METRICS
+    | CUSTOMER_METRICS
+    | HEALTH_METRICS
+    | CUMULATIVE_METRICS
+    | PROMETHEUS_METRICS
 )
 
 _KEYWORDS = {
