@@ -24,6 +24,7 @@ from reference import CustomerReference, customer_values
 from streams.core import kpis
 from streams.core.customers import (
     BASE_BUCKET,
+    CustomerBatch,
     CustomerConfig,
     CustomerEngine,
     CustomerKpiStore,
@@ -31,6 +32,7 @@ from streams.core.customers import (
     CustomerPartial,
     CustomerState,
     DictCustomerTable,
+    customer_batches,
 )
 from streams.core.kpis import ALL, OTHER, UNKNOWN, CustomerKpiKey
 from streams.events import CustomerLifecycle
@@ -473,3 +475,67 @@ def test_today_resets_at_local_midnight_on_a_23_hour_day() -> None:
     # one microsecond earlier it is still the 29th
     before = run(events, midnight + 23 * HOUR_US - 1, config)
     assert before[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, "today", ALL)] == 1
+
+
+# -- stage-2 messages: batches, snapshots, completeness ----------------------------------------
+
+
+def test_batches_carry_a_snapshot_that_completes_with_its_last_chunk() -> None:
+    config = CustomerConfig(windows=WINDOWS, grace_seconds=GRACE)
+    table = DictCustomerTable()
+    engine = CustomerEngine(1, table, config)
+    for index in range(30):
+        engine.process(event(f"e{index}", f"c{index}", "activated", T0 + index * HOUR_US), T0)
+    engine.flush()
+    engine.rebuild(T0 + 30 * HOUR_US)  # a recovery: the next flush is a reset and a snapshot
+    partials = engine.flush()
+    assert any(p.reset for p in partials)
+    batches = customer_batches(1, partials, engine.stream_time_us, max_partials=7)
+    assert len(batches) > 2
+    assert [b.reset for b in batches] == [True] + [False] * (len(batches) - 1)
+    assert [b.complete for b in batches] == [False] * (len(batches) - 1) + [True]
+    assert not any(p.reset for b in batches for p in b.partials)
+    assert sum(len(b.partials) for b in batches) == len(partials) - 1
+
+    store = CustomerKpiStore(config)
+    reference = CustomerKpiStore(config)
+    for partial in partials:
+        reference.apply(partial)
+    assert not store.complete(2)
+    for batch in batches[:-1]:
+        wire = msgspec.msgpack.encode(batch)
+        store.apply_batch(msgspec.msgpack.decode(wire, type=CustomerBatch))
+        assert store.sources[1] == (False, True)
+    store.apply_batch(batches[-1])
+    assert store.sources[1] == (True, True)
+    assert not store.complete(2), "partition 0 has sent nothing"
+    store.apply_batch(CustomerBatch(0, T0, [], reset=True, caught_up=False))
+    assert not store.complete(2), "partition 0 is not caught up"
+    store.apply_batch(CustomerBatch(0, T0, [], caught_up=True))
+    assert store.complete(2)
+    now = T0 + 31 * HOUR_US
+    assert store.values(now) == reference.values(now)
+    assert store.values(now)[CustomerKpiKey(kpis.CUSTOMERS_ACTIVE, kpis.LIVE_WINDOW)] == 30
+
+
+def test_a_batch_without_a_reset_never_makes_a_source_complete() -> None:
+    store = CustomerKpiStore(CustomerConfig(windows=WINDOWS))
+    store.apply_batch(CustomerBatch(0, T0, [], complete=True, caught_up=True))
+    assert not store.complete(1)
+    assert customer_batches(0, [], T0, caught_up=False) == [
+        CustomerBatch(0, T0, [], reset=False, complete=True, caught_up=False)
+    ]
+
+
+def test_a_reset_batch_drops_what_stage_2_held_from_that_partition() -> None:
+    config = CustomerConfig(windows=WINDOWS, grace_seconds=GRACE)
+    engine = CustomerEngine(0, DictCustomerTable(), config)
+    engine.process(event("e1", "a", "activated", T0, "pro"), T0)
+    store = CustomerKpiStore(config)
+    store.apply_batch(customer_batches(0, engine.flush(), T0)[0])
+    assert CustomerKpiKey(kpis.CUSTOMERS_ACTIVE, kpis.LIVE_WINDOW, "pro") in store.values(T0)
+    # The partition's state was lost (its new owner has no customers): a reset, nothing else.
+    empty = CustomerEngine(0, DictCustomerTable(), config)
+    empty.rebuild(T0)
+    store.apply_batch(customer_batches(0, empty.flush(), T0)[0])
+    assert store.values(T0) == {}
