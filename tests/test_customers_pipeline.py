@@ -60,7 +60,12 @@ def lifecycle_records(seed: int, start: float, hours: float) -> list[SimRecord]:
     return [r for r in records if r.topic == "customer-lifecycle"]
 
 
-def expected(events: Sequence[Event], partitions: int) -> CustomerValues:
+def expected(
+    events: Sequence[Event],
+    partitions: int,
+    windows: Sequence[tuple[str, float]] = WINDOWS,
+    zone: str = ZONE,
+) -> CustomerValues:
     """Reference values at the customers' stream time (SUPPORT_CLOCK=stream)."""
 
     def partition_of(event: CustomerLifecycle) -> int:  # Kafka's default partitioner
@@ -70,7 +75,7 @@ def expected(events: Sequence[Event], partitions: int) -> CustomerValues:
     lifecycle = [e for e in events if isinstance(e, CustomerLifecycle)]
     now = max(e.occurred_at.timestamp() for e in lifecycle)
     return reference_customer_kpis(
-        lifecycle, WINDOWS, ZONE, GRACE, now=now, partition_of=partition_of
+        lifecycle, windows, zone, GRACE, now=now, partition_of=partition_of
     )
 
 
@@ -200,3 +205,46 @@ def test_churn_and_retention_end_to_end_with_kill_9(
     recovered = [line for line in second.log().splitlines() if "customer records" in line]
     assert recovered
     assert " 0 customer records" not in recovered[-1], recovered
+
+
+def test_two_workers_one_customer_stage_2_and_no_stale_series(
+    bootstrap_servers: str, unique_prefix: str, workers: list[WorkerProcess]
+) -> None:
+    """A second worker joins mid-stream: customer partitions are shared, exactly one worker
+    (the owner of the customer stage-2 partition) exports customer series, with the reference
+    values; the owner leaves: the other takes over, and the series never double."""
+    deployment = Deployment(bootstrap_servers, unique_prefix)
+    deployment.create_topics()
+    start = time.time() - 2 * 3600
+    records = lifecycle_records(seed=21, start=start, hours=1.5)
+    half = len(records) // 2
+    windows = (("7d", 7 * 86400.0), ("30d", 30 * 86400.0))  # the defaults
+
+    def wanted(part: Sequence[SimRecord]) -> CustomerValues:
+        return expected(decoded_events(part), deployment.partitions, windows, "UTC")
+
+    one = WorkerProcess(deployment, "one").start()
+    workers.append(one)
+    one.wait_ready()
+    deployment.produce(records[:half])
+    converge(lambda: scraped([one])[0], wanted(records[:half]), "/metrics of one")
+
+    two = WorkerProcess(deployment, "two").start()
+    workers.append(two)
+    two.wait_ready(90)
+    deployment.produce(records[half:])
+    everything = wanted(records)
+    converge(lambda: scraped([one, two])[0], everything, "/metrics of both")
+    assert not scraped([one, two])[1], "a customer series exported by both workers"
+    owners = [w for w in (one, two) if scraped([w])[0]]
+    assert len(owners) == 1, "customer series must come from the stage-2 owner only"
+    for worker in (one, two):
+        lines = [line for line in worker.log().splitlines() if "customers: stage 1 owns" in line]
+        assert lines, f"{worker.name} never owned customer partitions"
+        assert "partitions []" not in lines[-1], f"{worker.name}: {lines[-1]}"
+
+    owner = owners[0]
+    survivor = two if owner is one else one
+    owner.stop()
+    converge(lambda: scraped([survivor])[0], everything, f"/metrics of {survivor.name} alone")
+    assert not scraped([survivor])[1]
