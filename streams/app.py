@@ -36,7 +36,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog
+from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog, internal_topic
 from streams.consumer import KpiTransport
 from streams.core.aggregate import US
 from streams.core.customers import CustomerReading
@@ -205,20 +205,8 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.partials = app.topic(
-            f"{s.app_id}-kpi-partials",
-            partitions=s.partitions,
-            internal=True,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.checkpoint_topic = app.topic(
-            f"{s.app_id}-tickets-checkpoints",
-            partitions=s.partitions,
-            internal=True,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
+        self.partials = internal_topic(app, f"{s.app_id}-kpi-partials", s.partitions)
+        self.checkpoint_topic = internal_topic(app, f"{s.app_id}-tickets-checkpoints", s.partitions)
         self.kpi_topic = app.topic(
             s.topic_kpis,
             partitions=s.partitions,

@@ -42,6 +42,13 @@ class Partitioned(Protocol):
 StateT = TypeVar("StateT", bound=Partitioned)
 
 
+def internal_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    """An internal topic of raw bytes (created by the worker) with ``partitions`` partitions."""
+    return app.topic(
+        name, partitions=partitions, internal=True, key_serializer="raw", value_serializer="raw"
+    )
+
+
 class RecoveryAwareTable(faust.Table[bytes, bytes]):
     """A table that tells its owner which partitions it holds after each recovery."""
 

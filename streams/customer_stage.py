@@ -34,7 +34,7 @@ import faust
 import msgspec
 from faust.types import TP
 
-from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog
+from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog, internal_topic
 from streams.core.aggregate import US
 from streams.core.customers import (
     CustomerBatch,
@@ -81,19 +81,9 @@ class CustomerStage:
 
     def build(self, app: faust.App) -> None:
         s = self.settings
-        self.partials = app.topic(
-            f"{s.app_id}-customer-partials",
-            partitions=s.partitions,
-            internal=True,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.checkpoint_topic = app.topic(
-            f"{s.app_id}-customers-checkpoints",
-            partitions=s.partitions,
-            internal=True,
-            key_serializer="raw",
-            value_serializer="raw",
+        self.partials = internal_topic(app, f"{s.app_id}-customer-partials", s.partitions)
+        self.checkpoint_topic = internal_topic(
+            app, f"{s.app_id}-customers-checkpoints", s.partitions
         )
         self.table = RecoveryAwareTable(
             app,
