@@ -18,6 +18,10 @@ Two stages, both partitioned, both on Kafka:
    followed by all its partials), so stage 2 recovers from state, not from history. What a
    worker owns in stage 2 is exactly what it exports on ``/metrics`` and publishes to
    ``support-kpis``.
+
+``customer-lifecycle`` (keyed by customer) goes through the same agents into a stage of its
+own, :mod:`streams.customer_stage`, with its own table, partials topic and readiness; the
+changelogged tables of both share :mod:`streams.changelog`.
 """
 
 from __future__ import annotations
