@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import random
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from streams.broker import EmbeddedBroker
 from streams.simulation import SimRecord
 
 ACTIVE = ("support_customers_active", {"segment": "all"})
+RECOVERED = re.compile(r"recovered (\d+) customer records")
 SEGMENTS = ("free", "starter", "pro", "enterprise")
 OUTPUT = Path(__file__).resolve().parent / "RESULTS-customers-worker.md"
 
@@ -106,6 +108,8 @@ def main() -> None:
             back = wait_active(worker, args.customers, step=0.05)
             recovered_ready = ready - worker.started_at
             recovered = back - worker.started_at
+            read = RECOVERED.findall(worker.log())
+            records_read = int(read[-1]) if read else -1
         finally:
             worker.stop()
     per_customer = (rss[args.customers] - rss[half]) / (args.customers - half)
@@ -134,7 +138,8 @@ def main() -> None:
         f"{args.customers:,}).",
         f"- **Recovery after `kill -9`** with {args.customers:,} customers: ready "
         f"{recovered_ready:.1f} s and the same active customers shown {recovered:.1f} s "
-        "after the restart (the customers changelog read from its latest checkpoint).",
+        f"after the restart; {records_read:,} changelog records read (from the latest "
+        "checkpoint of the customers changelog, or from its start if none was written yet).",
         "",
         "The RSS includes the table's msgpack value and key per customer, the engine's",
         "partial deltas (one in the `active` series and one per window for each change inside",
