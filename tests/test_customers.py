@@ -29,7 +29,6 @@ from streams.core.customers import (
     CustomerEngine,
     CustomerKpiStore,
     CustomerOutcome,
-    CustomerPartial,
     CustomerState,
     DictCustomerTable,
     customer_batches,
@@ -101,10 +100,13 @@ class System:
 
     def flush(self) -> None:
         for engine in self.engines:
-            for partial in engine.flush():
-                # through the wire format, as the worker would send it
-                wire = msgspec.msgpack.encode(partial)
-                self.store.apply(msgspec.msgpack.decode(wire, type=CustomerPartial))
+            partials = engine.flush()
+            # in batches, through the wire format, as the worker sends them
+            for batch in customer_batches(
+                engine.partition, partials, engine.stream_time_us, max_partials=3
+            ):
+                wire = msgspec.msgpack.encode(batch)
+                self.store.apply_batch(msgspec.msgpack.decode(wire, type=CustomerBatch))
 
     def restart(self, partition: int, clock_us: int) -> None:
         """kill -9 of one engine: its table survives (changelog), its partials are rebuilt."""
