@@ -203,6 +203,9 @@ class CustomerStage:
                 continue
             self._caught_up[partition] = caught_up
             self._flushed_at[partition] = now
+            # Fold expired buckets and retire customers in quiet partitions too (wall clock);
+            # the table writes reach the changelog before the next offset commit.
+            engine.housekeeping(self.worker.clock_us(engine.stream_time_us))
             partials = engine.flush()
             if not partials and was == caught_up:
                 continue
