@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka.partitioner import murmur2
@@ -58,6 +59,21 @@ def lifecycle_records(seed: int, start: float, hours: float) -> list[SimRecord]:
         lifecycle=LifecycleOptions(customers=200, wave_start=hours * 1800, wave_length=600.0),
     )
     return [r for r in records if r.topic == "customer-lifecycle"]
+
+
+def lifecycle_record(customer: str, index: int, at: float) -> SimRecord:
+    """A churn (even index) or a move to segment ``moved`` (odd) of a known customer."""
+    body: dict[str, object] = {
+        "event_id": f"after-crash-{index}",
+        "occurred_at": datetime.fromtimestamp(at, UTC).isoformat(),
+        "schema_version": 1,
+        "customer_id": customer,
+        "change": "churned" if index % 2 == 0 else "activated",
+    }
+    if index % 2:
+        body["segment"] = "moved"
+    value = json.dumps(body).encode()
+    return SimRecord("customer-lifecycle", customer.encode(), value, at, at)
 
 
 def expected(
@@ -176,13 +192,21 @@ def test_churn_and_retention_end_to_end_with_kill_9(
     deployment.create_topics()
     start = time.time() - 3 * 3600
     first_batch = lifecycle_records(seed=7, start=start, hours=1.5)
-    # The second half: more churns and reactivations of the same population (its own ids).
-    second_batch = lifecycle_records(seed=8, start=start + 1.5 * 3600, hours=1.0)
+    # After the crash: another population's traffic, and churns and segment changes of
+    # customers the first worker knew (right only if their state was recovered).
+    known = sorted(
+        {e.customer_id for e in decoded_events(first_batch) if isinstance(e, CustomerLifecycle)}
+    )[:40]
+    second_batch = lifecycle_records(seed=8, start=start + 1.5 * 3600, hours=1.0) + [
+        lifecycle_record(customer, index, start + 1.6 * 3600 + index)
+        for index, customer in enumerate(known)
+    ]
+    redelivered = first_batch[: len(first_batch) // 3]  # at-least-once
     wanted_first = expected(decoded_events(first_batch), deployment.partitions)
-    everything = decoded_events(first_batch + second_batch)
+    everything = decoded_events(first_batch + second_batch + redelivered)
     wanted_all = expected(everything, deployment.partitions)
     assert wanted_first[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, "1h")], "no churn to measure"
-    assert {k.segment for k in wanted_all} > {kpis.ALL, kpis.UNKNOWN}
+    assert {k.segment for k in wanted_all} > {kpis.ALL, kpis.UNKNOWN, "moved"}
 
     first = WorkerProcess(deployment, "first").start()
     workers.append(first)
@@ -194,7 +218,7 @@ def test_churn_and_retention_end_to_end_with_kill_9(
     # kill -9, more traffic while nobody runs, a re-delivery of part of the first batch
     # (at-least-once), and a restart that recovers the customers from the changelog.
     first.kill()
-    deployment.produce(second_batch + first_batch[: len(first_batch) // 3])
+    deployment.produce(second_batch + redelivered)
     second = WorkerProcess(deployment, "second").start()
     workers.append(second)
     assert withheld_until_ready(second) > 0, "never seen recovering"
