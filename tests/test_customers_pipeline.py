@@ -19,7 +19,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 from pipeline import Deployment, WorkerProcess, decoded_events, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from reference import reference_customer_kpis
+from reference import CustomerReference, reference_customer_kpis
 from test_outputs import KPI_SCHEMA, latest_by_key, read_topic
 
 from streams.core import kpis
@@ -275,3 +275,50 @@ def test_two_workers_one_customer_stage_2_and_no_stale_series(
     owner.stop()
     converge(lambda: scraped([survivor])[0], everything, f"/metrics of {survivor.name} alone")
     assert not scraped([survivor])[1]
+
+
+def test_wall_clock_values_equal_the_reference_at_the_read_instant(
+    bootstrap_servers: str, unique_prefix: str, workers: list[WorkerProcess]
+) -> None:
+    """``SUPPORT_CLOCK=wall`` (the production default): the windows end at the instant
+    /metrics is read, not at the last event, and slide without events; every customer series
+    equals the reference at the instant just before or just after the scrape."""
+    windows = (("15m", 900.0), ("1h", 3600.0), ("today", 26 * 3600.0))
+    zone = "Europe/Berlin"
+    deployment = Deployment(
+        bootstrap_servers,
+        unique_prefix,
+        env={
+            "SUPPORT_CLOCK": "wall",
+            "SUPPORT_CUSTOMER_WINDOWS": "15m,1h,today",
+            "SUPPORT_TIMEZONE": zone,
+        },
+    )
+    deployment.create_topics()
+    records = lifecycle_records(seed=5, start=time.time() - 53 * 60, hours=50 / 60)
+    reference = CustomerReference(windows, zone, GRACE)
+    for event in decoded_events(records):
+        if isinstance(event, CustomerLifecycle):
+            reference.feed(event)
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    worker.wait_ready()
+    deployment.produce(records)
+    last = ["nothing read"]
+
+    def agree() -> bool:
+        before = time.time()
+        actual = scraped([worker])[0]
+        after = time.time()
+        if not actual:
+            return False
+        diffs = [differences(actual, reference.kpis(round(t * 1e6))) for t in (before, after)]
+        last[0] = min(diffs, key=len)
+        return not all(diffs)
+
+    wait_until(agree, 120, lambda: f"/metrics differs from the reference:\n{last[0]}", step=1.0)
+    # The data tells the clocks apart: read at the last event time (3 minutes earlier), the
+    # windows would hold other values.
+    stream_time = max(e.occurred_at.timestamp() for e in decoded_events(records))
+    at_stream_time = reference.kpis(round(stream_time * 1e6))
+    assert differences(at_stream_time, reference.kpis(round(time.time() * 1e6)))
