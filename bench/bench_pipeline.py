@@ -63,9 +63,14 @@ from typing import Any
 import aiohttp
 from machine import cpu_model, load_average
 
-from streams.broker import SHORT_SESSION_TIMEOUT_SECONDS, EmbeddedBroker, create_topics, free_port
 from streams.events import CHANNELS, EVENT_TYPES, PRIORITIES
 from streams.simulation import DEFAULT_TEAMS, SimOptions, SimRecord, generate, send_to_kafka
+from streams_dev.broker import (
+    SHORT_SESSION_TIMEOUT_SECONDS,
+    EmbeddedBroker,
+    create_topics,
+    free_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE_AGENT = Path(__file__).resolve().parent / "bare_faust_agent.py"

@@ -6,11 +6,11 @@ in-memory storage, waits until it answers Kafka metadata requests, and guarantee
 child is gone after :meth:`EmbeddedBroker.stop` (also on interpreter exit and, on Linux,
 when the parent process dies without cleaning up).
 
-:func:`create_topics` works against any Kafka-API cluster; the worker, the tests and
-the demo use it to create topics with an explicit partition count (Tansu auto-creates
+:func:`create_topics` works against any Kafka-API cluster; the tests, the demo and the
+benchmarks use it to create topics with an explicit partition count (Tansu auto-creates
 topics with 4 partitions, which is rarely what is wanted).
 
-Command line: ``python -m streams.broker [--port N] [--topic NAME:PARTITIONS[:compact]]``
+Command line: ``python -m streams_dev.broker [--port N] [--topic NAME:PARTITIONS[:compact]]``
 runs the broker in the foreground until Ctrl-C.
 """
 
@@ -594,7 +594,7 @@ def _parse_topic(spec: str) -> tuple[str, int, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streams.broker",
+        prog="python -m streams_dev.broker",
         description="Run the embedded Kafka-API broker (Tansu, in-memory) until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")

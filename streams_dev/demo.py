@@ -1,4 +1,4 @@
-"""``python -m streams.demo`` (``make demo``): the whole pipeline on one machine, live.
+"""``python -m streams_dev.demo`` (``make demo``): the whole pipeline on one machine, live.
 
 Starts, in this order:
 
@@ -49,15 +49,6 @@ from typing import TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import (
-    SHORT_SESSION_TIMEOUT_SECONDS,
-    BrokerStartError,
-    EmbeddedBroker,
-    TopicCreationError,
-    create_topics,
-    die_with_parent,
-    free_port,
-)
 from streams.simulation import (
     DEFAULT_RATE,
     PROFILES,
@@ -68,6 +59,15 @@ from streams.simulation import (
     send_to_kafka,
 )
 from streams.simulator import parse_duration
+from streams_dev.broker import (
+    SHORT_SESSION_TIMEOUT_SECONDS,
+    BrokerStartError,
+    EmbeddedBroker,
+    TopicCreationError,
+    create_topics,
+    die_with_parent,
+    free_port,
+)
 
 __all__ = ["Summary", "format_summary", "main", "parse_metrics"]
 
@@ -85,7 +85,7 @@ SIMULATOR_STOP_TIMEOUT = 10.0
 LOG_TAIL_LINES = 30
 MISSING = "—"
 
-log = logging.getLogger("streams.demo")
+log = logging.getLogger("streams_dev.demo")
 
 
 # --- reading /metrics ------------------------------------------------------------------------
@@ -612,7 +612,7 @@ def _partitions(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m streams.demo",
+        prog="python -m streams_dev.demo",
         description="Run the support-KPI pipeline locally: embedded broker, one worker and "
         "the traffic simulator; print live KPIs and serve /metrics. Ctrl-C stops everything.",
     )

@@ -11,7 +11,7 @@
 Under ``CI=true`` a skipped test fails (``tests/ci.py``): CI must not test less in silence.
 
 Clients talking to the broker should use a short consumer session timeout
-(``streams.broker.SHORT_SESSION_TIMEOUT_SECONDS``): Tansu's group join waits half of it.
+(``streams_dev.broker.SHORT_SESSION_TIMEOUT_SECONDS``): Tansu's group join waits half of it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ci import (  # noqa: F401  (the hooks: no silent skips in CI)
     pytest_runtest_makereport,
 )
 
-from streams.broker import EmbeddedBroker, create_topics
+from streams_dev.broker import EmbeddedBroker, create_topics
 
 MakeTopics = Callable[..., dict[str, str]]
 

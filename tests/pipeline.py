@@ -25,7 +25,6 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from reference import differences, format_differences, reference_kpis
 
-from streams.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics, free_port
 from streams.core import kpis
 from streams.core.kpis import EngineConfig, KpiKey, KpiValues
 from streams.decoding import Rejection, decode
@@ -33,6 +32,7 @@ from streams.events import EVENT_TYPES, Event
 from streams.settings import load_settings
 from streams.simulation.model import SimRecord
 from streams.simulator import send_to_kafka
+from streams_dev.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics, free_port
 
 INPUT_TOPICS = tuple(EVENT_TYPES)  # default topic names = logical kinds
 _KPI_METRICS = {"support_" + name for name in (*kpis.WINDOWED_KPIS, *kpis.LIVE_KPIS)}

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from streams.broker import die_with_parent, free_port
+from streams_dev.broker import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import free_port
 from streams.logs import JsonFormatter
 from streams.settings import (
     Settings,
@@ -29,6 +28,7 @@ from streams.settings import (
     load_settings,
 )
 from streams.version import VERSION, revision
+from streams_dev.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(sys.executable).parent / "support-kpi-worker"

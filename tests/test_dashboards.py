@@ -34,7 +34,7 @@ from prom import (
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from streams.broker import free_port
+from streams_dev.broker import free_port
 
 DATASOURCE_UID = "support-prometheus"  # the provisioned datasource; no dashboard names it
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

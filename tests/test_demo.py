@@ -1,4 +1,4 @@
-"""The demo (``python -m streams.demo``, what ``make demo`` runs), end to end.
+"""The demo (``python -m streams_dev.demo``, what ``make demo`` runs), end to end.
 
 Runs the demo as a child process, scrapes its ``/metrics`` while it runs, waits for a summary
 with data, stops it with SIGINT (as Ctrl-C would), and checks that it exited 0 and left no
@@ -24,7 +24,7 @@ from typing import IO
 import pytest
 from pipeline import listening_hosts
 
-from streams.demo import MISSING, Summary, format_summary, parse_metrics
+from streams_dev.demo import MISSING, Summary, format_summary, parse_metrics
 
 DEMO_TIMEOUT = 80.0  # --duration: the demo stops by itself at the latest then
 
@@ -78,7 +78,7 @@ def test_demo_shows_live_kpis_and_stops_cleanly() -> None:
         [
             sys.executable,
             "-m",
-            "streams.demo",
+            "streams_dev.demo",
             f"--duration={DEMO_TIMEOUT:g}",
             "--port=0",
             "--seed=11",

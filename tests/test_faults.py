@@ -34,7 +34,7 @@ from pipeline import (
 )
 from test_pipeline import simulated
 
-from streams.broker import EmbeddedBroker, free_port
+from streams_dev.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 

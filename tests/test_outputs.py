@@ -41,7 +41,6 @@ from pipeline import (
 from prometheus_client.parser import text_string_to_metric_families
 from reference import differences, format_differences
 
-from streams.broker import create_topics
 from streams.core.kpis import ALL, OTHER, UNKNOWN, KpiKey
 from streams.core.labels import team_label
 from streams.decoding import REJECTION_REASONS
@@ -49,6 +48,7 @@ from streams.events import Event, SurveySubmitted, TicketCreated, TicketEscalate
 from streams.records import DEFAULT_MAX_ORIGINAL_BYTES
 from streams.simulation.model import SimOptions, SimRecord
 from streams.simulator import generate
+from streams_dev.broker import create_topics
 
 pytestmark = pytest.mark.integration
 

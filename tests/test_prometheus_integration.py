@@ -45,12 +45,12 @@ from prom import (
 )
 from reference import Total, reference_totals
 
-from streams.broker import EmbeddedBroker
 from streams.core import kpis
 from streams.core.kpis import KpiKey, KpiValues
 from streams.settings import load_settings
 from streams.simulation.model import Profile, SimOptions, SimRecord
 from streams.simulator import generate
+from streams_dev.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

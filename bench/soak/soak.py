@@ -46,13 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ (machine.
 from machine import cpu_model, load_average
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import (
+from streams.settings import parse_duration
+from streams_dev.broker import (
     SHORT_SESSION_TIMEOUT_SECONDS,
     EmbeddedBroker,
     create_topics,
     free_port,
 )
-from streams.settings import parse_duration
 
 APP_ID = "soak"
 INPUTS = (
