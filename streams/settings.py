@@ -8,7 +8,6 @@ Durations accept ``ms``, ``s``, ``m``, ``h`` and ``d`` suffixes (``90s``, ``15m`
 from __future__ import annotations
 
 import importlib
-import re
 import typing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,22 +38,12 @@ from streams.core.kpis import (
     SlaClock,
 )
 from streams.core.today import TODAY, TODAY_MAX_SECONDS, time_zone
+from streams.durations import format_duration, parse_duration
 from streams.events import PRIORITIES
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message is one line meant for the operator."""
-
-
-def parse_duration(text: str) -> float:
-    """'15m' -> 900.0 seconds; a bare number is seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h or 7d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def _duration(value: object) -> object:
@@ -416,17 +405,6 @@ def load_settings(**overrides: object) -> Settings:
         else:
             message = f"invalid settings: {message}"
         raise SettingsError(message) from None
-
-
-def format_duration(seconds: float) -> str:
-    """900.0 -> '15m', 86400.0 -> '24h', 604800.0 -> '7d', 0.2 -> '200ms': the settings' syntax."""
-    if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        # Days only beyond one: '24h' reads better than '1d'.
-        if seconds >= size and seconds % size == 0 and (unit != "d" or seconds > size):
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def _is_duration(field: FieldInfo) -> bool:

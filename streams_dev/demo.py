@@ -49,6 +49,7 @@ from typing import TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.durations import non_negative_duration, positive_duration
 from streams.simulation import (
     DEFAULT_RATE,
     PROFILES,
@@ -58,7 +59,6 @@ from streams.simulation import (
     generate,
     send_to_kafka,
 )
-from streams.simulator import parse_duration
 from streams_dev.broker import (
     SHORT_SESSION_TIMEOUT_SECONDS,
     BrokerStartError,
@@ -579,17 +579,6 @@ class Demo:
 # --- command line ----------------------------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
-    return parse_duration(text)
-
-
-def _non_negative_seconds(text: str) -> float:
-    """Like :func:`_seconds`, but zero (``0``, ``0s``, ``0m``, ...) is allowed."""
-    if re.fullmatch(r"\s*0*\.?0*\s*[smhd]?\s*", text.lower()) and re.search(r"\d", text):
-        return 0.0
-    return parse_duration(text)
-
-
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -631,12 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"[default {DEFAULT_WEB_PORT}]",
     )
     p.add_argument(
-        "--duration", type=_seconds, help="stop by itself after this long (90s, 5m, ...)"
+        "--duration", type=positive_duration, help="stop by itself after this long (90s, 5m, ...)"
     )
     p.add_argument("--seed", type=int, help="simulator seed (default: random, printed)")
     p.add_argument(
         "--backfill",
-        type=_non_negative_seconds,
+        type=non_negative_duration,
         default=7200.0,
         help="history sent at start, so the long windows have data (0: none) [default 2h]",
     )
@@ -647,7 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ticket arrivals per hour [default {DEFAULT_RATE:g}]",
     )
     p.add_argument(
-        "--interval", type=_seconds, default=3.0, help="seconds between summaries [default 3]"
+        "--interval",
+        type=positive_duration,
+        default=3.0,
+        help="seconds between summaries [default 3]",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     return p

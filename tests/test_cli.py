@@ -24,7 +24,6 @@ from streams.settings import (
     Settings,
     SettingsError,
     default_text,
-    format_duration,
     load_settings,
 )
 from streams.version import VERSION, revision
@@ -233,16 +232,3 @@ def test_json_formatter_keeps_the_traceback_on_one_line() -> None:
     assert entry["level"] == "error"
     assert entry["time"].endswith("Z")
     assert "ValueError: boom" in entry["exception"]
-
-
-def test_format_duration_reads_like_the_settings() -> None:
-    assert [format_duration(s) for s in (0.2, 10, 60, 300, 3600, 86400, 604800, 90)] == [
-        "200ms",
-        "10s",
-        "1m",
-        "5m",
-        "1h",
-        "24h",
-        "7d",
-        "90s",
-    ]

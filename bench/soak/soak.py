@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ (machine.
 from machine import cpu_model, load_average
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.settings import parse_duration
+from streams.durations import parse_duration
 from streams_dev.broker import (
     SHORT_SESSION_TIMEOUT_SECONDS,
     EmbeddedBroker,
