@@ -32,11 +32,9 @@ import io
 import logging
 import os
 import random
-import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,9 +63,8 @@ from streams_dev.broker import (
     EmbeddedBroker,
     TopicCreationError,
     create_topics,
-    die_with_parent,
-    free_port,
 )
+from streams_dev.processes import ChildProcess, free_port
 
 __all__ = ["Summary", "format_summary", "main", "parse_metrics"]
 
@@ -221,24 +218,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)  # the child leads its own session: pgid == pid
-
-
-_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a child's log, without terminal control sequences."""
-    try:
-        text = path.read_bytes()[-20000:].decode("utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    text = _TERMINAL_CONTROL.sub("", text)
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
 class ChildDied(RuntimeError):
     """A part of the demo stopped on its own; the message says which, with its log tail."""
 
@@ -352,7 +331,8 @@ class Demo:
         self.worker_log = self.workdir / "worker.log"
         self.broker_log = self.workdir / "broker.log"
         self.broker = EmbeddedBroker(log_path=self.broker_log)
-        self.worker: subprocess.Popen[bytes] | None = None
+        # stopped by the demo itself, after the simulator; SIGTERM if the demo dies
+        self.worker = ChildProcess("worker", self.worker_log)
         self.simulator: asyncio.Task[None] | None = None
         self.sim_state = SimulatorState()
         self.stop_requested = asyncio.Event()
@@ -423,7 +403,7 @@ class Demo:
             SUPPORT_APP_ID=APP_ID,
             SUPPORT_LOG_LEVEL="warning",
         )
-        self.worker = self._spawn_worker(env)
+        self.worker.spawn([sys.executable, "-m", "streams.worker"], env=env)  # main thread
         self.say(f"worker:    pid {self.worker.pid}, log {self.worker_log}")
         await self._wait_for_metrics()
         if self.stop_requested.is_set():
@@ -447,19 +427,6 @@ class Demo:
             f"simulator: {opts.profile} traffic, {opts.rate:g} tickets/h, backfill "
             f"{_duration(opts.backfill)}, then live{live} (Ctrl-C stops everything)"
         )
-
-    def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        # From the main thread (the parent-death signal belongs to the forking thread).
-        with self.worker_log.open("wb") as log_file:
-            return subprocess.Popen(
-                [sys.executable, "-m", "streams.worker"],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # we stop it ourselves, after the simulator
-                preexec_fn=die_with_parent(signal.SIGTERM),
-            )
 
     @property
     def metrics_url(self) -> str:
@@ -489,7 +456,7 @@ class Demo:
                 raise ChildDied(
                     f"the worker did not serve {self.metrics_url} within "
                     f"{WORKER_READY_TIMEOUT:g}s; last lines of {self.worker_log}:\n"
-                    f"{log_tail(self.worker_log)}"
+                    f"{self.worker.log_tail(LOG_TAIL_LINES)}"
                 )
             await self._sleep(0.3)
 
@@ -497,12 +464,12 @@ class Demo:
         if not self.broker.running:
             raise ChildDied(
                 f"the broker stopped; last lines of its log ({self.broker_log}):\n"
-                f"{log_tail(self.broker_log)}"
+                f"{self.broker.log_tail(LOG_TAIL_LINES)}"
             )
-        if self.worker is not None and self.worker.poll() is not None:
+        if self.worker.pid is not None and not self.worker.alive():
             raise ChildDied(
                 f"the worker exited with code {self.worker.returncode}; last lines of "
-                f"{self.worker_log}:\n{log_tail(self.worker_log)}"
+                f"{self.worker_log}:\n{self.worker.log_tail(LOG_TAIL_LINES)}"
             )
         sim = self.simulator
         if sim is not None and sim.done() and not sim.cancelled():
@@ -554,22 +521,20 @@ class Demo:
         if sim is not None:
             self.say(f"simulator: stopped after {self.sim_state.sent} events")
         worker = self.worker
-        if worker is not None:
-            if worker.poll() is None:
-                _signal_group(worker, signal.SIGTERM)
+        if worker.pid is not None:
+            if worker.alive():
+                worker.signal(signal.SIGTERM)
                 if not await self._wait_exit(worker, WORKER_STOP_TIMEOUT):
                     self.say("worker:    still running; killing it")
-                    _signal_group(worker, signal.SIGKILL)
-                    await asyncio.to_thread(worker.wait)
-            _signal_group(worker, signal.SIGKILL)  # anything left in its process group
+            await asyncio.to_thread(worker.stop, 0)  # reaped; nothing left in its group
             self.say(f"worker:    stopped (exit code {worker.returncode})")
         if self.broker.pid is not None:
             await asyncio.to_thread(self.broker.stop)
             self.say("broker:    stopped")
 
-    async def _wait_exit(self, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    async def _wait_exit(self, child: ChildProcess, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
-        while proc.poll() is None:
+        while child.alive():
             if self.hurry.is_set() or time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.1)

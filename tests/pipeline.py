@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,8 @@ from streams.events import EVENT_TYPES, Event
 from streams.settings import load_settings
 from streams.simulation.model import SimRecord
 from streams.simulator import send_to_kafka
-from streams_dev.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics, free_port
+from streams_dev.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics
+from streams_dev.processes import ChildProcess, free_port
 
 INPUT_TOPICS = tuple(EVENT_TYPES)  # default topic names = logical kinds
 _KPI_METRICS = {"support_" + name for name in (*kpis.WINDOWED_KPIS, *kpis.LIVE_KPIS)}
@@ -105,7 +104,7 @@ def _setting_name(topic: str) -> str:
     return special.get(topic, topic.replace("-", "_").upper())
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """``python -m streams.worker`` as a child process with its own working directory."""
 
     def __init__(
@@ -117,14 +116,13 @@ class WorkerProcess:
     ) -> None:
         """``module``: the worker's entry point, e.g. a test module under ``tests/`` that runs
         a subclass of the worker (fault injection in a real process, never in production code)."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        super().__init__(name, workdir / "worker.log")
         self.deployment = deployment
-        self.name = name
         self.module = module
         self.env = dict(env or {})
         self.port = free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-        self.log_path = self.workdir / "worker.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir = workdir
 
     @property
     def url(self) -> str:
@@ -135,16 +133,7 @@ class WorkerProcess:
         if self.module != "streams.worker":
             tests = str(Path(__file__).resolve().parent)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            cwd=self.workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.spawn([sys.executable, "-m", self.module], env=env, cwd=self.workdir)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -163,33 +152,6 @@ class WorkerProcess:
                 return body.decode()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, no commit, no flush."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
 
 
 def wait_until(

@@ -18,8 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -30,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from streams_dev.broker import die_with_parent, free_port
+from streams_dev.processes import ChildProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
@@ -86,7 +84,7 @@ class PrometheusServer:
         self.binary = binary if binary is not None else find_binary("prometheus", "PROMETHEUS_BIN")
         self.port = 0
         self.workdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: ChildProcess | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -114,7 +112,7 @@ class PrometheusServer:
         return json.dumps(config, indent=2) + "\n"
 
     def start(self) -> Self:
-        if self.process is not None:
+        if self.child is not None:
             raise PrometheusError("already started")
         if not self.binary:
             raise PrometheusError(
@@ -127,6 +125,7 @@ class PrometheusServer:
         self.workdir = Path(tempfile.mkdtemp(prefix="prometheus-test-"))
         config = self.workdir / "prometheus.yml"
         config.write_text(self.config_text())
+        self.child = ChildProcess("prometheus", self.workdir / "prometheus.log")
         try:
             for _attempt in range(3):  # the free port may be taken between probe and bind
                 self.port = free_port()
@@ -140,33 +139,26 @@ class PrometheusServer:
     def _launch(self, config: Path) -> bool:
         assert self.workdir is not None
         assert self.binary is not None
-        log = (self.workdir / "prometheus.log").open("ab")
-        try:
-            self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--web.enable-lifecycle",
-                    "--log.level=warn",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(signal.SIGTERM),  # only prctl(): safe before exec
-            )
-        finally:
-            log.close()
+        assert self.child is not None
+        self.child.spawn(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ]
+        )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.process = None
+            if not self.child.alive():
+                self.child.stop()  # reaped
                 return False
             if self._ready():
                 return True
             time.sleep(0.05)
-        self._terminate()
+        self.child.stop(10)
         raise PrometheusError(
             f"prometheus not ready after {self.startup_timeout}s:\n{self.log_tail()}"
         )
@@ -178,35 +170,21 @@ class PrometheusServer:
         except OSError:
             return False
 
-    def _terminate(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
     def stop(self) -> None:
         """Stop Prometheus (SIGTERM, then SIGKILL after 10 s) and delete its files."""
-        self._terminate()
+        if self.child is not None:
+            self.child.stop(10)
+            self.child = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.child is not None and self.child.alive()
 
     def log_tail(self, lines: int = 40) -> str:
-        if self.workdir is None:
-            return ""
-        log = self.workdir / "prometheus.log"
-        if not log.exists():
-            return ""
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        return "" if self.child is None else self.child.log_tail(lines)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -25,8 +25,8 @@ from streams_dev.broker import (
     BrokerStartError,
     EmbeddedBroker,
     create_topics,
-    free_port,
 )
+from streams_dev.processes import free_port
 
 MakeTopics = Callable[..., dict[str, str]]  # the ``make_topics`` fixture
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from streams.settings import (
     load_settings,
 )
 from streams.version import VERSION, revision
-from streams_dev.broker import free_port
+from streams_dev.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(sys.executable).parent / "support-kpi-worker"

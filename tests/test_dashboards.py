@@ -34,7 +34,7 @@ from prom import (
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from streams_dev.broker import free_port
+from streams_dev.processes import free_port
 
 DATASOURCE_UID = "support-prometheus"  # the provisioned datasource; no dashboard names it
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -489,12 +489,12 @@ def test_wallboard_lists_the_firing_alerts(prom: PrometheusServer) -> None:
 def test_harness_stops_cleanly() -> None:
     _require_prometheus()
     with PrometheusServer() as server:
-        process, workdir = server.process, server.workdir
-        assert process is not None
+        child, workdir = server.child, server.workdir
+        assert child is not None
         assert workdir is not None
         assert workdir.is_dir()
         assert server.query("vector(1)")
-    assert process.poll() is not None, "prometheus must be stopped on exit"
+    assert child.returncode is not None, "prometheus must be stopped on exit"
     assert not server.running
     assert not workdir.exists()
     with pytest.raises(PrometheusError, match="not running"):

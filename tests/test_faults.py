@@ -34,7 +34,8 @@ from pipeline import (
 )
 from test_pipeline import simulated
 
-from streams_dev.broker import EmbeddedBroker, free_port
+from streams_dev.broker import EmbeddedBroker
+from streams_dev.processes import free_port
 
 pytestmark = pytest.mark.integration
 

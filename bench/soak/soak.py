@@ -29,8 +29,6 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,8 +49,8 @@ from streams_dev.broker import (
     SHORT_SESSION_TIMEOUT_SECONDS,
     EmbeddedBroker,
     create_topics,
-    free_port,
 )
+from streams_dev.processes import ChildProcess, free_port
 
 APP_ID = "soak"
 INPUTS = (
@@ -124,13 +122,6 @@ class ChangelogTail:
                             keys.add(message.key)
         finally:
             await consumer.stop()
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def scrape(port: int) -> str:
@@ -210,43 +201,33 @@ def main() -> None:
             "SUPPORT_ORPHAN_HOLD": args.retention,
             "SUPPORT_LOG_LEVEL": "warning",
         }
-        with (workdir / "worker.log").open("wb") as worker_log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.worker"],
-                cwd=workdir,
-                env=env,
-                stdout=worker_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = ChildProcess("worker", workdir / "worker.log")
+        worker.spawn([sys.executable, "-m", "streams.worker"], cwd=workdir, env=env)
         deadline = time.monotonic() + 120
         while not scrape(port):
-            if time.monotonic() > deadline or worker.poll() is not None:
+            if time.monotonic() > deadline or not worker.alive():
                 raise SystemExit(f"the worker did not start; see {workdir / 'worker.log'}")
             time.sleep(1)
-        with (workdir / "simulator.log").open("wb") as simulator_log:
-            simulator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams.simulator",
-                    "--bootstrap-servers",
-                    bootstrap,
-                    "--realtime",
-                    "--profile",
-                    "steady",
-                    f"--rate={args.rate}",
-                    f"--time-scale={args.time_scale}",
-                    f"--duration={int(duration) + 60}s",
-                    f"--seed={args.seed}",
-                    "--quiet",
-                ],
-                cwd=workdir,
-                env=env,
-                stdout=simulator_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        simulator = ChildProcess("simulator", workdir / "simulator.log")
+        simulator.spawn(
+            [
+                sys.executable,
+                "-m",
+                "streams.simulator",
+                "--bootstrap-servers",
+                bootstrap,
+                "--realtime",
+                "--profile",
+                "steady",
+                f"--rate={args.rate}",
+                f"--time-scale={args.time_scale}",
+                f"--duration={int(duration) + 60}s",
+                f"--seed={args.seed}",
+                "--quiet",
+            ],
+            cwd=workdir,
+            env=env,
+        )
         print(f"worker /metrics: http://127.0.0.1:{port}/metrics, logs in {workdir}", flush=True)
         tail = ChangelogTail(bootstrap)
         tail.start()
@@ -254,12 +235,12 @@ def main() -> None:
         try:
             while (elapsed := time.monotonic() - began) < duration:
                 time.sleep(max(0.0, args.every - (elapsed % args.every)))
-                if worker.poll() is not None:
+                if not worker.alive():
                     raise SystemExit(f"the worker exited; see {workdir / 'worker.log'}")
                 open_tickets, processed = read_metrics(scrape(port))
                 sample = Sample(
                     elapsed=time.monotonic() - began,
-                    rss=rss_bytes(worker.pid),
+                    rss=worker.rss_bytes(),
                     open_tickets=open_tickets,
                     processed=processed,
                     written=dict(tail.written),
@@ -276,14 +257,8 @@ def main() -> None:
                 )
         finally:
             tail.stop()
-            for process in (simulator, worker):
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(process.pid, signal.SIGKILL)
-                        process.wait()
+            for child in (simulator, worker):
+                child.stop(30)
     write_results(args, started, samples)
     print(f"results: {args.output}")
 
