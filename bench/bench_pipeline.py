@@ -45,13 +45,10 @@ import json
 import os
 import platform
 import pstats
-import re
 import statistics
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,31 +65,21 @@ from streams_dev.broker import (
     EmbeddedBroker,
     create_topics,
 )
+from streams_dev.metrics import OVERALL, fetch_page, key, samples, series
 from streams_dev.processes import ChildProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE_AGENT = Path(__file__).resolve().parent / "bare_faust_agent.py"
 INPUT_KINDS = tuple(EVENT_TYPES)
 RATE = 3000.0  # simulated ticket arrivals per hour
-OVERALL = {"team": "all", "channel": "all", "priority": "all"}
 CREATED_15M = ("support_tickets_created", {**OVERALL, "window": "15m"})
 CREATED_24H = ("support_tickets_created", {**OVERALL, "window": "24h"})
 OPEN_OVERALL = ("support_open_tickets", OVERALL)
 # A /metrics scrape costs the worker ~20 ms of CPU (about 1,000 series): poll it at most once a
 # second while it works, or the benchmark itself slows it down measurably.
 WORKER_POLL_S = 1.0
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-_SAMPLE = re.compile(r"^(support_events_(?:processed|rejected)_total)\{([^}]*)\} (\S+)$", re.M)
+PROCESSED, REJECTED = "support_events_processed_total", "support_events_rejected_total"
 _DECODE_REJECTIONS_EXCLUDED = ("before_created",)  # counted as processed too
-
-
-def http_get(url: str, timeout: float = 5.0) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body: bytes = response.read()
-            return body.decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> float:
@@ -110,28 +97,19 @@ def metric_value(text: str | None, metric: tuple[str, dict[str, str]]) -> float 
     if text is None:
         return None
     name, labels = metric
-    head = "\n" + name + "{"
-    start = text.find(head)
-    while start >= 0:
-        end = text.find("\n", start + 1)
-        line = text[start + 1 : end if end > 0 else None]
-        label_text, _, value = line[len(head) - 1 :].rpartition("} ")
-        if dict(_LABEL.findall(label_text)) == labels:
-            return float(value)
-        start = text.find(head, start + 1)
-    return None
+    return series(text, names={name}).get(key(name, **labels))
 
 
 def records_counted(text: str) -> int:
     """Input records the worker is done with: valid events + records rejected at decoding."""
-    total = 0.0
-    for name, labels, value in _SAMPLE.findall(text):
-        if name.startswith("support_events_rejected") and any(
-            f'reason="{reason}"' in labels for reason in _DECODE_REJECTIONS_EXCLUDED
-        ):
-            continue
-        total += float(value)
-    return round(total)
+    return round(
+        sum(
+            sample.value
+            for sample in samples(text, names={PROCESSED, REJECTED})
+            if sample.name == PROCESSED
+            or sample.labels.get("reason") not in _DECODE_REJECTIONS_EXCLUDED
+        )
+    )
 
 
 # -- deployments and contender processes ------------------------------------------------------
@@ -251,7 +229,7 @@ class Worker(Contender):
         return env
 
     def scrape(self) -> str | None:
-        return http_get(self.url)
+        return fetch_page(self.url)
 
     def counted(self) -> int:
         text = self.scrape()
@@ -281,7 +259,7 @@ class BareAgent(Contender):
         }
 
     def status(self) -> dict[str, Any] | None:
-        text = http_get(self.url)
+        text = fetch_page(self.url)
         if text is None:
             return None
         status: dict[str, Any] = json.loads(text)

@@ -38,14 +38,10 @@ import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.durations import non_negative_duration, positive_duration
 from streams.simulation import (
@@ -64,9 +60,10 @@ from streams_dev.broker import (
     TopicCreationError,
     create_topics,
 )
+from streams_dev.metrics import OVERALL, Series, fetch_page, key, series, total
 from streams_dev.processes import ChildProcess, free_port
 
-__all__ = ["Summary", "format_summary", "main", "parse_metrics"]
+__all__ = ["Summary", "format_summary", "main"]
 
 DEFAULT_WEB_PORT = 6066
 DEFAULT_PARTITIONS = 4
@@ -85,21 +82,7 @@ MISSING = "—"
 log = logging.getLogger("streams_dev.demo")
 
 
-# --- reading /metrics ------------------------------------------------------------------------
-
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse_metrics(text: str) -> Series:
-    """Prometheus text exposition -> {(sample name, labels): value}."""
-    series: Series = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            series[(sample.name, frozenset(sample.labels.items()))] = float(sample.value)
-    return series
-
-
-_OVERALL = {"team": "all", "channel": "all", "priority": "all"}
+# --- the summary ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -121,13 +104,9 @@ class Summary:
     ready: float | None = None
 
     @classmethod
-    def from_series(cls, series: Series, windows: Sequence[str] = ("15m", "1h", "24h")) -> Summary:
+    def from_series(cls, page: Series, windows: Sequence[str] = ("15m", "1h", "24h")) -> Summary:
         def overall(name: str, **labels: str) -> float | None:
-            return series.get((name, frozenset({**_OVERALL, **labels}.items())))
-
-        def total(name: str) -> float | None:
-            values = [value for (sample, _), value in series.items() if sample == name]
-            return sum(values) if values else None
+            return page.get(key(name, **OVERALL, **labels))
 
         return cls(
             waiting=overall("support_unanswered_tickets"),
@@ -141,9 +120,9 @@ class Summary:
             created_1h=overall("support_tickets_created", window="1h"),
             solved_1h=overall("support_tickets_solved", window="1h"),
             escalation_ratio_1h=overall("support_escalation_ratio", window="1h"),
-            processed_total=total("support_events_processed_total"),
-            rejected_total=total("support_events_rejected_total"),
-            ready=series.get(("support_pipeline_ready", frozenset())),
+            processed_total=total(page, "support_events_processed_total"),
+            rejected_total=total(page, "support_events_rejected_total"),
+            ready=page.get(key("support_pipeline_ready")),
         )
 
 
@@ -196,12 +175,6 @@ def format_summary(summary: Summary, elapsed: float) -> list[str]:
         f"events {_count(summary.processed_total)} processed, "
         f"{_count(summary.rejected_total)} rejected",
     ]
-
-
-def scrape(url: str, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body: bytes = response.read()
-    return body.decode("utf-8")
 
 
 # --- child processes -------------------------------------------------------------------------
@@ -446,12 +419,9 @@ class Demo:
         deadline = time.monotonic() + WORKER_READY_TIMEOUT
         while not self.stop_requested.is_set():
             self._check_children()
-            try:
-                await asyncio.to_thread(scrape, self.metrics_url, 1.0)
+            if await asyncio.to_thread(fetch_page, self.metrics_url, 1.0) is not None:
                 self.metrics_answered = True
                 return
-            except (OSError, urllib.error.URLError):
-                pass
             if time.monotonic() > deadline:
                 raise ChildDied(
                     f"the worker did not serve {self.metrics_url} within "
@@ -493,13 +463,12 @@ class Demo:
             if self.stop_requested.is_set():
                 break
             self._check_children()
-            try:
-                text = await asyncio.to_thread(scrape, self.metrics_url)
-            except (OSError, urllib.error.URLError) as exc:
-                self.say(f"(no answer from {self.metrics_url}: {exc})")
+            text = await asyncio.to_thread(fetch_page, self.metrics_url, 2.0)
+            if text is None:
+                self.say(f"(no answer from {self.metrics_url})")
             else:
                 self.metrics_answered = True
-                summary = Summary.from_series(parse_metrics(text))
+                summary = Summary.from_series(series(text))
                 self._draw(format_summary(summary, time.monotonic() - began))
             if deadline is not None and time.monotonic() >= deadline:
                 self.say(f"--duration {opts.duration:g}s reached: stopping…")

@@ -14,13 +14,10 @@ import os
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
 from reference import differences, format_differences, reference_kpis
 
 from streams.core import kpis
@@ -31,6 +28,7 @@ from streams.settings import load_settings
 from streams.simulation.model import SimRecord
 from streams.simulator import send_to_kafka
 from streams_dev.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics
+from streams_dev.metrics import fetch_page, samples
 from streams_dev.processes import ChildProcess, free_port
 
 INPUT_TOPICS = tuple(EVENT_TYPES)  # default topic names = logical kinds
@@ -146,12 +144,7 @@ class WorkerProcess(ChildProcess):
         wait_until(ready, timeout, lambda: f"{self.name} not ready; log:\n{self.log_tail()}")
 
     def scrape(self) -> str | None:
-        try:
-            with urllib.request.urlopen(self.url, timeout=5) as response:
-                body: bytes = response.read()
-                return body.decode()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return None
+        return fetch_page(self.url)
 
 
 def wait_until(
@@ -181,20 +174,19 @@ def parse_metrics(texts: Iterable[str]) -> Scrape:
     duplicates: list[KpiKey] = []
     counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for text in texts:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name not in _KPI_METRICS:
-                    key_labels = tuple(sorted(labels.items()))
-                    counter_key = (sample.name, key_labels)
-                    counters[counter_key] = counters.get(counter_key, 0.0) + sample.value
-                    continue
-                kpi = sample.name.removeprefix("support_")
-                window = labels.get("window", kpis.LIVE_WINDOW)
-                key = KpiKey(kpi, window, labels["team"], labels["channel"], labels["priority"])
-                if key in values:
-                    duplicates.append(key)
-                values[key] = sample.value
+        for sample in samples(text):
+            labels = sample.labels
+            if sample.name not in _KPI_METRICS:
+                key_labels = tuple(sorted(labels.items()))
+                counter_key = (sample.name, key_labels)
+                counters[counter_key] = counters.get(counter_key, 0.0) + sample.value
+                continue
+            kpi = sample.name.removeprefix("support_")
+            window = labels.get("window", kpis.LIVE_WINDOW)
+            key = KpiKey(kpi, window, labels["team"], labels["channel"], labels["priority"])
+            if key in values:
+                duplicates.append(key)
+            values[key] = sample.value
     return Scrape(values, duplicates, counters)
 
 

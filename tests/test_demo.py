@@ -24,7 +24,8 @@ from typing import IO
 import pytest
 from pipeline import listening_hosts
 
-from streams_dev.demo import MISSING, Summary, format_summary, parse_metrics
+from streams_dev.demo import MISSING, Summary, format_summary
+from streams_dev.metrics import series
 
 DEMO_TIMEOUT = 80.0  # --duration: the demo stops by itself at the latest then
 
@@ -171,7 +172,7 @@ def test_summary_reads_overall_series_and_totals() -> None:
             f'support_csat_satisfied_ratio{{window="24h",{overall}}} 0.8125',
         ]
     )
-    summary = Summary.from_series(parse_metrics(text))
+    summary = Summary.from_series(series(text))
     assert summary.waiting == 7.0
     assert summary.first_response_p50 == {"15m": None, "1h": 125.0, "24h": None}
     assert summary.created_1h == 42.0

@@ -38,7 +38,6 @@ from pipeline import (
     scrape_all,
     wait_until,
 )
-from prometheus_client.parser import text_string_to_metric_families
 from reference import differences, format_differences
 
 from streams.core.kpis import ALL, OTHER, UNKNOWN, KpiKey
@@ -49,6 +48,7 @@ from streams.records import DEFAULT_MAX_ORIGINAL_BYTES
 from streams.simulation.model import SimOptions, SimRecord
 from streams.simulator import generate
 from streams_dev.broker import create_topics
+from streams_dev.metrics import samples
 
 pytestmark = pytest.mark.integration
 
@@ -664,11 +664,7 @@ def _private_strings(values: Iterable[bytes]) -> set[str]:
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str]]]:
-    return [
-        (sample.name, dict(sample.labels))
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
+    return [(sample.name, sample.labels) for sample in samples(text)]
 
 
 def _unsafe(value: str) -> bool:

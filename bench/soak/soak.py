@@ -33,8 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +40,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ (machine.py)
 
 from machine import cpu_model, load_average
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.durations import parse_duration
 from streams_dev.broker import (
@@ -50,6 +47,7 @@ from streams_dev.broker import (
     EmbeddedBroker,
     create_topics,
 )
+from streams_dev.metrics import OVERALL, fetch_page, key, series, total
 from streams_dev.processes import ChildProcess, free_port
 
 APP_ID = "soak"
@@ -125,25 +123,14 @@ class ChangelogTail:
 
 
 def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            body: bytes = response.read()
-            return body.decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return ""
+    return fetch_page(f"http://127.0.0.1:{port}/metrics", timeout=10) or ""
 
 
 def read_metrics(text: str) -> tuple[float, float]:
     """(overall open tickets, events processed) from a /metrics page."""
-    open_tickets = processed = 0.0
-    overall = {"team": "all", "channel": "all", "priority": "all"}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "support_open_tickets" and sample.labels == overall:
-                open_tickets = sample.value
-            elif sample.name == "support_events_processed_total":
-                processed += sample.value
-    return open_tickets, processed
+    page = series(text)
+    open_tickets = page.get(key("support_open_tickets", **OVERALL), 0.0)
+    return open_tickets, total(page, "support_events_processed_total") or 0.0
 
 
 def verdict(values: list[float]) -> str:
