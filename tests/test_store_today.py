@@ -214,7 +214,7 @@ def test_today_reading_becomes_a_record_with_the_midnight_start() -> None:
     now = us(datetime(2024, 11, 3, 20, 30, tzinfo=UTC))  # 15:30 EST, on a 25-hour day
     store.apply(update(OVERALL, 0, now // B_US, agg(created=2)))
     reading = next(r for r in store.read(now) if r.key == KpiKey(K.TICKETS_CREATED, "today"))
-    record = to_record(reading, datetime(2024, 11, 3, 20, 30, 5, tzinfo=UTC))
+    record = to_record(reading, datetime(2024, 11, 3, 20, 30, 5, tzinfo=UTC).timestamp())
     assert record.window_start == datetime(2024, 11, 3, 4, tzinfo=UTC)  # 00:00 EDT
     assert record.window_end == datetime(2024, 11, 3, 20, 31, tzinfo=UTC)
     assert record.value == 2.0
