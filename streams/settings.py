@@ -36,6 +36,7 @@ from streams.core.kpis import (
     SLA_CLOCKS,
     EngineConfig,
     SlaClock,
+    calendar_clocks,
 )
 from streams.core.today import TODAY, TODAY_MAX_SECONDS, time_zone
 from streams.durations import format_duration, parse_duration
@@ -110,7 +111,7 @@ def _parse_clocks(value: object) -> object:
     """'business' (every priority) or 'urgent=business,low=calendar' (the rest: calendar)."""
     if not isinstance(value, str):
         return value
-    clocks: dict[str, str] = dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
+    clocks: dict[str, str] = dict(calendar_clocks())
     for part in value.split(","):
         priority, sep, clock = (text.strip() for text in part.partition("="))
         if not priority:
@@ -127,10 +128,6 @@ def _parse_clocks(value: object) -> object:
 
 
 _Clocks = Annotated[dict[str, SlaClock], NoDecode, BeforeValidator(_parse_clocks)]
-
-
-def _calendar_clocks() -> dict[str, SlaClock]:
-    return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
 
 
 def _lower(value: object) -> object:
@@ -241,9 +238,9 @@ class Settings(BaseSettings):
         dict[str, float], NoDecode, BeforeValidator(_parse_resolution_sla)
     ] = Field(default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS))
     """Resolution (requester wait) targets per priority; name only the ones you change."""
-    first_response_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    first_response_sla_clock: _Clocks = Field(default_factory=calendar_clocks)
     """Clock of the first-response SLA: calendar or business, for all or per priority."""
-    resolution_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    resolution_sla_clock: _Clocks = Field(default_factory=calendar_clocks)
     """Clock of the resolution SLA: calendar or business, for all or per priority."""
     calendars_file: Path | None = None
     """Business-hours calendar file (TOML); unset: everything is calendar time."""

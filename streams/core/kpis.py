@@ -136,7 +136,8 @@ SlaClock = Literal["calendar", "business"]
 SLA_CLOCKS: tuple[SlaClock, ...] = ("calendar", "business")
 
 
-def _calendar_clocks() -> dict[str, SlaClock]:
+def calendar_clocks() -> dict[str, SlaClock]:
+    """Every priority's SLA on the calendar clock (the default)."""
     return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
 
 
@@ -160,8 +161,8 @@ class EngineConfig:
     resolution_sla_targets: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS)
     )
-    first_response_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
-    resolution_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
+    first_response_sla_clocks: dict[str, SlaClock] = field(default_factory=calendar_clocks)
+    resolution_sla_clocks: dict[str, SlaClock] = field(default_factory=calendar_clocks)
     # Business calendars (SUPPORT_CALENDARS_FILE); None: everything is calendar time.
     calendars: CalendarSet | None = None
     # IANA zone of the calendar-day window ``today`` (streams.core.today).
