@@ -361,7 +361,6 @@ class Settings(BaseSettings):
             windows=self.windows,
             bucket_seconds=self.bucket,
             grace_seconds=self.grace,
-            future_tolerance_seconds=self.future_tolerance,
             sla_targets=dict(self.sla_targets),
             orphan_hold_seconds=self.orphan_hold,
             retention_seconds=self.retention,

@@ -68,6 +68,8 @@ def generated(max_examples: int) -> settings:
 BASE_TIME = datetime(2024, 3, 11, 8, 0, tzinfo=UTC)
 BASE_TS = BASE_TIME.timestamp()
 GRID_MS = 125
+# The decoder's SUPPORT_FUTURE_TOLERANCE (the default) in generated scenarios.
+FUTURE_TOLERANCE_SECONDS = 300.0
 
 TIMEZONES: tuple[tzinfo, ...] = (
     UTC,
@@ -287,7 +289,6 @@ def configs(draw: st.DrawFn) -> EngineConfig:
         windows=windows,
         bucket_seconds=bucket,
         grace_seconds=grace,
-        future_tolerance_seconds=300.0,
         sla_targets=dict(zip(PRIORITIES, slas, strict=True)),
         orphan_hold_seconds=draw(st.sampled_from([60.0, 600.0, 3600.0, 86400.0, 30 * 86400.0])),
         retention_seconds=horizon + draw(st.sampled_from([0.0, bucket, 600.0, 7 * 86400.0])),
@@ -566,7 +567,7 @@ def scenarios(
         return Scenario(arrivals=[], config=config, wall=BASE_TS + start / 1000, notes=g.notes)
 
     latest = max(event_time(e) for e in g.events)
-    tolerance = config.future_tolerance_seconds
+    tolerance = FUTURE_TOLERANCE_SECONDS
     # The decoder's wall clock: at most one tolerance behind the newest regular event, so every
     # regular event is accepted (some of them slightly in the future).
     wall = latest - draw(st.integers(0, int(tolerance) - 1))

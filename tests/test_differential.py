@@ -28,14 +28,23 @@ from reference import (
     reference_kpis,
     strict_differences,
 )
-from strategies import Builder, Scenario, encode, generated, scenarios, topic_of, ts
+from strategies import (
+    FUTURE_TOLERANCE_SECONDS,
+    Builder,
+    Scenario,
+    encode,
+    generated,
+    scenarios,
+    topic_of,
+    ts,
+)
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import DictTicketStore, Outcome, PartitionEngine
 from streams.core.replay import partition_for, replay
 from streams.core.store import KpiStore
-from streams.core.ticket import to_us
+from streams.core.units import to_us
 from streams.decoding import Rejection, decode
 from streams.events import Event, event_time, routing_key
 
@@ -52,7 +61,7 @@ def decoded(scenario: Scenario) -> list[Event]:
             topic_of(event),
             encode(event),
             now=scenario.wall,
-            future_tolerance_seconds=scenario.config.future_tolerance_seconds,
+            future_tolerance_seconds=FUTURE_TOLERANCE_SECONDS,
         )
         if isinstance(result, Rejection):
             # The generator only produces valid events; the only expected rejection is the future.

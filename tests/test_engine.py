@@ -27,7 +27,6 @@ from strategies import Builder, Scenario, at, generated, scenarios, ts
 from test_differential import decoded
 
 from streams.core import kpis as K
-from streams.core.aggregate import US
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import (
     HEARTBEAT_BUCKET,
@@ -41,7 +40,8 @@ from streams.core.partition import (
 )
 from streams.core.replay import partition_for, replay
 from streams.core.store import KpiStore
-from streams.core.ticket import Held, to_us
+from streams.core.ticket import Held
+from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle, Event, event_time, routing_key
 
 B = 60.0  # bucket seconds

@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core import kpis as K
-from streams.core.aggregate import US, WindowAggregate
+from streams.core.aggregate import WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import Group, PartialUpdate
 from streams.core.replay import replay
 from streams.core.store import KpiStore
+from streams.core.units import US
 from streams.events import TicketCreated
 from streams.outputs.publisher import to_record
 

@@ -150,8 +150,6 @@ class EngineConfig:
     bucket_seconds: float = 60.0
     # Events older than the longest window plus grace no longer count in windowed KPIs.
     grace_seconds: float = 300.0
-    # Events this far ahead of the wall clock are rejected.
-    future_tolerance_seconds: float = 300.0
     sla_targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLA_TARGETS))
     # Events of a ticket never created are held this long, then dropped as orphans.
     orphan_hold_seconds: float = 86400.0

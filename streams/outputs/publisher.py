@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from streams.core.aggregate import US
 from streams.core.store import KpiReading
+from streams.core.units import US
 from streams.records import KpiRecord, encode_record, kpi_record
 
 log = logging.getLogger(__name__)
