@@ -8,7 +8,7 @@
   ids, so tests sharing the session broker never see each other's data.
 - ``make_topics``: creates topics under the test's prefix with explicit partition counts.
 
-Under ``CI=true`` a skipped test fails (``tests/ci.py``): CI must not test less in silence.
+Under ``CI=true`` a skipped test fails (``tests/helpers/ci.py``): CI must not test less in silence.
 
 Clients talking to the broker should use a short consumer session timeout
 (``streams_dev.broker.SHORT_SESSION_TIMEOUT_SECONDS``): Tansu's group join waits half of it.
@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
-from ci import (  # noqa: F401  (the hooks: no silent skips in CI)
+from helpers.ci import (  # noqa: F401  (the hooks: no silent skips in CI)
     pytest_configure,
     pytest_runtest_makereport,
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prom import REPO, RULES_DIR, WORKER_JOB, find_binary
+from helpers.prom import REPO, RULES_DIR, WORKER_JOB, find_binary
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 TESTS_DIR = PROMETHEUS_DIR / "tests"

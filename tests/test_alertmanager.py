@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from prom import REPO, RULES_DIR, find_binary
+from helpers.prom import REPO, RULES_DIR, find_binary
 from test_compose import _missing, service
 
 ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from prom import REPO, WORKER_JOB, find_binary
+from helpers.prom import REPO, WORKER_JOB, find_binary
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"

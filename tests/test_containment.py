@@ -1,6 +1,6 @@
 """No poison pill (issue 8, SPEC §2): on the real broker, a real worker process gets a
 5,000-level nested record and records that hit a deliberate fault in stage 1 and stage 2
-(``tests/faulty_worker.py``). Each lands on ``support-events-dlq`` exactly once with its
+(``tests/helpers/faulty_worker.py``). Each lands on ``support-events-dlq`` exactly once with its
 reason, is counted, the worker never crashes, and the KPIs equal the reference."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faulty_worker import FAULTY_TICKET_PREFIX
-from pipeline import (
+from helpers.faulty_worker import FAULTY_TICKET_PREFIX
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,
@@ -55,7 +55,7 @@ def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
     stream.insert(third, (deployment.topic("ticket-created"), b"deep", DEEP))
     stream.insert(2 * third, (deployment.topic("ticket-created"), poison_id.encode(), poison))
 
-    worker = WorkerProcess(deployment, "faulty", module="faulty_worker").start()
+    worker = WorkerProcess(deployment, "faulty", module="helpers.faulty_worker").start()
     workers.append(worker)
     worker.wait_ready()
     positions = produce_located(bootstrap_servers, stream)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prom import (
+from helpers.prom import (
     DASHBOARDS_DIR,
     REPO,
     RULES_DIR,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from pipeline import listening_hosts
+from helpers.pipeline import listening_hosts
 
 from streams_dev.demo import MISSING, Summary, format_summary
 from streams_dev.metrics import series

@@ -1,4 +1,4 @@
-"""Differential tests: the pure core against the brute-force reference (``tests/reference.py``).
+"""Differential tests: the pure core against the brute-force reference (``helpers/reference.py``).
 
 Every generated stream first goes through the real decoder, as in the pipeline: far-future events
 are rejected there, and only accepted events reach the engine and the reference. The engine is
@@ -17,9 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import msgspec
-from hypothesis import event as note
-from hypothesis import given
-from reference import (
+from helpers.reference import (
     SAMPLE_KIND,
     US,
     Counts,
@@ -28,7 +26,7 @@ from reference import (
     reference_kpis,
     strict_differences,
 )
-from strategies import (
+from helpers.strategies import (
     FUTURE_TOLERANCE_SECONDS,
     Builder,
     Scenario,
@@ -38,6 +36,8 @@ from strategies import (
     topic_of,
     ts,
 )
+from hypothesis import event as note
+from hypothesis import given
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues

@@ -20,9 +20,9 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import pytest
+from helpers.reference import Total, reference_totals
+from helpers.strategies import Builder, Scenario, scenarios
 from hypothesis import HealthCheck, Phase, given, note, settings
-from reference import Total, reference_totals
-from strategies import Builder, Scenario, scenarios
 from test_differential import decoded
 
 from streams.core.firsts import FirstDerivations, newly_derived

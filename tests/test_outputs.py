@@ -25,8 +25,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from jsonschema import Draft202012Validator
-from pipeline import (
+from helpers.pipeline import (
     INPUT_TOPICS,
     Deployment,
     WorkerProcess,
@@ -38,7 +37,8 @@ from pipeline import (
     scrape_all,
     wait_until,
 )
-from reference import differences, format_differences
+from helpers.reference import differences, format_differences
+from jsonschema import Draft202012Validator
 
 from streams.core.kpis import ALL, OTHER, UNKNOWN, KpiKey
 from streams.core.labels import team_label

@@ -16,14 +16,14 @@ from typing import Any
 import msgspec
 import pytest
 import test_reference
-from hypothesis import given
-from reference import (
+from helpers.reference import (
     format_differences,
     reference_counts,
     reference_kpis,
     strict_differences,
 )
-from strategies import Builder, Scenario, at, generated, scenarios, ts
+from helpers.strategies import Builder, Scenario, at, generated, scenarios, ts
+from hypothesis import given
 from test_differential import decoded
 
 from streams.core import kpis as K

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,
@@ -17,7 +17,7 @@ from pipeline import (
     scrape_all,
     wait_until,
 )
-from reference import US, Reference, differences, format_differences
+from helpers.reference import US, Reference, differences, format_differences
 
 from streams.core import kpis
 from streams.core.kpis import KpiKey

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     counter_total,
@@ -26,7 +26,7 @@ from pipeline import (
     scrape_all,
     wait_until,
 )
-from reference import differences, format_differences
+from helpers.reference import differences, format_differences
 
 from streams.simulation.model import SimOptions, SimRecord
 from streams.simulator import generate

@@ -1,4 +1,4 @@
-"""Hand-computed checks of the brute-force reference (tests/reference.py), one rule at a time.
+"""Hand-computed checks of the brute-force reference (helpers/reference.py), one rule at a time.
 
 The differential tests trust the reference; these tests are why. Times are seconds after
 ``strategies.BASE_TIME`` (aligned to the minute).
@@ -12,8 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given
-from reference import (
+from helpers.reference import (
     US,
     Reference,
     differences,
@@ -25,7 +24,8 @@ from reference import (
     strict_differences,
     window_bounds,
 )
-from strategies import Builder, Scenario, generated, scenarios, ts
+from helpers.strategies import Builder, Scenario, generated, scenarios, ts
+from hypothesis import given
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues

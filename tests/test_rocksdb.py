@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 import pytest
+from helpers.strategies import generated
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import generated
 
 from streams.core import kpis as K
 from streams.core.aggregate import LiveAggregate, WindowAggregate

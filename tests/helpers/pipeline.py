@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reference import differences, format_differences, reference_kpis
-
+from helpers.reference import differences, format_differences, reference_kpis
 from streams.core import kpis
 from streams.core.kpis import EngineConfig, KpiKey, KpiValues
 from streams.decoding import Rejection, decode
@@ -112,7 +111,7 @@ class WorkerProcess(ChildProcess):
         module: str = "streams.worker",
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``module``: the worker's entry point, e.g. a test module under ``tests/`` that runs
+        """``module``: the worker's entry point, e.g. a module under ``tests/helpers/`` that runs
         a subclass of the worker (fault injection in a real process, never in production code)."""
         workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         super().__init__(name, workdir / "worker.log")
@@ -129,7 +128,7 @@ class WorkerProcess(ChildProcess):
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.deployment.worker_env(self.port), **self.env}
         if self.module != "streams.worker":
-            tests = str(Path(__file__).resolve().parent)
+            tests = str(Path(__file__).resolve().parents[1])  # tests/: ``helpers.*`` importable
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
         self.spawn([sys.executable, "-m", self.module], env=env, cwd=self.workdir)
         return self

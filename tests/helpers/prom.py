@@ -30,7 +30,7 @@ from typing import Any, Self
 
 from streams_dev.processes import ChildProcess, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 # The scrape job of the workers in deploy/prometheus/prometheus.yml; rules and dashboards
