@@ -7,6 +7,8 @@
 - ``unique_prefix``: a name prefix unique to the test, for topics, group ids, Faust app
   ids, so tests sharing the session broker never see each other's data.
 - ``make_topics``: creates topics under the test's prefix with explicit partition counts.
+- ``workers``: a list the test appends the worker processes it starts to; each is stopped
+  (SIGTERM, then SIGKILL) and its working directory removed at the end.
 
 Under ``CI=true`` a skipped test fails (``tests/helpers/ci.py``): CI must not test less in silence.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -26,6 +29,7 @@ from helpers.ci import (  # noqa: F401  (the hooks: no silent skips in CI)
     pytest_configure,
     pytest_runtest_makereport,
 )
+from helpers.pipeline import WorkerProcess
 
 from streams_dev.broker import EmbeddedBroker, create_topics
 
@@ -81,3 +85,12 @@ def make_topics(bootstrap_servers: str, unique_prefix: str) -> MakeTopics:
         return names
 
     return make
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+        shutil.rmtree(worker.workdir, ignore_errors=True)

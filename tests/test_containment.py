@@ -9,7 +9,6 @@ import base64
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,22 +20,17 @@ from helpers.pipeline import (
     counter_total,
     decoded_events,
     expected_kpis,
+    produce_located,
+    read_topic,
     scrape_all,
+    simulated,
     wait_until,
 )
-from test_outputs import DLQ_SCHEMA, produce_located, read_topic, simulated
+from helpers.schemas import validator
 
 pytestmark = pytest.mark.integration
 
 DEEP = ('{"a":' * 5000 + "1" + "}" * 5000).encode()  # ~30 KB, well under the size limit
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
@@ -87,7 +81,7 @@ def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
     assert len(letters) == 3, sorted(letters)
     for key, (reason, original) in wanted.items():
         (document,) = letters[key]
-        assert not list(DLQ_SCHEMA.iter_errors(document))
+        assert not list(validator("support-events-dlq").iter_errors(document))
         assert document["reason"] == reason
         assert base64.b64decode(document["original_base64"]) == original
         assert "secret" not in json.dumps({k: document[k] for k in ("detail", "field")})
@@ -96,7 +90,7 @@ def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
     (stage2,) = next(v for k, v in letters.items() if k.startswith(partials_topic.encode()))
     assert stage2["reason"] == "internal_error"
     assert stage2["source"]["topic"] == partials_topic
-    assert not list(DLQ_SCHEMA.iter_errors(stage2))
+    assert not list(validator("support-events-dlq").iter_errors(stage2))
 
     scrape = scrape_all([worker])
     rejected = "support_events_rejected_total"

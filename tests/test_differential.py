@@ -27,13 +27,11 @@ from helpers.reference import (
     strict_differences,
 )
 from helpers.strategies import (
-    FUTURE_TOLERANCE_SECONDS,
     Builder,
     Scenario,
-    encode,
+    decoded,
     generated,
     scenarios,
-    topic_of,
     ts,
 )
 from hypothesis import event as note
@@ -45,30 +43,11 @@ from streams.core.partition import DictTicketStore, Outcome, PartitionEngine
 from streams.core.replay import partition_for, replay
 from streams.core.store import KpiStore
 from streams.core.units import to_us
-from streams.decoding import Rejection, decode
 from streams.events import Event, event_time, routing_key
 
 # CI runs a fixed, reproducible set of examples: no example database, derandomized generation.
 SETTINGS = generated(60)
 _WIRE = msgspec.msgpack.Encoder()
-
-
-def decoded(scenario: Scenario) -> list[Event]:
-    """The scenario's arrivals as the decoder accepts them (far-future events dropped)."""
-    accepted: list[Event] = []
-    for event in scenario.arrivals:
-        result = decode(
-            topic_of(event),
-            encode(event),
-            now=scenario.wall,
-            future_tolerance_seconds=FUTURE_TOLERANCE_SECONDS,
-        )
-        if isinstance(result, Rejection):
-            # The generator only produces valid events; the only expected rejection is the future.
-            assert result.reason == "future_timestamp", (result, event)
-            continue
-        accepted.append(result)
-    return accepted
 
 
 class EngineRun:

@@ -30,9 +30,9 @@ from helpers.pipeline import (
     decoded_events,
     expected_kpis,
     scrape_all,
+    simulated,
     wait_until,
 )
-from test_pipeline import simulated
 
 from streams_dev.broker import EmbeddedBroker
 from streams_dev.processes import free_port
@@ -44,6 +44,8 @@ PROCESSED = "support_events_processed_total"
 
 @pytest.fixture
 def workers() -> Iterator[list[WorkerProcess]]:
+    """Unlike conftest's ``workers``, kill -9 at the end: after a frozen or restarted broker a
+    graceful stop could wait for its full timeout."""
     started: list[WorkerProcess] = []
     yield started
     for worker in started:

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 
 import pytest
 from helpers.reference import Total, reference_totals
-from helpers.strategies import Builder, Scenario, scenarios
+from helpers.strategies import Builder, Scenario, decoded, scenarios
 from hypothesis import HealthCheck, Phase, given, note, settings
-from test_differential import decoded
 
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import EngineConfig

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from test_compose import compose_config
+from helpers.compose import compose_config
 
 import streams
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,14 +35,6 @@ pytestmark = pytest.mark.integration
 TICKETS = 200
 CHECKPOINT_RECORDS = 100
 _RECOVERED = re.compile(r"recovered (\d+) ticket records")
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def _event(kind: str, ticket: int, at: datetime, serial: str, **fields: object) -> bytes:

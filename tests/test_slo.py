@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_alert_rules import github_anchors, promtool
-from test_dashboards import CUMULATIVE_METRICS, metric_names
+from helpers.prom import CUMULATIVE_METRICS, github_anchors, metric_names, promtool
 
 from streams.core.kpis import DEFAULT_SLA_TARGETS
 from streams_dev.slo_rules import RULES, SPEC, SpecError, generate, validate

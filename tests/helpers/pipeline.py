@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from helpers.reference import differences, format_differences, reference_kpis
 from streams.core import kpis
@@ -24,8 +25,8 @@ from streams.core.kpis import EngineConfig, KpiKey, KpiValues
 from streams.decoding import Rejection, decode
 from streams.events import EVENT_TYPES, Event
 from streams.settings import load_settings
-from streams.simulation.model import SimRecord
-from streams.simulator import send_to_kafka
+from streams.simulation.model import SimOptions, SimRecord
+from streams.simulator import generate, send_to_kafka
 from streams_dev.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics
 from streams_dev.metrics import fetch_page, samples
 from streams_dev.processes import ChildProcess, free_port
@@ -94,6 +95,30 @@ class Deployment:
                 await producer.stop()
 
         asyncio.run(send())
+
+
+def simulated(
+    seed: int,
+    hours: float,
+    rate: float = 300.0,
+    teams: Sequence[str] | None = None,
+    **options: float,
+) -> list[SimRecord]:
+    """Steady simulator traffic over ``hours``, ending ten minutes ago (``options``: the
+    :class:`~streams.simulation.model.SimOptions` noise: duplicates, out of order, bad input)."""
+    start = time.time() - hours * 3600 - 600
+    extra: dict[str, Any] = {} if teams is None else {"teams": teams}
+    return list(
+        generate(
+            "steady",
+            seed=seed,
+            start=start,
+            duration_seconds=hours * 3600,
+            rate=rate,
+            options=SimOptions(**options),
+            **extra,
+        )
+    )
 
 
 def _setting_name(topic: str) -> str:
@@ -260,3 +285,76 @@ def listening_hosts(port: int) -> set[str]:
             else:
                 hosts.add(str(ipaddress.IPv6Address(words)))
     return hosts
+
+
+# -- reading and writing topics directly ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def read_topic(bootstrap: str, topic: str) -> list[TopicRecord]:
+    """Every record of ``topic`` from the beginning to its current end (no consumer group)."""
+
+    async def read() -> list[TopicRecord]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the cluster metadata
+            partitions = sorted(consumer.partitions_for_topic(topic) or ())
+            assert partitions, f"topic {topic} has no partitions"
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            records: list[TopicRecord] = []
+            # The embedded broker's ListOffsets can report the start of the last batch as
+            # the end, so read past it until nothing new arrives for a while.
+            deadline = time.monotonic() + 30
+            idle_since = time.monotonic()
+            while True:
+                behind = [tp for tp in tps if await consumer.position(tp) < end[tp]]
+                if not behind and time.monotonic() - idle_since > 1.5:
+                    break
+                assert time.monotonic() < deadline, f"could not read {topic} to its end"
+                batches = await consumer.getmany(*tps, timeout_ms=300)
+                for tp, messages in batches.items():
+                    for m in messages:
+                        records.append(TopicRecord(tp.partition, m.offset, m.key, m.value))
+                        idle_since = time.monotonic()
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def produce_located(
+    bootstrap: str, items: Sequence[tuple[str, bytes | None, bytes | None]]
+) -> list[tuple[int, int]]:
+    """Produce (actual topic, key, value) in order; return each record's (partition, offset)."""
+
+    async def send() -> list[tuple[int, int]]:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 2**20
+        )
+        await producer.start()
+        try:
+            futures = [await producer.send(t, value=v, key=k) for t, k, v in items]
+            metadata = await asyncio.gather(*futures)
+            return [(m.partition, m.offset) for m in metadata]
+        finally:
+            await producer.stop()
+
+    return asyncio.run(send())

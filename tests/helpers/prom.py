@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -27,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import pytest
 
 from streams_dev.processes import ChildProcess, free_port
 
@@ -361,3 +364,128 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
                 if expr:
                     queries.append((dashboard["uid"], panel["title"], substitute(expr, values)))
     return queries
+
+
+# -- rules and metric names ----------------------------------------------------------
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    binary = find_binary("promtool", "PROMTOOL_BIN")
+    if not binary:
+        pytest.fail(
+            "promtool is required to test the alert rules: apt-get install prometheus "
+            "(or set PROMTOOL_BIN to its path)"
+        )
+    return subprocess.run(
+        [binary, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub generates for a Markdown file's headings."""
+    anchors = set()
+    for line in markdown.splitlines():
+        match = re.match(r"#{1,6}\s+(.*?)\s*$", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+# The metric names a worker exports (and Prometheus adds), as dashboards and rules use them.
+WINDOWED_METRICS = {
+    "support_tickets_created",
+    "support_tickets_solved",
+    "support_tickets_escalated",
+    "support_tickets_reopened",
+    "support_escalation_ratio",
+    "support_first_response_p50_seconds",
+    "support_first_response_p90_seconds",
+    "support_first_response_mean_seconds",
+    "support_first_responses",
+    "support_first_response_sla_attainment_ratio",
+    "support_resolution_p50_seconds",
+    "support_resolution_p90_seconds",
+    "support_resolution_mean_seconds",
+    "support_first_contact_resolution_ratio",
+    "support_csat_satisfied_ratio",
+    "support_csat_mean_score",
+    "support_csat_responses",
+    "support_nps_score",
+    "support_nps_responses",
+    "support_enps_score",
+    "support_enps_responses",
+}
+LIVE_METRICS = {
+    "support_open_tickets",
+    "support_unanswered_tickets",
+    "support_oldest_unanswered_age_seconds",
+    "support_unanswered_past_sla_tickets",
+}
+HEALTH_METRICS = {
+    "support_events_processed_total",
+    "support_events_rejected_total",
+    "support_events_late_total",
+    "support_events_duplicate_total",
+    "support_events_orphaned_total",
+    "support_last_event_timestamp_seconds",
+    "support_consumer_lag_messages",
+    "support_build_info",
+    "support_pipeline_ready",  # SPEC §5; added by the pipeline work
+}
+CUMULATIVE_METRICS = {
+    "support_tickets_created_total",
+    "support_tickets_solved_total",
+    "support_first_responses_total",
+    "support_first_responses_within_sla_total",
+    "support_first_response_duration_seconds_bucket",
+    "support_first_response_duration_seconds_sum",
+    "support_first_response_duration_seconds_count",
+}
+# Series Prometheus itself creates: per target, and for its alerts.
+PROMETHEUS_METRICS = {"up", "ALERTS"}
+PUBLIC_METRICS = (
+    WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | CUMULATIVE_METRICS | PROMETHEUS_METRICS
+)
+
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+}
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_LABEL_LIST = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENTIFIER = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)\s*(\()?")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names referenced by a PromQL expression (functions, keywords, label names
+    in matchers and grouping clauses, and durations are not metric names)."""
+    text = _STRING.sub('""', expr)
+    text = _MATCHERS.sub("", text)
+    text = _RANGE.sub("", text)
+    text = _LABEL_LIST.sub(" ", text)
+    names = set()
+    for match in _IDENTIFIER.finditer(text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in _KEYWORDS:
+            continue
+        names.add(name)
+    return names

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from streams.core.kpis import EngineConfig
+from streams.decoding import Rejection, decode
 from streams.events import (
     EVENT_TYPES,
     PRIORITIES,
@@ -615,3 +616,21 @@ def scenarios(
         rnd.shuffle(arrivals)
     g.note(f"delivery_{mode}")
     return Scenario(arrivals=arrivals, config=config, wall=wall, notes=g.notes)
+
+
+def decoded(scenario: Scenario) -> list[Event]:
+    """The scenario's arrivals as the decoder accepts them (far-future events dropped)."""
+    accepted: list[Event] = []
+    for event in scenario.arrivals:
+        result = decode(
+            topic_of(event),
+            encode(event),
+            now=scenario.wall,
+            future_tolerance_seconds=FUTURE_TOLERANCE_SECONDS,
+        )
+        if isinstance(result, Rejection):
+            # The generator only produces valid events; the only expected rejection is the future.
+            assert result.reason == "future_timestamp", (result, event)
+            continue
+        accepted.append(result)
+    return accepted
