@@ -151,8 +151,6 @@ class EmbeddedBroker:
         self._stop_timeout = stop_timeout
         self._user_log_path = Path(log_path) if log_path is not None else None
         self._port: int | None = None
-        # SIGKILL when the parent dies: the storage is in memory and Tansu's graceful stop
-        # would keep the port for ~5 s while connections drain.
         self._child: ChildProcess | None = None
         self._started_at = 0.0
         self.startup_seconds: float | None = None
@@ -242,6 +240,8 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
+        # SIGKILL when the parent dies: the storage is in memory and Tansu's graceful stop
+        # would keep the port for ~5 s while connections drain.
         self._child = ChildProcess("broker", self._open_log(), parent_death_signal=signal.SIGKILL)
         self._started_at = time.monotonic()
         try:
