@@ -25,10 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
-from helpers.ci import (  # noqa: F401  (the hooks: no silent skips in CI)
-    pytest_configure,
-    pytest_runtest_makereport,
-)
+from helpers.ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
 from helpers.pipeline import WorkerProcess
 
 from streams_dev.broker import EmbeddedBroker, create_topics
