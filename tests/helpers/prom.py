@@ -9,7 +9,10 @@
         print(prom.query("up"), prom.alerts())
 
 ``dashboard_queries()`` lists every panel query of ``deploy/grafana/dashboards/*.json``
-with Grafana's template variables replaced by values Prometheus accepts.
+with Grafana's template variables replaced by values Prometheus accepts. ``promtool()`` runs
+promtool; ``metric_names()`` reads the metric names out of a PromQL expression, to compare
+with the public metric-name sets (``PUBLIC_METRICS``); ``github_anchors()`` gives the
+heading anchors that runbook links point at.
 """
 
 from __future__ import annotations
@@ -370,6 +373,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``promtool *args`` (required: the test fails without it)."""
     binary = find_binary("promtool", "PROMTOOL_BIN")
     if not binary:
         pytest.fail(
