@@ -27,11 +27,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_pipeline import Deployment, Worker, metric_value, rss_bytes, wait_for
+from bench_pipeline import Deployment, Worker, metric_value, wait_for
 from machine import cpu_model, load_average
 
-from streams.broker import EmbeddedBroker
 from streams.simulation import SimRecord
+from streams_dev.broker import EmbeddedBroker
+from streams_dev.processes import free_port
 
 ACTIVE = ("support_customers_active", {"segment": "all"})
 RECOVERED = re.compile(r"recovered (\d+) customer records")
@@ -93,16 +94,17 @@ def main() -> None:
         try:
             worker.wait_ready()
             time.sleep(3.0)
-            rss[0] = rss_bytes(worker.pid)
+            rss[0] = worker.rss_bytes()
             loaded = 0
             for level in (half, args.customers):
                 deployment.produce(activations(loaded, level, now, seed=level))
                 loaded = level
                 wait_active(worker, level)
                 time.sleep(2.0)  # settle
-                rss[level] = rss_bytes(worker.pid)
+                rss[level] = worker.rss_bytes()
                 print(f"RSS {rss[level] / 2**20:.1f} MiB at {level} customers", flush=True)
-            worker.kill9()
+            worker.kill()
+            worker.port = free_port()
             worker.start()
             ready = worker.wait_ready(timeout=300)
             back = wait_active(worker, args.customers, step=0.05)

@@ -42,7 +42,6 @@ from prometheus_client.exposition import choose_encoder
 
 from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog, internal_topic
 from streams.consumer import KpiTransport
-from streams.core.aggregate import US
 from streams.core.customers import CustomerReading
 from streams.core.firsts import FirstDerivations
 from streams.core.kpis import EngineConfig
@@ -55,7 +54,8 @@ from streams.core.partition import (
     batch_updates,
 )
 from streams.core.store import KpiReading, KpiStore
-from streams.core.ticket import Held, TicketState, to_us
+from streams.core.ticket import Held, TicketState
+from streams.core.units import US, to_us
 from streams.customer_stage import STAGE2_KEY, CustomerStage
 from streams.decoding import Rejection, RejectionReason, decode
 from streams.events import CustomerLifecycle

@@ -35,7 +35,6 @@ import msgspec
 from faust.types import TP
 
 from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog, internal_topic
-from streams.core.aggregate import US
 from streams.core.customers import (
     CustomerBatch,
     CustomerEngine,
@@ -45,7 +44,7 @@ from streams.core.customers import (
     CustomerState,
     customer_batches,
 )
-from streams.core.ticket import to_us
+from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle
 from streams.outputs.prometheus import KpiCollector
 

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
+from helpers.reference import CustomerReference, customer_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import CustomerReference, customer_values
 
 from streams.core import kpis
 from streams.core.customers import (

@@ -17,10 +17,17 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka.partitioner import murmur2
-from pipeline import Deployment, WorkerProcess, decoded_events, wait_until
+from helpers.pipeline import (
+    Deployment,
+    WorkerProcess,
+    decoded_events,
+    latest_by_key,
+    read_topic,
+    wait_until,
+)
+from helpers.reference import CustomerReference, reference_customer_kpis
+from helpers.schemas import validator
 from prometheus_client.parser import text_string_to_metric_families
-from reference import CustomerReference, reference_customer_kpis
-from test_outputs import KPI_SCHEMA, latest_by_key, read_topic
 
 from streams.core import kpis
 from streams.core.kpis import CustomerKpiKey
@@ -33,6 +40,7 @@ pytestmark = pytest.mark.integration
 WINDOWS = (("15m", 900.0), ("1h", 3600.0), ("today", 26 * 3600.0))
 ZONE = "America/New_York"
 GRACE = 300.0
+KPI_SCHEMA = validator("support-kpis")
 CUSTOMER_METRICS = {
     "support_" + name for name in (*kpis.CUSTOMER_WINDOWED_KPIS, *kpis.CUSTOMER_LIVE_KPIS)
 }

@@ -16,7 +16,7 @@ from streams.app import KpiWorker
 from streams.core.customers import CustomerEngine, CustomerKpiStore, DictCustomerTable
 from streams.core.partition import DictTicketStore, PartitionEngine
 from streams.core.store import KpiStore
-from streams.core.ticket import to_us
+from streams.core.units import to_us
 from streams.decoding import Rejection, decode
 from streams.events import CustomerLifecycle
 from streams.settings import Settings, load_settings
