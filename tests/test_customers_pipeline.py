@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -45,14 +45,6 @@ CUSTOMER_METRICS = {
     "support_" + name for name in (*kpis.CUSTOMER_WINDOWED_KPIS, *kpis.CUSTOMER_LIVE_KPIS)
 }
 CustomerValues = dict[CustomerKpiKey, float | None]
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def lifecycle_records(seed: int, start: float, hours: float) -> list[SimRecord]:
