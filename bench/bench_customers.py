@@ -17,8 +17,8 @@ Memory (default config: windows 7d and 30d, grace 5 min, horizon 30 d 5 min):
 
 Time: a ``churn``-profile lifecycle stream from the simulator (``streams.simulation``)
 through ``CustomerEngine.process`` on the stream-time clock, every 100 events
-``housekeeping`` + ``flush`` and each partial through msgpack into ``CustomerKpiStore.apply``;
-then ``CustomerKpiStore.read`` (every KPI of every segment and window) at a clock that moves
+``housekeeping`` + ``flush`` and each partial through msgpack into ``CustomerKpiMerge.apply``;
+then ``CustomerKpiMerge.read`` (every KPI of every segment and window) at a clock that moves
 one minute per read.
 
 Results go to ``bench/RESULTS-customers.md`` (or ``--output``) with the machine and the date.
@@ -41,7 +41,7 @@ from machine import cpu_model, load_average
 from streams.core.customers import (
     CustomerConfig,
     CustomerEngine,
-    CustomerKpiStore,
+    CustomerKpiMerge,
     CustomerPartial,
     DictCustomerTable,
 )
@@ -136,7 +136,7 @@ def measure_time(seed: int) -> dict[str, float]:
         if r.topic == "customer-lifecycle"
     ]
     engine = CustomerEngine(0, DictCustomerTable(), CONFIG)
-    store = CustomerKpiStore(CONFIG)
+    store = CustomerKpiMerge(CONFIG)
     clock = 0
     t0 = time.perf_counter()
     for n, event in enumerate(events, 1):

@@ -6,9 +6,9 @@ Run on demand (not part of the test suite)::
 
 What is timed (``time.perf_counter``, one thread): for every event of a realistic simulated
 stream (``streams.simulation.generate``, steady profile, with out-of-order delivery and
-duplicates), ``PartitionEngine.process`` on the stream-time clock; every ``--flush-every``
+duplicates), ``TicketEngine.process`` on the stream-time clock; every ``--flush-every``
 events ``housekeeping`` + ``flush``, each flushed partial through the msgpack wire format (as the
-worker sends it) and ``KpiStore.apply``. Decoding the JSON happens before the clock starts.
+worker sends it) and ``KpiMerge.apply``. Decoding the JSON happens before the clock starts.
 
 Before the timed stream, the engine is pre-loaded with N open tickets (created over the
 previous 20 hours, half of them answered by an agent) spread over the same teams, so the live
@@ -40,9 +40,10 @@ import msgspec
 from machine import cpu_model, load_average
 
 from streams.core.kpis import EngineConfig
-from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
-from streams.core.store import KpiStore
+from streams.core.merge import KpiMerge
+from streams.core.partials import PartialUpdate
 from streams.core.ticket import TicketState
+from streams.core.ticket_engine import DictTicketStore, TicketEngine
 from streams.core.units import to_us
 from streams.events import (
     CHANNELS,
@@ -125,13 +126,13 @@ def preload_events(open_tickets: int, teams: Sequence[str]) -> list[Event]:
 @dataclass
 class Pipeline:
     tickets: DictTicketStore
-    engine: PartitionEngine
-    kpis: KpiStore
+    engine: TicketEngine
+    kpis: KpiMerge
 
     @classmethod
     def new(cls) -> Pipeline:
         tickets = DictTicketStore()
-        return cls(tickets, PartitionEngine(0, tickets, CONFIG), KpiStore(CONFIG))
+        return cls(tickets, TicketEngine(0, tickets, CONFIG), KpiMerge(CONFIG))
 
     def flush(self, clock_us: int) -> int:
         self.engine.housekeeping(clock_us)
@@ -167,8 +168,8 @@ class Measurement:
     teams: int
     events: int
     us_per_event: list[float]  # total per run
-    process_us: list[float]  # PartitionEngine.process only, per run
-    flush_us: list[float]  # housekeeping + flush + wire + KpiStore.apply, per run
+    process_us: list[float]  # TicketEngine.process only, per run
+    flush_us: list[float]  # housekeeping + flush + wire + KpiMerge.apply, per run
     updates_per_event: float
     wire_bytes_per_flush: float
     states: int
@@ -329,9 +330,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         *header,
         "",
-        "Per event: `PartitionEngine.process` (stream-time clock); every "
+        "Per event: `TicketEngine.process` (stream-time clock); every "
         f"{args.flush_every} events `housekeeping` + `flush`, each partial through the msgpack "
-        "wire format and `KpiStore.apply`. Stream: `streams.simulation.generate` (steady, "
+        "wire format and `KpiMerge.apply`. Stream: `streams.simulation.generate` (steady, "
         f"{RATE:.0f} tickets/h, 10 % out-of-order up to 2 min, 2 % duplicates), decoded "
         "beforehand; default engine config (15m/1h/24h windows, 1 min buckets).",
         "",
@@ -378,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "per (group, creation-time bucket), so a ticket's change re-sends only the partial of "
         "its own creation bucket. (The first run of this benchmark, on 2026-11-23 12:06 UTC, "
         "found the live partial kept whole per group: 801 µs/event of flush+apply with "
-        "100,000 open tickets; that was fixed in the core.) `KpiStore.read` is proportional "
+        "100,000 open tickets; that was fixed in the core.) `KpiMerge.read` is proportional "
         "to the number of groups and unanswered tickets and runs per scrape, not per event.",
         "",
     ]

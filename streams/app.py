@@ -3,17 +3,17 @@
 Two stages, both partitioned, both on Kafka:
 
 1. ``process_events`` consumes the co-partitioned input topics (keyed by ticket). Per input
-   partition a :class:`~streams.core.partition.PartitionEngine` keeps ticket states in the
+   partition a :class:`~streams.core.ticket_engine.TicketEngine` keeps ticket states in the
    changelogged ``tickets`` table and derives partial aggregates in memory. A timer sends the
    partials that changed to the internal ``<app>-kpi-partials`` topic as *absolute values*;
    after every recovery the engine rebuilds its partials from the tickets and re-sends them
    all, so a crash between a table write and a send loses nothing, and a replay counts
    nothing twice.
    One message per flush per (source partition, dimension) carries all changed partials
-   (:class:`~streams.core.partition.PartialBatch`).
+   (:class:`~streams.core.ticket_engine.PartialBatch`).
 2. ``merge_partials`` consumes that topic, partitioned by dimension (overall/team/channel/
    priority), and merges the latest partial per (group, source partition, bucket) into
-   rolling windows (:class:`~streams.core.store.KpiStore`). Stage 2 keeps no durable state:
+   rolling windows (:class:`~streams.core.merge.KpiMerge`). Stage 2 keeps no durable state:
    after every rebalance every stage-1 partition re-sends a complete snapshot (a reset
    followed by all its partials), so stage 2 recovers from state, not from history. What a
    worker owns in stage 2 is exactly what it exports on ``/metrics`` and publishes to
@@ -45,16 +45,10 @@ from streams.consumer import KpiTransport
 from streams.core.customers import CustomerReading
 from streams.core.firsts import FirstDerivations
 from streams.core.kpis import EngineConfig
-from streams.core.partition import (
-    DIMENSIONS,
-    Outcome,
-    PartialBatch,
-    PartitionEngine,
-    Source,
-    batch_updates,
-)
-from streams.core.store import KpiReading, KpiStore
+from streams.core.merge import KpiMerge, KpiReading
+from streams.core.partials import DIMENSIONS, PartialBatch, batch_updates
 from streams.core.ticket import Held, TicketState
+from streams.core.ticket_engine import InputRecord, Outcome, TicketEngine
 from streams.core.units import US, to_us
 from streams.customer_stage import STAGE2_KEY, CustomerStage
 from streams.decoding import Rejection, RejectionReason, decode
@@ -139,8 +133,8 @@ class KpiWorker:
         self.registry.register(ConsumerLagCollector(self.consumer_lag))
         self.cumulative = CumulativeKpis(self.registry, self.config.sla_targets, settings.max_teams)
         self.firsts = FirstDerivations()  # outlives engines: no double count after a rebuild
-        self.engines: dict[int, PartitionEngine] = {}
-        self.kpi_stores: dict[int, KpiStore] = {}
+        self.engines: dict[int, TicketEngine] = {}
+        self.kpi_stores: dict[int, KpiMerge] = {}
         # stage-2 partition -> the dimensions routed to it
         self.stage2_dimensions: dict[int, list[str]] = {}
         for dimension in DIMENSIONS:
@@ -338,7 +332,7 @@ class KpiWorker:
     def _rebuild_engine(self, partition: int) -> None:
         if partition not in self.engines:
             return
-        engine = PartitionEngine(partition, self.ticket_store, self.config, self.firsts)
+        engine = TicketEngine(partition, self.ticket_store, self.config, self.firsts)
         try:
             engine.rebuild(self.clock_us(0) if self.settings.clock == "wall" else None)
         except Exception as error:  # keep the engine we have; the next recovery rebuilds
@@ -385,7 +379,7 @@ class KpiWorker:
         engine = self.engines[partition]
         at_us = to_us(decoded.occurred_at)
         clock = self.clock_us(max(engine.stream_time_us, at_us))
-        result = engine.process(decoded, clock, Source(topic, partition, offset, raw))
+        result = engine.process(decoded, clock, InputRecord(topic, partition, offset, raw))
         self.health.saw_event(topic, at_us / US)
         self.cumulative.count(result.derived)
         if result.late:
@@ -432,7 +426,7 @@ class KpiWorker:
                 mine.append((key, state))
         wall = self.settings.clock == "wall"
         for partition, states in by_partition.items():
-            engine = PartitionEngine(partition, self.ticket_store, self.config, self.firsts)
+            engine = TicketEngine(partition, self.ticket_store, self.config, self.firsts)
             self.engines[partition] = engine
             engine.rebuild(self.clock_us(0) if wall else None, states)
         self._recovering = False
@@ -584,7 +578,7 @@ class KpiWorker:
         stage-1 partition re-sends a complete snapshot once its recovery completes."""
         partials = self.partials.get_topic_name()
         mine = {tp.partition for tp in assigned if tp.topic == partials}
-        self.kpi_stores = {p: KpiStore(self.config) for p in mine}
+        self.kpi_stores = {p: KpiMerge(self.config) for p in mine}
         self._recovering = True
         self._caught_up.clear()
         self._positions.clear()  # from now on: the committed offsets, then what we process

@@ -12,7 +12,7 @@ The same two stages as tickets (:mod:`streams.app`), with the same persistence m
    the table and re-sends a complete snapshot.
 2. Stage 2: every customer partial goes to one partition of ``<app>-customer-partials`` (so one
    worker sees every segment and caps the label exactly); its owner merges them into a
-   :class:`~streams.core.customers.CustomerKpiStore` and is the only worker that exports and
+   :class:`~streams.core.customers.CustomerKpiMerge` and is the only worker that exports and
    publishes customer KPIs. A rebalance starts it empty; the snapshots refill it.
 
 Ownership is always by (topic, partition): partition 3 of ``customer-lifecycle`` and partition 3
@@ -38,7 +38,7 @@ from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog, int
 from streams.core.customers import (
     CustomerBatch,
     CustomerEngine,
-    CustomerKpiStore,
+    CustomerKpiMerge,
     CustomerOutcome,
     CustomerReading,
     CustomerState,
@@ -70,7 +70,7 @@ class CustomerStage:
         self.topic = self.settings.topic_customer_lifecycle
         self.stage2_partition = stage2_partition
         self.engines: dict[int, CustomerEngine] = {}
-        self.store: CustomerKpiStore | None = None  # while this worker owns stage 2
+        self.store: CustomerKpiMerge | None = None  # while this worker owns stage 2
         self.recovering = True  # from a rebalance until stage 1 has rebuilt its engines
         self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
         self._flushed_at: dict[int, float] = {}  # stage-1 partition -> monotonic time
@@ -224,7 +224,7 @@ class CustomerStage:
         partition; every stage-1 partition re-sends a complete snapshot after recovery."""
         mine = {tp.partition for tp in assigned if tp.topic == self.partials_topic}
         owner = self.stage2_partition in mine
-        self.store = CustomerKpiStore(self.config) if owner else None
+        self.store = CustomerKpiMerge(self.config) if owner else None
         self.recovering = True
         self._caught_up.clear()
         if owner:

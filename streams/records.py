@@ -81,7 +81,7 @@ def _non_negative(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 0")
 
 
-class Source(msgspec.Struct, frozen=True, kw_only=True):
+class DeadLetterSource(msgspec.Struct, frozen=True, kw_only=True):
     """Where a rejected record came from."""
 
     topic: str
@@ -104,7 +104,7 @@ class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
-    source: Source
+    source: DeadLetterSource
     reason: RejectionReason
     field: str | None
     detail: str
@@ -291,7 +291,7 @@ def dead_letter(
     detail = rejection.detail[:MAX_DETAIL_LENGTH]
     field = rejection.field[:MAX_FIELD_LENGTH] if rejection.field else None
     return DeadLetterRecord(
-        source=Source(topic=topic, partition=partition, offset=offset),
+        source=DeadLetterSource(topic=topic, partition=partition, offset=offset),
         reason=rejection.reason,
         field=field,
         detail=detail,

@@ -13,8 +13,8 @@ import json
 from faust.types import TP
 
 from streams.app import KpiWorker
-from streams.core.customers import CustomerEngine, CustomerKpiStore, DictCustomerTable
-from streams.core.partition import DictTicketStore, PartitionEngine
+from streams.core.customers import CustomerEngine, CustomerKpiMerge, DictCustomerTable
+from streams.core.ticket_engine import DictTicketStore, TicketEngine
 from streams.settings import load_settings
 
 NOW = "2026-12-01T10:00:00Z"
@@ -54,7 +54,7 @@ def test_a_customer_partition_is_processed_only_by_its_customer_owner() -> None:
     w = worker()
     customer_topic = w.customers.topic
     tickets = DictTicketStore()
-    w.engines[1] = PartitionEngine(1, tickets, w.config)  # ticket partition 1 is ours
+    w.engines[1] = TicketEngine(1, tickets, w.config)  # ticket partition 1 is ours
     table = DictCustomerTable()
     w.customers.engines[2] = CustomerEngine(2, table, w.customers.config)  # customer partition 2
 
@@ -86,7 +86,7 @@ def test_stage_2_ownership_is_by_the_customer_partials_topic() -> None:
     assert w.customers.owns_position(customer_partials, stage2) is False
 
     w.customers._assigned({TP(customer_partials, stage2)})
-    assert isinstance(w.customers.store, CustomerKpiStore)
+    assert isinstance(w.customers.store, CustomerKpiMerge)
     assert w.customers.owns_position(customer_partials, stage2) is True
     assert w.customers.owns_position(kpi_partials, stage2) is None  # not the stage's topic
     # A partial for another partition of the topic is never applied.
@@ -101,7 +101,7 @@ def test_the_worker_is_not_ready_while_the_customer_stage_recovers() -> None:
     assert list(w.customers.current_readings()) == []
     w.customers.recovering = False
     assert w.customers.ready()  # nothing owned: nothing to wait for
-    store = w.customers.store = CustomerKpiStore(w.customers.config)
+    store = w.customers.store = CustomerKpiMerge(w.customers.config)
     assert not w.customers.ready(), "stage 2 without every source's snapshot"
     store.sources = {p: (True, True) for p in range(4)}
     assert not w.customers.ready(), "the lag of the customer partials is not known yet"

@@ -27,7 +27,7 @@ from streams.core.customers import (
     CustomerBatch,
     CustomerConfig,
     CustomerEngine,
-    CustomerKpiStore,
+    CustomerKpiMerge,
     CustomerOutcome,
     CustomerState,
     DictCustomerTable,
@@ -84,7 +84,7 @@ class System:
         self.config = config
         self.tables = [DictCustomerTable() for _ in range(PARTITIONS)]
         self.engines = [CustomerEngine(p, self.tables[p], config) for p in range(PARTITIONS)]
-        self.store = CustomerKpiStore(config)
+        self.store = CustomerKpiMerge(config)
 
     @staticmethod
     def partition_of(customer: str) -> int:
@@ -302,7 +302,7 @@ def run(
 ) -> dict[CustomerKpiKey, float | None]:
     table = DictCustomerTable()
     engine = CustomerEngine(0, table, config)
-    store = CustomerKpiStore(config)
+    store = CustomerKpiMerge(config)
     for ev in events:
         engine.process(ev, to_us(ev.occurred_at))
     for partial in engine.flush():
@@ -344,7 +344,7 @@ def test_the_window_slides_with_the_clock_without_events() -> None:
     config = SMALL
     table = DictCustomerTable()
     engine = CustomerEngine(0, table, config)
-    store = CustomerKpiStore(config)
+    store = CustomerKpiMerge(config)
     engine.process(event("1", "a", "activated", T0), T0)
     engine.process(event("2", "a", "churned", T0 + 3 * DAY_US), T0 + 3 * DAY_US)
     for partial in engine.flush():
@@ -388,7 +388,7 @@ def test_segment_label_cap_folds_into_other() -> None:
     ]
     config = SMALL
     engine = CustomerEngine(0, DictCustomerTable(), config)
-    store = CustomerKpiStore(config)
+    store = CustomerKpiMerge(config)
     for ev in events:
         engine.process(ev, T0)
     for partial in engine.flush():
@@ -499,8 +499,8 @@ def test_batches_carry_a_snapshot_that_completes_with_its_last_chunk() -> None:
     assert not any(p.reset for b in batches for p in b.partials)
     assert sum(len(b.partials) for b in batches) == len(partials) - 1
 
-    store = CustomerKpiStore(config)
-    reference = CustomerKpiStore(config)
+    store = CustomerKpiMerge(config)
+    reference = CustomerKpiMerge(config)
     for partial in partials:
         reference.apply(partial)
     assert not store.complete(2)
@@ -521,7 +521,7 @@ def test_batches_carry_a_snapshot_that_completes_with_its_last_chunk() -> None:
 
 
 def test_a_batch_without_a_reset_never_makes_a_source_complete() -> None:
-    store = CustomerKpiStore(CustomerConfig(windows=WINDOWS))
+    store = CustomerKpiMerge(CustomerConfig(windows=WINDOWS))
     store.apply_batch(CustomerBatch(0, T0, [], complete=True, caught_up=True))
     assert not store.complete(1)
     assert customer_batches(0, [], T0, caught_up=False) == [
@@ -533,7 +533,7 @@ def test_a_reset_batch_drops_what_stage_2_held_from_that_partition() -> None:
     config = CustomerConfig(windows=WINDOWS, grace_seconds=GRACE)
     engine = CustomerEngine(0, DictCustomerTable(), config)
     engine.process(event("e1", "a", "activated", T0, "pro"), T0)
-    store = CustomerKpiStore(config)
+    store = CustomerKpiMerge(config)
     store.apply_batch(customer_batches(0, engine.flush(), T0)[0])
     assert CustomerKpiKey(kpis.CUSTOMERS_ACTIVE, kpis.LIVE_WINDOW, "pro") in store.values(T0)
     # The partition's state was lost (its new owner has no customers): a reset, nothing else.

@@ -2,8 +2,8 @@
 
 Every generated stream first goes through the real decoder, as in the pipeline: far-future events
 are rejected there, and only accepted events reach the engine and the reference. The engine is
-driven event by event (``PartitionEngine.process``/``housekeeping``/``flush`` into a
-``KpiStore``) and read at several instants during the stream, after it and after the clock has
+driven event by event (``TicketEngine.process``/``housekeeping``/``flush`` into a
+``KpiMerge``) and read at several instants during the stream, after it and after the clock has
 moved on without events. Every read compares the *whole* set of series (a series on one side only
 fails) and the health counts; quantiles may differ by 1% relative, everything else by 1e-9.
 Generated configurations vary bucket, windows (up to 24 h), grace, orphan hold, retention and SLA
@@ -39,9 +39,9 @@ from hypothesis import given
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues
-from streams.core.partition import DictTicketStore, Outcome, PartitionEngine
+from streams.core.merge import KpiMerge
 from streams.core.replay import partition_for, replay
-from streams.core.store import KpiStore
+from streams.core.ticket_engine import DictTicketStore, Outcome, TicketEngine
 from streams.core.units import to_us
 from streams.events import Event, event_time, routing_key
 
@@ -58,8 +58,8 @@ class EngineRun:
     def __init__(self, config: EngineConfig, partitions: int = 1) -> None:
         self.partitions = partitions
         self.tickets = DictTicketStore()
-        self.engines = [PartitionEngine(p, self.tickets, config) for p in range(partitions)]
-        self.store = KpiStore(config)
+        self.engines = [TicketEngine(p, self.tickets, config) for p in range(partitions)]
+        self.store = KpiMerge(config)
         self.counts = Counts()
 
     def partition_of(self, event: Event) -> int:
@@ -88,7 +88,7 @@ class EngineRun:
         ticket store on the old clock; its reset and snapshot go to the same stage 2, which
         still holds the old engine's partials."""
         old = self.engines[partition]
-        engine = self.engines[partition] = PartitionEngine(partition, self.tickets, old.config)
+        engine = self.engines[partition] = TicketEngine(partition, self.tickets, old.config)
         engine.rebuild(old.stream_time_us)
         engine.stream_time_us = old.stream_time_us  # the committed stream time survives
         self._tidy(engine, old.stream_time_us)
@@ -98,7 +98,7 @@ class EngineRun:
         for engine in self.engines:
             self._tidy(engine, clock)
 
-    def _tidy(self, engine: PartitionEngine, clock: int) -> None:
+    def _tidy(self, engine: TicketEngine, clock: int) -> None:
         orphans = engine.housekeeping(clock)
         self.counts = replace(self.counts, orphans=self.counts.orphans + len(orphans))
         for update in engine.flush():

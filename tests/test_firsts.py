@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import EngineConfig
 from streams.core.labels import team_label
-from streams.core.partition import DictTicketStore, PartitionEngine
 from streams.core.replay import partition_for
 from streams.core.ticket import Dims, Fact
+from streams.core.ticket_engine import DictTicketStore, TicketEngine
 from streams.core.units import US, to_us
 from streams.events import (
     Event,
@@ -63,7 +63,7 @@ def engine_totals(
     """What the engines derive for the first time, as the cumulative series count it."""
     store = DictTicketStore()
     firsts = FirstDerivations()
-    engines = [PartitionEngine(p, store, config, firsts) for p in range(partitions)]
+    engines = [TicketEngine(p, store, config, firsts) for p in range(partitions)]
     totals: Counter[Total] = Counter()
     derived: list[Fact] = []
     for event in events:
@@ -179,7 +179,7 @@ def test_a_late_earlier_reply_moves_the_first_response_but_not_its_counted_verdi
 
     in_order = in_ticket_time_order(arrivals)
     assert in_order == [newer, created, answered, again, closed]
-    engine = PartitionEngine(0, DictTicketStore(), config)
+    engine = TicketEngine(0, DictTicketStore(), config)
     clock = to_us(newer.occurred_at)
     assert all(engine.process(event, clock).late for event in in_order[1:])  # still late
     actual, _ = engine_totals(in_order, config)
@@ -231,7 +231,7 @@ def test_redelivery_after_a_rebuild_from_a_lagging_changelog_counts_nothing_twic
     ]
     store = DictTicketStore()
     memory = FirstDerivations()
-    engine = PartitionEngine(0, store, config, memory)
+    engine = TicketEngine(0, store, config, memory)
     clock = to_us(events[-1].occurred_at)
     first_half = events[:3]
     counted = [f for e in first_half for f in engine.process(e, clock).derived]
@@ -250,7 +250,7 @@ def test_redelivery_after_a_rebuild_from_a_lagging_changelog_counts_nothing_twic
     # engine is rebuilt, and the consumer re-delivers everything since the last commit.
     recovered = DictTicketStore()
     recovered.data = copy.deepcopy(changelog)
-    rebuilt = PartitionEngine(0, recovered, config, memory)
+    rebuilt = TicketEngine(0, recovered, config, memory)
     rebuilt.rebuild(clock)
     again = [f for e in events for f in rebuilt.process(e, clock).derived]
     assert again == []
@@ -259,7 +259,7 @@ def test_redelivery_after_a_rebuild_from_a_lagging_changelog_counts_nothing_twic
     # the memory is what prevents the double count.
     fresh = DictTicketStore()
     fresh.data = copy.deepcopy(changelog)
-    forgetful = PartitionEngine(0, fresh, config)
+    forgetful = TicketEngine(0, fresh, config)
     forgetful.rebuild(clock)
     recount = [f for e in events for f in forgetful.process(e, clock).derived]
     assert sorted(f.kind for f in recount) == ["first_response", "resolved"]

@@ -1,5 +1,5 @@
-"""Fuzzing the path a record takes in stage 1 and stage 2: bytes -> decode -> PartitionEngine
-(ticket state through msgpack, as in the Faust table) -> partials through msgpack -> KpiStore
+"""Fuzzing the path a record takes in stage 1 and stage 2: bytes -> decode -> TicketEngine
+(ticket state through msgpack, as in the Faust table) -> partials through msgpack -> KpiMerge
 -> readings -> KPI records and dead letters.
 
 Inputs: random bytes, byte-level mutations of valid events, valid events with fields replaced
@@ -25,9 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core.kpis import EngineConfig
-from streams.core.partition import PartialUpdate, PartitionEngine, Source
-from streams.core.store import KpiStore
+from streams.core.merge import KpiMerge
+from streams.core.partials import PartialUpdate
 from streams.core.ticket import TicketState
+from streams.core.ticket_engine import InputRecord, TicketEngine
 from streams.core.units import to_us
 from streams.decoding import MAX_NESTING_DEPTH, REJECTION_REASONS, Rejection, decode
 from streams.events import EVENT_TYPES
@@ -91,8 +92,8 @@ _PARTIAL = msgspec.msgpack.Decoder(PartialUpdate)
 
 
 def run_pipeline(records: Sequence[tuple[str, bytes]], *, stream_clock: bool = True) -> None:
-    engine = PartitionEngine(0, MsgpackTicketStore(), CONFIG)
-    store = KpiStore(CONFIG)
+    engine = TicketEngine(0, MsgpackTicketStore(), CONFIG)
+    store = KpiMerge(CONFIG)
     publisher = KpiPublisher()
     clock = round(NOW * 1e6)
     for offset, (topic, data) in enumerate(records):
@@ -102,7 +103,7 @@ def run_pipeline(records: Sequence[tuple[str, bytes]], *, stream_clock: bool = T
             continue
         if stream_clock:
             clock = max(engine.stream_time_us, to_us(result.occurred_at))
-        outcome = engine.process(result, clock, Source(topic, 0, offset, data))
+        outcome = engine.process(result, clock, InputRecord(topic, 0, offset, data))
         for held in [*outcome.rejected, *engine.housekeeping(clock)]:
             check_rejection(Rejection("orphan", None, "held"), held.topic, held.offset, held.raw)
         for update in engine.flush():

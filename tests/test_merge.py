@@ -1,4 +1,4 @@
-"""Tests of the stage-2 store (:mod:`streams.core.store`): latest partial per
+"""Tests of the stage-2 store (:mod:`streams.core.merge`): latest partial per
 (group, partition, bucket), rolling windows that decay without input, live backlog readings and
 the team label cap. Expected values are recomputed from scratch from the latest partials."""
 
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from streams.core import kpis as K
 from streams.core.aggregate import LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
-from streams.core.partition import HEARTBEAT_BUCKET, Group, PartialUpdate, dimension_of
-from streams.core.store import KpiReading, KpiStore
+from streams.core.merge import KpiMerge, KpiReading
+from streams.core.partials import HEARTBEAT_BUCKET, Group, PartialUpdate, dimension_of
 from streams.core.units import US
 
 CFG = EngineConfig(
@@ -62,21 +62,31 @@ def window_update(
     group: Group, partition: int, bucket: int, window: WindowAggregate | None
 ) -> PartialUpdate:
     """An update as stage 2 receives it: decoded from the wire (a snapshot, not shared)."""
-    update = PartialUpdate(group, partition, BUCKET0 + bucket, window, None, T0)
+    update = PartialUpdate(
+        group=group,
+        source_partition=partition,
+        bucket=BUCKET0 + bucket,
+        window=window,
+        stream_time_us=T0,
+    )
     return _PARTIAL.decode(_WIRE.encode(update))
 
 
 def live_update(group: Group, partition: int, live: LiveAggregate | None) -> PartialUpdate:
     return _PARTIAL.decode(
-        _WIRE.encode(PartialUpdate(group, partition, 0, None, live, is_live=True))
+        _WIRE.encode(
+            PartialUpdate(
+                group=group, source_partition=partition, bucket=0, live=live, is_live=True
+            )
+        )
     )
 
 
-def windowed(store: KpiStore, now_us: int, max_teams: int | None = None) -> KpiValues:
+def windowed(store: KpiMerge, now_us: int, max_teams: int | None = None) -> KpiValues:
     return {r.key: r.value for r in store.read(now_us, max_teams) if r.key.window != LIVE_WINDOW}
 
 
-def live_values(store: KpiStore, now_us: int, max_teams: int | None = None) -> KpiValues:
+def live_values(store: KpiMerge, now_us: int, max_teams: int | None = None) -> KpiValues:
     return {r.key: r.value for r in store.read(now_us, max_teams) if r.key.window == LIVE_WINDOW}
 
 
@@ -112,7 +122,7 @@ def _times(*created_us: int) -> bytes:
 
 
 def test_applying_the_same_update_twice_is_the_same_as_once() -> None:
-    once, twice = KpiStore(CFG), KpiStore(CFG)
+    once, twice = KpiMerge(CFG), KpiMerge(CFG)
     updates = [
         window_update(OVERALL, 0, 0, agg(created=2, frt_s=[30, 90])),
         window_update(OVERALL, 1, 0, agg(created=1, csat=[5])),
@@ -130,7 +140,7 @@ def test_applying_the_same_update_twice_is_the_same_as_once() -> None:
 
 
 def test_a_newer_value_replaces_the_older_one_for_the_same_partial() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     store.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[600])))
     now = T0 + 30 * US
     store.read(now)  # the window's running total now includes bucket 0
@@ -144,7 +154,7 @@ def test_a_newer_value_replaces_the_older_one_for_the_same_partial() -> None:
 
 
 def test_a_tombstone_removes_the_partial() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
     store.apply(window_update(OVERALL, 1, 0, agg(created=4)))
     now = T0 + 30 * US
@@ -160,7 +170,7 @@ def test_a_tombstone_removes_the_partial() -> None:
 
 
 def test_an_empty_partial_is_a_tombstone_and_live_tombstones_remove_the_backlog() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
     store.apply(live_update(OVERALL, 0, LiveAggregate(open=1)))
     store.apply(live_update(OVERALL, 1, LiveAggregate(open=2)))
@@ -175,9 +185,25 @@ def test_an_empty_partial_is_a_tombstone_and_live_tombstones_remove_the_backlog(
 
 
 def test_stream_time_is_the_latest_seen() -> None:
-    store = KpiStore(CFG)
-    store.apply(PartialUpdate(OVERALL, 0, BUCKET0, agg(created=1), None, T0 + 5))
-    store.apply(PartialUpdate(OVERALL, 1, BUCKET0, agg(created=1), None, T0 + 3))
+    store = KpiMerge(CFG)
+    store.apply(
+        PartialUpdate(
+            group=OVERALL,
+            source_partition=0,
+            bucket=BUCKET0,
+            window=agg(created=1),
+            stream_time_us=T0 + 5,
+        )
+    )
+    store.apply(
+        PartialUpdate(
+            group=OVERALL,
+            source_partition=1,
+            bucket=BUCKET0,
+            window=agg(created=1),
+            stream_time_us=T0 + 3,
+        )
+    )
     assert store.stream_time_us == T0 + 5
 
 
@@ -185,7 +211,7 @@ def test_stream_time_is_the_latest_seen() -> None:
 
 
 def test_window_bounds_are_aligned_to_the_bucket_grid() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     for now in (T0, T0 + 1, T0 + B_US - 1):
         assert store.window_bounds(now) == [
             (T0 + B_US - 300 * US, T0 + B_US),
@@ -202,7 +228,7 @@ def test_window_bounds_are_aligned_to_the_bucket_grid() -> None:
 
 
 def test_window_edges_current_bucket_in_future_bucket_out_start_inclusive() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     for bucket in (-5, -4, 0, 1):
         store.apply(window_update(OVERALL, 0, bucket, agg(created=10 ** (bucket + 5))))
     v = windowed(store, T0 + 59 * US)  # 5m window: buckets [-4, 0]
@@ -211,7 +237,7 @@ def test_window_edges_current_bucket_in_future_bucket_out_start_inclusive() -> N
 
 
 def test_values_decay_as_the_clock_moves_without_input() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     store.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[100])))
     store.apply(window_update(OVERALL, 0, 3, agg(created=2, frt_s=[300])))
     key = KpiKey(K.TICKETS_CREATED, "5m")
@@ -261,7 +287,7 @@ PROPERTY = generated(150)
 def _run_steps(
     steps: Sequence[tuple[str, object]],
 ) -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     parts: dict[PartsKey, WindowAggregate] = {}
     for kind, payload in steps:
         if kind == "apply":
@@ -303,7 +329,7 @@ def test_interleaved_updates_and_reads_with_the_clock_going_back_match_a_recompu
 
 
 def test_clock_going_backwards_recomputes_the_window() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
     store.apply(window_update(OVERALL, 0, 10, agg(created=2)))
     key = KpiKey(K.TICKETS_CREATED, "5m")
@@ -319,7 +345,7 @@ def test_clock_going_backwards_recomputes_the_window() -> None:
 
 
 def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     p0 = LiveAggregate()
     p0.add(True, "urgent", T0, +1)  # urgent target 900 s
     p0.add(True, "urgent", T0 + 100 * US, +1)
@@ -363,7 +389,7 @@ def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
 
 
 def test_enps_is_read_only_for_overall_and_team_groups() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     for group in (OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "high")):
         store.apply(window_update(group, 0, 0, agg(created=1, enps=[10], nps=[10])))
     readings = list(store.read(T0))
@@ -381,7 +407,7 @@ def _team(name: str) -> Group:
 
 
 def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     # Volume = created + csat + nps + enps responses in the longest window.
     teams = {
         "alpha": [(0, agg(created=2, frt_s=[10, 20]))],  # 2
@@ -432,7 +458,7 @@ def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
 
 
 def test_team_cap_counts_only_team_groups() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     for channel in ("chat", "email", "phone"):
         store.apply(window_update((ALL, channel, ALL), 0, 0, agg(created=1)))
     store.apply(window_update(_team("solo"), 0, 0, agg(created=1)))
@@ -445,7 +471,7 @@ def test_team_cap_counts_only_team_groups() -> None:
 
 def test_team_cap_never_folds_the_unknown_team() -> None:
     """Surveys without a team count under team "unknown": a reserved value, not a team."""
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     store.apply(window_update(_team("unknown"), 0, 0, agg(created=1)))
     for name, created in (("big", 9), ("small", 2)):
         store.apply(window_update(_team(name), 0, 0, agg(created=created)))
@@ -461,14 +487,20 @@ def test_dimension_of_names_each_kind_of_group() -> None:
 
 
 def test_reset_forgets_one_partition_of_one_dimension_only() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     groups: list[Group] = [OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "low")]
     for group in groups:
         for partition in (0, 1):
             store.apply(window_update(group, partition, 0, agg(created=1 + partition)))
             store.apply(window_update(group, partition, 1, agg(created=10)))
         store.apply(live_update(group, 0, LiveAggregate(open=3)))
-    reset = PartialUpdate(("*", ALL, ALL), 0, HEARTBEAT_BUCKET, stream_time_us=T0, reset=True)
+    reset = PartialUpdate(
+        group=("*", ALL, ALL),
+        source_partition=0,
+        bucket=HEARTBEAT_BUCKET,
+        stream_time_us=T0,
+        reset=True,
+    )
     store.apply(_PARTIAL.decode(_WIRE.encode(reset)))
     values = store.values(T0 + B_US)
     created = {g: values[KpiKey(K.TICKETS_CREATED, "5m", *g)] for g in groups}
@@ -492,7 +524,7 @@ def test_aggregate_copy_is_equal_and_independent() -> None:
 
 
 def test_clear_forgets_every_group_and_the_stream_time() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
     store.clear()
     assert store.stream_time_us == 0
@@ -500,7 +532,7 @@ def test_clear_forgets_every_group_and_the_stream_time() -> None:
 
 
 def test_folded_teams_without_a_backlog_give_no_live_other_series() -> None:
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     for index, team in enumerate(("a", "b", "c")):
         store.apply(window_update((team, ALL, ALL), 0, 0, agg(created=3 - index)))
     store.apply(live_update(("a", ALL, ALL), 0, LiveAggregate(open=1)))

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from streams.core import kpis as K
 from streams.core.aggregate import WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
-from streams.core.partition import Group, PartialUpdate
+from streams.core.merge import KpiMerge
+from streams.core.partials import Group, PartialUpdate
 from streams.core.replay import replay
-from streams.core.store import KpiStore
 from streams.core.units import US
 from streams.events import TicketCreated
 from streams.outputs.publisher import to_record
@@ -52,7 +52,11 @@ def update(
     group: Group, partition: int, bucket: int, window: WindowAggregate | None
 ) -> PartialUpdate:
     """An update as stage 2 receives it: decoded from the wire (a snapshot, not shared)."""
-    return _PARTIAL.decode(_WIRE.encode(PartialUpdate(group, partition, bucket, window, None)))
+    return _PARTIAL.decode(
+        _WIRE.encode(
+            PartialUpdate(group=group, source_partition=partition, bucket=bucket, window=window)
+        )
+    )
 
 
 def agg(
@@ -88,7 +92,7 @@ def brute_force_today(parts: Parts, now_us: int, zone: ZoneInfo) -> tuple[KpiVal
     return out, created
 
 
-def today_readings(store: KpiStore, now_us: int) -> KpiValues:
+def today_readings(store: KpiMerge, now_us: int) -> KpiValues:
     return {r.key: r.value for r in store.read(now_us) if r.key.window == "today"}
 
 
@@ -143,7 +147,7 @@ def test_today_matches_brute_force_around_midnight_and_dst(
 ) -> None:
     zone_name, operations = scenario
     zone = ZoneInfo(zone_name)
-    store = KpiStore(config(zone_name))
+    store = KpiMerge(config(zone_name))
     parts: Parts = {}
     for op in operations:
         if not isinstance(op, int):
@@ -170,7 +174,7 @@ def test_today_matches_brute_force_around_midnight_and_dst(
 
 def test_today_resets_at_local_midnight_while_24h_keeps_yesterday() -> None:
     zone = ZoneInfo("Europe/Berlin")
-    store = KpiStore(config("Europe/Berlin"))
+    store = KpiMerge(config("Europe/Berlin"))
     midnight = us(datetime(2024, 6, 13, tzinfo=zone))  # 2024-06-12T22:00Z
     store.apply(update(OVERALL, 0, midnight // B_US - 1, agg(created=4)))  # 23:59 local
     store.apply(update(OVERALL, 1, midnight // B_US, agg(created=1)))  # 00:00 local
@@ -194,7 +198,7 @@ def test_today_resets_at_local_midnight_while_24h_keeps_yesterday() -> None:
 
 
 def test_today_on_the_23_and_25_hour_days_of_berlin() -> None:
-    store = KpiStore(config("Europe/Berlin"))
+    store = KpiMerge(config("Europe/Berlin"))
     short_start = us(datetime(2024, 3, 30, 23, tzinfo=UTC))  # 2024-03-31 00:00 CET
     long_start = us(datetime(2024, 10, 26, 22, tzinfo=UTC))  # 2024-10-27 00:00 CEST
     for start, hours in ((short_start, 23), (long_start, 25)):
@@ -211,7 +215,7 @@ def test_today_on_the_23_and_25_hour_days_of_berlin() -> None:
 
 
 def test_today_reading_becomes_a_record_with_the_midnight_start() -> None:
-    store = KpiStore(config("America/New_York"))
+    store = KpiMerge(config("America/New_York"))
     now = us(datetime(2024, 11, 3, 20, 30, tzinfo=UTC))  # 15:30 EST, on a 25-hour day
     store.apply(update(OVERALL, 0, now // B_US, agg(created=2)))
     reading = next(r for r in store.read(now) if r.key == KpiKey(K.TICKETS_CREATED, "today"))
@@ -228,7 +232,7 @@ def _team(name: str) -> Group:
 def test_team_cap_ranks_by_the_longest_rolling_window_not_today() -> None:
     """At 00:30 the busiest team of the last 24 h keeps its label even though another team
     has more tickets since midnight: the cap does not reshuffle at midnight."""
-    store = KpiStore(config("Europe/Berlin"))
+    store = KpiMerge(config("Europe/Berlin"))
     midnight = us(datetime(2024, 6, 13, tzinfo=ZoneInfo("Europe/Berlin")))
     store.apply(update(_team("evening"), 0, midnight // B_US - 120, agg(created=10)))  # 22:00
     store.apply(update(_team("morning"), 0, midnight // B_US + 10, agg(created=3)))  # 00:10
@@ -245,7 +249,7 @@ def test_team_cap_ranks_by_the_longest_rolling_window_not_today() -> None:
 
 def test_team_cap_ranks_by_today_when_it_is_the_only_window() -> None:
     cfg = replace(config("Europe/Berlin"), windows=(("today", 26 * 3600.0),))
-    store = KpiStore(cfg)
+    store = KpiMerge(cfg)
     midnight = us(datetime(2024, 6, 13, tzinfo=ZoneInfo("Europe/Berlin")))
     store.apply(update(_team("evening"), 0, midnight // B_US - 120, agg(created=10)))
     store.apply(update(_team("morning"), 0, midnight // B_US + 10, agg(created=3)))

@@ -6,7 +6,7 @@ import json
 import math
 
 from streams.core.kpis import KpiKey
-from streams.core.store import KpiReading
+from streams.core.merge import KpiReading
 from streams.outputs.publisher import KpiPublisher
 
 NOW = 1_795_000_000.0

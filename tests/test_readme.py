@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams import version
 from streams.app import KpiWorker
-from streams.core.customers import CustomerEngine, CustomerKpiStore, DictCustomerTable
-from streams.core.partition import DictTicketStore, PartitionEngine
-from streams.core.store import KpiStore
+from streams.core.customers import CustomerEngine, CustomerKpiMerge, DictCustomerTable
+from streams.core.merge import KpiMerge
+from streams.core.ticket_engine import DictTicketStore, TicketEngine
 from streams.core.units import to_us
 from streams.decoding import Rejection, decode
 from streams.events import CustomerLifecycle
@@ -43,8 +43,8 @@ def _full_page() -> bytes:
     settings = load_settings(kafka_bootstrap="127.0.0.1:1")
     worker = KpiWorker(settings)
     config = settings.engine_config()
-    store = KpiStore(config)
-    engine = PartitionEngine(0, DictTicketStore(), config)
+    store = KpiMerge(config)
+    engine = TicketEngine(0, DictTicketStore(), config)
     customers = CustomerEngine(0, DictCustomerTable(), settings.customer_config())
     start = time.time() - 3 * 3600
     for record in generate("churn", seed=3, start=start, duration_seconds=3 * 3600, rate=300):
@@ -59,7 +59,7 @@ def _full_page() -> bytes:
     for update in engine.flush():
         store.apply(update)
     worker.kpi_stores[0] = store
-    worker.customers.store = CustomerKpiStore(settings.customer_config())
+    worker.customers.store = CustomerKpiMerge(settings.customer_config())
     for partial in customers.flush():
         worker.customers.store.apply(partial)
     setattr(worker, "ready", lambda: True)  # noqa: B010  # as if recovered and caught up

@@ -11,7 +11,7 @@ from streams.core import kpis
 from streams.core.customers import (
     CustomerConfig,
     CustomerEngine,
-    CustomerKpiStore,
+    CustomerKpiMerge,
     DictCustomerTable,
 )
 from streams.core.kpis import CustomerKpiKey
@@ -67,7 +67,7 @@ def test_sign_ups_churns_reactivations_and_plan_changes(churn: list[SimRecord]) 
 def test_the_churn_wave_shows_in_the_starter_segment(churn: list[SimRecord]) -> None:
     config = CustomerConfig()
     engine = CustomerEngine(0, DictCustomerTable(), config)
-    store = CustomerKpiStore(config)
+    store = CustomerKpiMerge(config)
     clock = 0
     for event in sorted(lifecycle(churn), key=lambda e: e.occurred_at):
         clock = max(clock, round(event.occurred_at.timestamp() * 1_000_000))

@@ -1,8 +1,8 @@
-"""Unit tests of the stage-1 KPI engine (:mod:`streams.core.partition`), one rule at a time.
+"""Unit tests of the stage-1 KPI engine (:mod:`streams.core.ticket_engine`), one rule at a time.
 
 Each rule is checked through :func:`streams.core.replay.replay` (the whole core, read as KPI
-values) and/or directly on a :class:`PartitionEngine` with a :class:`DictTicketStore` and a
-:class:`KpiStore`, where outcomes, held/rejected events, housekeeping, tombstones and the partial
+values) and/or directly on a :class:`TicketEngine` with a :class:`DictTicketStore` and a
+:class:`KpiMerge`, where outcomes, held/rejected events, housekeeping, tombstones and the partial
 aggregates themselves are visible. Times are seconds after ``strategies.BASE_TIME`` (a whole
 minute). The hand-computed cases of ``helpers/reference_cases.py`` are also run through the
 engine.
@@ -27,19 +27,17 @@ from hypothesis import given
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
-from streams.core.partition import (
-    HEARTBEAT_BUCKET,
-    DictTicketStore,
-    Outcome,
-    PartialUpdate,
-    PartitionEngine,
-    ProcessResult,
-    Source,
-    dimension_of,
-)
+from streams.core.merge import KpiMerge
+from streams.core.partials import HEARTBEAT_BUCKET, PartialUpdate, dimension_of
 from streams.core.replay import partition_for, replay
-from streams.core.store import KpiStore
 from streams.core.ticket import Held
+from streams.core.ticket_engine import (
+    DictTicketStore,
+    InputRecord,
+    Outcome,
+    ProcessResult,
+    TicketEngine,
+)
 from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle, Event, event_time, routing_key
 
@@ -72,7 +70,7 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def snapshot(engine: PartitionEngine) -> bytes:
+def snapshot(engine: TicketEngine) -> bytes:
     """Every partial aggregate of the engine, msgpack-encoded deterministically."""
     partials = (sorted(engine.windows.items()), sorted(engine.live.items()))
     return msgspec.msgpack.encode(_canonical(msgspec.to_builtins(partials)))
@@ -84,8 +82,8 @@ class Harness:
     def __init__(self, config: EngineConfig = CFG, partition: int = 0) -> None:
         self.config = config
         self.tickets = DictTicketStore()
-        self.engine = PartitionEngine(partition, self.tickets, config)
-        self.kpis = KpiStore(config)
+        self.engine = TicketEngine(partition, self.tickets, config)
+        self.kpis = KpiMerge(config)
         self.flushed: list[PartialUpdate] = []
         self.orphans: list[Held] = []
 
@@ -94,7 +92,7 @@ class Harness:
         return max(self.engine.stream_time_us, to_us(event.occurred_at))
 
     def feed(
-        self, event: Event, *, clock: float | None = None, source: Source | None = None
+        self, event: Event, *, clock: float | None = None, source: InputRecord | None = None
     ) -> ProcessResult:
         clock_us = self.clock_for(event) if clock is None else us(clock)
         result = self.engine.process(event, clock_us, source)
@@ -453,7 +451,7 @@ def test_event_before_created_is_not_applied_and_comes_back_as_rejected(b: Build
     assert h.feed(b.created("t1", 100)).outcome is Outcome.APPLIED
     before = snapshot(h.engine)
     early = b.status("t1", 99.875, "solved")
-    source = Source("ticket-status-changed", 2, 41, b"raw-bytes")
+    source = InputRecord("ticket-status-changed", 2, 41, b"raw-bytes")
     result = h.feed(early, source=source)
     assert result.outcome is Outcome.BEFORE_CREATED
     [held] = result.rejected
@@ -466,7 +464,7 @@ def test_event_before_created_is_not_applied_and_comes_back_as_rejected(b: Build
     assert live(v, K.OPEN_TICKETS) == 1
 
 
-def source_fields(source: Source) -> tuple[str, int, int, bytes]:
+def source_fields(source: InputRecord) -> tuple[str, int, int, bytes]:
     return (source.topic, source.partition, source.offset, source.raw)
 
 
@@ -474,7 +472,7 @@ def test_held_event_earlier_than_the_creation_lands_in_rejected(b: Builder) -> N
     h = Harness()
     early = b.replied("t1", 50)
     on_time = b.replied("t1", 160)
-    source = Source("ticket-replied", 1, 7, b"{}")
+    source = InputRecord("ticket-replied", 1, 7, b"{}")
     assert h.feed(early, source=source).outcome is Outcome.HELD
     assert h.feed(on_time).outcome is Outcome.HELD
     result = h.feed(b.created("t1", 100))
@@ -521,7 +519,7 @@ def test_held_events_are_applied_when_ticket_created_arrives_later(b: Builder) -
 def test_orphans_are_dropped_by_housekeeping_after_the_hold(b: Builder) -> None:
     h = Harness()
     reply = b.replied("ghost", 10)
-    source = Source("ticket-replied", 0, 99, b"payload")
+    source = InputRecord("ticket-replied", 0, 99, b"payload")
     assert h.feed(reply, source=source).outcome is Outcome.HELD
     survey = b.survey(20, "csat", 5, ticket="ghost2")
     assert h.feed(survey, clock=20).outcome is Outcome.HELD
@@ -660,7 +658,7 @@ def test_bucket_expiry_in_housekeeping_emits_tombstones(b: Builder) -> None:
     tombstones = [u for u in h.flushed if u.bucket != HEARTBEAT_BUCKET]
     assert {(u.group, u.bucket) for u in tombstones} == {(g, bucket) for g in groups}
     assert all(u.window is None and u.live is None for u in tombstones)
-    assert all(u.partition == 0 for u in tombstones)
+    assert all(u.source_partition == 0 for u in tombstones)
     # Stage 2 forgot the windowed partials; the live backlog is still there.
     assert all(not state.parts for state in h.kpis.groups.values())
     assert live(h.values(60 + HORIZON), K.OPEN_TICKETS, team="tier1") == 1
@@ -732,7 +730,7 @@ def test_retirement_waits_for_the_horizon_when_retention_is_shorter(b: Builder) 
 
 
 def rebuilt_snapshot(h: Harness, clock_us: int | None) -> bytes:
-    fresh = PartitionEngine(h.engine.partition, h.tickets, h.config)
+    fresh = TicketEngine(h.engine.partition, h.tickets, h.config)
     fresh.rebuild(clock_us)
     updates = fresh.flush()
     # Everything is re-sent after a rebuild; besides, at most a heartbeat carrying the
@@ -771,9 +769,9 @@ def test_rebuild_reproduces_the_incremental_partials(b: Builder) -> None:
     assert rebuilt_snapshot(h, clock) == snapshot(h.engine)
     assert rebuilt_snapshot(h, None) == snapshot(h.engine)  # stream time is the same clock
     # The rebuilt engine's flush, applied to an empty stage 2, gives the same KPIs.
-    fresh = PartitionEngine(0, h.tickets, CFG)
+    fresh = TicketEngine(0, h.tickets, CFG)
     fresh.rebuild(clock)
-    store = KpiStore(CFG)
+    store = KpiMerge(CFG)
     for update in fresh.flush():
         store.apply(_PARTIAL.decode(_WIRE.encode(update)))
     assert store.values(clock) == h.kpis.values(clock)
@@ -796,7 +794,7 @@ def test_rebuild_after_a_standalone_survey_is_retired_matches(b: Builder) -> Non
     h = Harness()
     h.feed(b.survey(30, "csat", 5))  # bucket [0, 60) expires at 60 + horizon
     h.feed(b.created("t", 30 + HORIZON))  # clock = survey + horizon: the survey is retired
-    assert snapshot(PartitionEngine(0, DictTicketStore(), CFG)) != snapshot(h.engine)
+    assert snapshot(TicketEngine(0, DictTicketStore(), CFG)) != snapshot(h.engine)
     assert rebuilt_snapshot(h, h.engine.stream_time_us) == snapshot(h.engine)
 
 
@@ -808,7 +806,7 @@ def engine_counts(events: Sequence[Event], config: EngineConfig) -> dict[str, in
     housekeeping after every event; at the end the clock moves on by the orphan hold, so
     everything still held is dropped as an orphan)."""
     tickets = DictTicketStore()
-    engine = PartitionEngine(0, tickets, config)
+    engine = TicketEngine(0, tickets, config)
     counts = {"duplicates": 0, "late": 0, "before_created": 0, "orphans": 0}
     for event in events:
         clock_us = max(engine.stream_time_us, to_us(event.occurred_at))
@@ -924,7 +922,7 @@ def test_crash_before_a_flush_then_rebuild_leaves_no_stale_partial(b: Builder) -
     assert live(h.values(90), K.OPEN_TICKETS) == 2
     # Processed and persisted, never flushed: the crash.
     h.engine.process(b.status("t1", 100, "solved"), us(100))
-    restarted = PartitionEngine(0, h.tickets, CFG)
+    restarted = TicketEngine(0, h.tickets, CFG)
     restarted.rebuild(None)
     for update in restarted.flush():
         h.kpis.apply(_PARTIAL.decode(_WIRE.encode(update)))

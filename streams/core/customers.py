@@ -592,7 +592,7 @@ class CustomerReading:
 
 
 @dataclass
-class CustomerKpiStore:
+class CustomerKpiMerge:
     """Stage 2: the latest partial per (group, partition, bucket), read at any clock."""
 
     config: CustomerConfig
@@ -746,7 +746,7 @@ __all__ = [
     "CustomerConfig",
     "CustomerCounts",
     "CustomerEngine",
-    "CustomerKpiStore",
+    "CustomerKpiMerge",
     "CustomerOutcome",
     "CustomerPartial",
     "CustomerReading",

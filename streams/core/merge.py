@@ -1,6 +1,6 @@
-"""Stage 2: merge partial aggregates from every partition into rolling-window KPIs.
+"""Stage 2: merge partial aggregates from every source partition into rolling-window KPIs.
 
-The store keeps the latest partial per (group, source partition, bucket) — applying the same
+:class:`KpiMerge` keeps the latest partial per (group, source partition, bucket) — applying the same
 update twice changes nothing — and, per group, the merge over partitions per bucket. Rolling
 windows are maintained incrementally: a running total per (group, window) that buckets enter as
 the clock reaches them and leave as it passes them, so reading a KPI costs the same whatever
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from streams.core import kpis
 from streams.core.aggregate import LiveAggregate, WindowAggregate, live_values
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
-from streams.core.partition import Group, PartialBatch, PartialUpdate, dimension_of
+from streams.core.partials import Group, PartialBatch, PartialUpdate, dimension_of
 from streams.core.today import day_start_us, is_today, time_zone
 from streams.core.units import US
 
@@ -48,17 +48,20 @@ class _Window:
 
 class _GroupState:
     def __init__(self, window_count: int) -> None:
-        self.parts: dict[tuple[int, int], WindowAggregate] = {}  # (partition, bucket) -> partial
-        self.buckets: dict[int, WindowAggregate] = {}  # bucket -> merged over partitions
+        # (source partition, bucket) -> partial
+        self.parts: dict[tuple[int, int], WindowAggregate] = {}
+        self.buckets: dict[int, WindowAggregate] = {}  # bucket -> merged over source partitions
         self.windows = [_Window() for _ in range(window_count)]
-        # (partition, creation bucket) -> live partial; read without merging (live_values)
+        # (source partition, creation bucket) -> live partial; read without merging (live_values)
         self.live_parts: dict[tuple[int, int], LiveAggregate] = {}
 
     def is_empty(self) -> bool:
         return not self.parts and not self.live_parts
 
 
-class KpiStore:
+class KpiMerge:
+    """The merged KPIs of the dimensions one stage-2 partition receives."""
+
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.bucket_us = round(config.bucket_seconds * US)
@@ -80,9 +83,9 @@ class KpiStore:
     def apply_batch(self, batch: PartialBatch) -> None:
         """Apply one stage-1 flush for one dimension (idempotent, like :meth:`apply`)."""
         self.stream_time_us = max(self.stream_time_us, batch.stream_time_us)
-        source = (batch.dimension, batch.partition)
+        source = (batch.dimension, batch.source_partition)
         if batch.reset:
-            self.reset(batch.partition, batch.dimension)
+            self.reset(batch.source_partition, batch.dimension)
         for update in batch.updates:
             self.apply(update)
         known = self.sources.get(source)
@@ -93,7 +96,7 @@ class KpiStore:
 
     def complete(self, dimensions: Iterable[str], partitions: int) -> bool:
         """Whether every source partition's snapshot of every dimension has arrived since
-        this store started, and every source said it was caught up at its last flush."""
+        this merge started, and every source said it was caught up at its last flush."""
         return all(
             self.sources.get((dimension, source)) == (True, True)
             for dimension in dimensions
@@ -104,7 +107,7 @@ class KpiStore:
         """Take the latest value of one partial (idempotent)."""
         self.stream_time_us = max(self.stream_time_us, update.stream_time_us)
         if update.reset:
-            self.reset(update.partition, dimension_of(update.group))
+            self.reset(update.source_partition, dimension_of(update.group))
             return
         state = self.groups.get(update.group)
         if state is None:
@@ -112,19 +115,19 @@ class KpiStore:
                 return
             state = self.groups[update.group] = _GroupState(len(self.window_buckets))
         if update.is_live:
-            self._apply_live(state, (update.partition, update.bucket), update.live)
+            self._apply_live(state, (update.source_partition, update.bucket), update.live)
         else:
-            self._apply_window(state, update.partition, update.bucket, update.window)
+            self._apply_window(state, update.source_partition, update.bucket, update.window)
         if state.is_empty():
             del self.groups[update.group]
 
-    def reset(self, partition: int, dimension: str) -> None:
+    def reset(self, source_partition: int, dimension: str) -> None:
         """Forget every partial of one source partition for the groups of one dimension."""
         for group in [g for g in self.groups if dimension_of(g) == dimension]:
             state = self.groups[group]
-            for part in [k for k in state.parts if k[0] == partition]:
+            for part in [k for k in state.parts if k[0] == source_partition]:
                 self._apply_window(state, part[0], part[1], None)
-            for part in [k for k in state.live_parts if k[0] == partition]:
+            for part in [k for k in state.live_parts if k[0] == source_partition]:
                 self._apply_live(state, part, None)
             if state.is_empty():
                 del self.groups[group]

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 import msgspec
 
 from streams.core.kpis import EngineConfig, KpiValues
-from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
-from streams.core.store import KpiStore
+from streams.core.merge import KpiMerge
+from streams.core.partials import PartialUpdate
+from streams.core.ticket_engine import DictTicketStore, TicketEngine
 from streams.core.units import US, to_us
 from streams.events import Event, routing_key
 
@@ -34,8 +35,8 @@ def replay(
     partitions: int = 1,
 ) -> KpiValues:
     store = DictTicketStore()
-    engines = [PartitionEngine(p, store, config) for p in range(partitions)]
-    kpi_store = KpiStore(config)
+    engines = [TicketEngine(p, store, config) for p in range(partitions)]
+    kpi_store = KpiMerge(config)
     for event in arrivals:
         engine = engines[partition_for(routing_key(event), partitions)]
         clock_us = max(engine.stream_time_us, to_us(event.occurred_at))

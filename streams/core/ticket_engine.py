@@ -1,15 +1,16 @@
-"""Stage 1: the KPI engine of one input partition.
+"""Stage 1: the KPI engine of the tickets of one input partition.
 
 It owns the tickets routed to its partition. For every event it updates the ticket's state
 (de-duplicated, held until the ticket exists, ordered by event time), recomputes the ticket's
 facts and applies the difference to *partial aggregates* per (group, time bucket) and per group
-for the live backlog. Partial aggregates are derived state: :meth:`PartitionEngine.rebuild`
+for the live backlog. Partial aggregates are derived state: :meth:`TicketEngine.rebuild`
 recomputes them from the ticket states, so only the tickets need to be durable.
 
-:meth:`PartitionEngine.flush` hands out the absolute value of every partial that changed since
-the last flush (``None`` when it became empty). Stage 2 (:mod:`streams.core.store`) keeps the
-latest value per (group, partition, bucket): re-sending is harmless, and re-sending everything
-after a restart or rebalance makes losing a send impossible.
+:meth:`TicketEngine.flush` hands out the absolute value of every partial that changed since
+the last flush (``None`` when it became empty), as the message between the stages
+(:mod:`streams.core.partials`). Stage 2 (:mod:`streams.core.merge`) keeps the latest value per
+(group, source partition, bucket): re-sending is harmless, and re-sending everything after a
+restart or rebalance makes losing a send impossible.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-import msgspec
-
 from streams.core.aggregate import LiveAggregate, WindowAggregate
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
+from streams.core.partials import HEARTBEAT_BUCKET, OVERALL, Group, PartialUpdate
 from streams.core.ticket import (
     Dims,
     Fact,
@@ -39,24 +39,6 @@ from streams.core.ticket import (
 )
 from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle, Event, SurveySubmitted, TicketCreated, routing_key
-
-Group = tuple[str, str, str]  # (team, channel, priority), "all" where not broken down
-OVERALL: Group = ("all", "all", "all")
-# A live update with this bucket carries nothing but the stream time (no ticket is created in
-# bucket -1 of the epoch).
-HEARTBEAT_BUCKET = -1
-
-
-def dimension_of(group: Group) -> str:
-    """Which dimension a group breaks down: overall, team, channel or priority."""
-    team, channel, priority = group
-    if team != ALL:
-        return "team"
-    if channel != ALL:
-        return "channel"
-    if priority != ALL:
-        return "priority"
-    return "overall"
 
 
 class TicketStore(Protocol):
@@ -99,8 +81,8 @@ class Outcome(Enum):
 
 
 @dataclass
-class Source:
-    """Where an event came from, for dead letters."""
+class InputRecord:
+    """The input record an event was decoded from, kept with a held event for its dead letter."""
 
     topic: str = ""
     partition: int = 0
@@ -120,90 +102,6 @@ class ProcessResult:
     derived: list[Fact] = field(default_factory=list)
 
 
-class PartialUpdate(msgspec.Struct, array_like=True):
-    """The absolute value of one partial aggregate (None: it is empty now).
-
-    Windowed partials (``is_live`` False) are per bucket of *measurement* time; live-backlog
-    partials per bucket of *creation* time of the open tickets, so one ticket's change
-    re-sends only the tickets created in the same bucket, whatever the backlog.
-    """
-
-    group: Group
-    partition: int
-    bucket: int
-    window: WindowAggregate | None = None
-    live: LiveAggregate | None = None
-    stream_time_us: int = 0
-    is_live: bool = False
-    # A reset drops everything stage 2 holds from this partition for the dimension of
-    # ``group``; the partials that follow it are a complete snapshot (sent after a rebuild,
-    # so a partial that emptied while its tombstone was lost in a crash cannot linger).
-    reset: bool = False
-
-
-class PartialBatch(msgspec.Struct, array_like=True):
-    """Every changed partial of one source partition for one dimension: one stage-2 message.
-
-    ``reset``: stage 2 first drops everything it holds from this source for this dimension
-    (the batches that follow, up to the one marked ``complete``, are a full snapshot).
-    ``complete``: after this batch stage 2 holds this source's complete state for the
-    dimension. ``caught_up``: the source partition had (almost) no input lag when it was sent.
-    """
-
-    partition: int
-    dimension: str
-    stream_time_us: int
-    updates: list[PartialUpdate]
-    reset: bool = False
-    complete: bool = True
-    caught_up: bool = True
-
-
-DIMENSIONS: tuple[str, ...] = ("overall", "team", "channel", "priority")
-
-
-def batch_updates(
-    partition: int,
-    updates: list[PartialUpdate],
-    stream_time_us: int,
-    *,
-    caught_up: bool = True,
-    announce: bool = False,
-    max_updates: int = 1000,
-) -> list[PartialBatch]:
-    """Group one flush's updates by dimension into batches of at most ``max_updates``.
-
-    Reset updates (after a rebuild) mark the first batch of their dimension; its snapshot is
-    ``complete`` only with the last chunk. ``announce`` sends a (possibly empty) batch to
-    every dimension, e.g. when ``caught_up`` changed, so stage 2 learns it.
-    """
-    by_dimension: dict[str, list[PartialUpdate]] = {d: [] for d in DIMENSIONS} if announce else {}
-    resets: set[str] = set()
-    for update in updates:
-        dimension = dimension_of(update.group)
-        if update.reset:
-            resets.add(dimension)
-            by_dimension.setdefault(dimension, [])
-        else:
-            by_dimension.setdefault(dimension, []).append(update)
-    batches = []
-    for dimension, mine in by_dimension.items():
-        chunks = [mine[i : i + max_updates] for i in range(0, len(mine), max_updates)] or [[]]
-        for index, chunk in enumerate(chunks):
-            batches.append(
-                PartialBatch(
-                    partition,
-                    dimension,
-                    stream_time_us,
-                    chunk,
-                    reset=dimension in resets and index == 0,
-                    complete=index == len(chunks) - 1,
-                    caught_up=caught_up,
-                )
-            )
-    return batches
-
-
 def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
     """The groups one measurement counts in: overall and each single dimension."""
     overall = (ALL, ALL, ALL)
@@ -213,7 +111,9 @@ def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
     return (overall, by_team, (ALL, dims.channel, ALL), (ALL, ALL, dims.priority))
 
 
-class PartitionEngine:
+class TicketEngine:
+    """Stage 1 of the tickets of one input partition: ticket states in, partials out."""
+
     def __init__(
         self,
         partition: int,
@@ -246,7 +146,9 @@ class PartitionEngine:
 
     # -- event processing -----------------------------------------------------------------
 
-    def process(self, event: Event, clock_us: int, source: Source | None = None) -> ProcessResult:
+    def process(
+        self, event: Event, clock_us: int, record: InputRecord | None = None
+    ) -> ProcessResult:
         """Apply one decoded event. ``clock_us`` is the engine clock (wall or stream time)."""
         at_us = to_us(event.occurred_at)
         self.stream_time_us = max(self.stream_time_us, at_us)
@@ -283,7 +185,7 @@ class PartitionEngine:
             if state is None or state.creation is None:
                 if state is None:
                     state = TicketState(partition=self.partition)
-                src = source or Source()
+                src = record or InputRecord()
                 if not state.held:
                     heapq.heappush(self._orphan_due, (clock_us + self.hold_us, key))
                 state.held.append(
@@ -292,7 +194,7 @@ class PartitionEngine:
                 self.store.put(key, state)
                 return ProcessResult(Outcome.HELD, late)
             if step.at_us < state.creation.at_us:
-                src = source or Source()
+                src = record or InputRecord()
                 held = Held(step, clock_us, src.topic, src.partition, src.offset, src.raw)
                 state.rejected_ids.append(step.event_id)  # a re-send is a duplicate
                 self.store.put(key, state)
@@ -342,20 +244,35 @@ class PartitionEngine:
         """
         now = self.stream_time_us
         resets = [
-            PartialUpdate(group, self.partition, HEARTBEAT_BUCKET, stream_time_us=now, reset=True)
+            PartialUpdate(
+                group=group,
+                source_partition=self.partition,
+                bucket=HEARTBEAT_BUCKET,
+                stream_time_us=now,
+                reset=True,
+            )
             for group in _DIMENSION_GROUPS
         ]
         updates = resets if self._reset_pending else []
         self._reset_pending = False
         updates += [
             PartialUpdate(
-                group, self.partition, bucket, self.windows.get((group, bucket)), None, now
+                group=group,
+                source_partition=self.partition,
+                bucket=bucket,
+                window=self.windows.get((group, bucket)),
+                stream_time_us=now,
             )
             for group, bucket in self._dirty
         ]
         updates.extend(
             PartialUpdate(
-                group, self.partition, bucket, None, self.live.get((group, bucket)), now, True
+                group=group,
+                source_partition=self.partition,
+                bucket=bucket,
+                live=self.live.get((group, bucket)),
+                stream_time_us=now,
+                is_live=True,
             )
             for group, bucket in self._dirty_live
         )
@@ -363,7 +280,13 @@ class PartitionEngine:
             # Carry the advancing stream time to stage 2 even when no partial changed: to
             # every dimension, since each may be merged by a different worker.
             updates.extend(
-                PartialUpdate(group, self.partition, HEARTBEAT_BUCKET, None, None, now, True)
+                PartialUpdate(
+                    group=group,
+                    source_partition=self.partition,
+                    bucket=HEARTBEAT_BUCKET,
+                    stream_time_us=now,
+                    is_live=True,
+                )
                 for group in _DIMENSION_GROUPS
             )
         self._flushed_stream_time_us = now
@@ -513,19 +436,12 @@ def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
 
 
 __all__ = [
-    "DIMENSIONS",
-    "HEARTBEAT_BUCKET",
-    "OVERALL",
     "DictTicketStore",
-    "Group",
+    "InputRecord",
     "Outcome",
-    "PartialBatch",
-    "PartialUpdate",
-    "PartitionEngine",
     "ProcessResult",
-    "Source",
     "Step",
+    "TicketEngine",
     "TicketStore",
-    "batch_updates",
     "groups_of",
 ]

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from streams.core import kpis
 from streams.core.customers import CustomerReading
 from streams.core.kpis import CustomerKpiKey, KpiKey
-from streams.core.store import KpiReading
+from streams.core.merge import KpiReading
 
 Reading = KpiReading | CustomerReading
 ReadingSource = Callable[[], Iterable[Reading]]

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 
 from streams.core.customers import CustomerReading
-from streams.core.store import KpiReading
+from streams.core.merge import KpiReading
 from streams.core.units import US
 from streams.records import KpiRecord, encode_record, kpi_record
 
