@@ -34,7 +34,7 @@ import faust
 import msgspec
 from faust.types import TP
 
-from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog, internal_topic
+from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog
 from streams.core.customers import (
     CustomerBatch,
     CustomerEngine,
@@ -46,6 +46,7 @@ from streams.core.customers import (
 )
 from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle
+from streams.faust_app import internal_topic
 from streams.outputs.prometheus import KpiCollector
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class CustomerStage:
         self.topic = self.settings.topic_customer_lifecycle
         self.stage2_partition = stage2_partition
         self.engines: dict[int, CustomerEngine] = {}
-        self.store: CustomerKpiMerge | None = None  # while this worker owns stage 2
+        self.merge: CustomerKpiMerge | None = None  # while this worker owns stage 2
         self.recovering = True  # from a rebalance until stage 1 has rebuilt its engines
         self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
         self._flushed_at: dict[int, float] = {}  # stage-1 partition -> monotonic time
@@ -119,7 +120,7 @@ class CustomerStage:
         """Apply one decoded lifecycle event of an owned partition."""
         engine = self.engines[partition]
         at_us = to_us(event.occurred_at)
-        clock = self.worker.clock_us(max(engine.stream_time_us, at_us))
+        clock = self.worker.clock.engine_us(max(engine.stream_time_us, at_us))
         result = engine.process(event, clock)
         health = self.worker.health
         health.saw_event(self.topic, at_us / US)
@@ -136,14 +137,11 @@ class CustomerStage:
             return
         fresh = CustomerEngine(partition, self.log.store, self.config)
         try:
-            fresh.rebuild(self._rebuild_clock())
+            fresh.rebuild(self.worker.clock.rebuild_us())
         except Exception as error:  # keep the engine we have; the next recovery rebuilds
             self.worker.guard.report(error, "events", f"customer rebuild of partition {partition}")
             return
         self.engines[partition] = fresh
-
-    def _rebuild_clock(self) -> int | None:
-        return self.worker.clock_us(0) if self.settings.clock == "wall" else None
 
     def _recovered(self, partitions: set[int]) -> None:
         for partition in list(self.engines):
@@ -156,7 +154,7 @@ class CustomerStage:
                 self.table.data.pop(key.encode(), None)  # stale local copy; no changelog write
             else:
                 mine.append((key, state))
-        clock = self._rebuild_clock()
+        clock = self.worker.clock.rebuild_us()
         for partition, states in by_partition.items():
             engine = CustomerEngine(partition, self.log.store, self.config)
             engine.rebuild(clock, states)
@@ -196,7 +194,7 @@ class CustomerStage:
         for engine in list(self.engines.values()):
             partition = engine.partition
             was = self._caught_up.get(partition)
-            caught_up = self.worker._source_caught_up(partition, bool(was), [self.topic])
+            caught_up = self.worker.progress.caught_up([self.topic], partition, bool(was))
             last = self._flushed_at.get(partition, 0.0)
             if not caught_up and was is False and now - last < _LAGGING_FLUSH_S:
                 continue
@@ -204,7 +202,7 @@ class CustomerStage:
             self._flushed_at[partition] = now
             # Fold expired buckets and retire customers in quiet partitions too (wall clock);
             # the table writes reach the changelog before the next offset commit.
-            engine.housekeeping(self.worker.clock_us(engine.stream_time_us))
+            engine.housekeeping(self.worker.clock.engine_us(engine.stream_time_us))
             partials = engine.flush()
             if not partials and was == caught_up:
                 continue
@@ -224,23 +222,23 @@ class CustomerStage:
         partition; every stage-1 partition re-sends a complete snapshot after recovery."""
         mine = {tp.partition for tp in assigned if tp.topic == self.partials_topic}
         owner = self.stage2_partition in mine
-        self.store = CustomerKpiMerge(self.config) if owner else None
+        self.merge = CustomerKpiMerge(self.config) if owner else None
         self.recovering = True
         self._caught_up.clear()
         if owner:
             log.info("customers: stage 2 owns partial partition %d", self.stage2_partition)
 
     def apply_partial(self, partition: int, raw: bytes) -> None:
-        store = self.store
-        if store is None or partition != self.stage2_partition:
+        merge = self.merge
+        if merge is None or partition != self.stage2_partition:
             log.debug("skipping a customer partial of partition %d: not owned", partition)
             return  # revoked while in flight; the new owner applies it
-        store.apply_batch(_BATCH_DECODER.decode(raw))
+        merge.apply_batch(_BATCH_DECODER.decode(raw))
 
     def owned_tps(self) -> list[TP]:
         """The partitions this stage reads, for the worker's broker probe."""
         tps = [TP(self.topic, p) for p in list(self.engines)]
-        if self.store is not None:
+        if self.merge is not None:
             tps.append(TP(self.partials_topic, self.stage2_partition))
         return tps
 
@@ -250,7 +248,7 @@ class CustomerStage:
         if topic == self.topic:
             return partition in self.engines
         if topic == self.partials_topic:
-            return self.store is not None and partition == self.stage2_partition
+            return self.merge is not None and partition == self.stage2_partition
         return None
 
     def ready(self) -> bool:
@@ -260,25 +258,21 @@ class CustomerStage:
             return False
         if not all(self._caught_up.get(p, False) for p in self.engines):
             return False
-        store = self.store
-        if store is None:
+        merge = self.merge
+        if merge is None:
             return True
-        if not store.complete(self.settings.partitions):
+        if not merge.complete(self.settings.partitions):
             return False
-        lag = self.worker._lag([self.partials_topic], self.stage2_partition)
+        lag = self.worker.progress.lag([self.partials_topic], self.stage2_partition)
         return lag is not None and lag <= self.settings.ready_max_lag
 
     # -- outputs ----------------------------------------------------------------------------------
 
-    def read_clock_us(self) -> int:
-        if self.settings.clock == "stream":
-            return 0 if self.store is None else self.store.stream_time_us
-        return round(time.time() * US)
-
     def readings(self) -> Iterator[CustomerReading]:
-        store = self.store
-        if store is not None:
-            yield from store.read(self.read_clock_us(), self.settings.max_segments)
+        merge = self.merge
+        if merge is not None:
+            now_us = self.worker.clock.read_us(merge.stream_time_us)
+            yield from merge.read(now_us, self.settings.max_segments)
 
     def current_readings(self) -> Iterator[CustomerReading]:
         """What /metrics exports: nothing while the worker is not ready."""

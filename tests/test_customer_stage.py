@@ -54,25 +54,25 @@ def test_a_customer_partition_is_processed_only_by_its_customer_owner() -> None:
     w = worker()
     customer_topic = w.customers.topic
     tickets = DictTicketStore()
-    w.engines[1] = TicketEngine(1, tickets, w.config)  # ticket partition 1 is ours
+    w.stage1.engines[1] = TicketEngine(1, tickets, w.config)  # ticket partition 1 is ours
     table = DictCustomerTable()
     w.customers.engines[2] = CustomerEngine(2, table, w.customers.config)  # customer partition 2
 
     # Customer partition 1 belongs to another worker, although ticket partition 1 is ours.
-    assert w._handle_input(customer_topic, 1, 0, lifecycle("a", "e1")) == []
+    assert w.stage1.handle_input(customer_topic, 1, 0, lifecycle("a", "e1")) == []
     assert table.data == {}
     assert tickets.data == {}
-    assert (customer_topic, 1) not in w._positions
+    assert (customer_topic, 1) not in w.progress.positions
     # Ticket partition 2 belongs to another worker, although customer partition 2 is ours.
-    assert w._handle_input("ticket-created", 2, 0, created("T1")) == []
+    assert w.stage1.handle_input("ticket-created", 2, 0, created("T1")) == []
     assert tickets.data == {}
 
-    assert w._handle_input(customer_topic, 2, 0, lifecycle("b", "e2")) == []
+    assert w.stage1.handle_input(customer_topic, 2, 0, lifecycle("b", "e2")) == []
     assert set(table.data) == {"b"}
     assert table.data["b"].partition == 2
-    assert w._handle_input("ticket-created", 1, 0, created("T2")) == []
+    assert w.stage1.handle_input("ticket-created", 1, 0, created("T2")) == []
     assert set(tickets.data) == {"T2"}
-    assert w._positions == {(customer_topic, 2): 1, ("ticket-created", 1): 1}
+    assert w.progress.positions == {(customer_topic, 2): 1, ("ticket-created", 1): 1}
 
 
 def test_stage_2_ownership_is_by_the_customer_partials_topic() -> None:
@@ -81,12 +81,12 @@ def test_stage_2_ownership_is_by_the_customer_partials_topic() -> None:
     kpi_partials = w.partials.get_topic_name()
     customer_partials = w.customers.partials_topic
     w.customers._assigned({TP(kpi_partials, stage2), TP(w.customers.topic, stage2)})
-    assert w.customers.store is None
+    assert w.customers.merge is None
     assert list(w.customers.readings()) == []
     assert w.customers.owns_position(customer_partials, stage2) is False
 
     w.customers._assigned({TP(customer_partials, stage2)})
-    assert isinstance(w.customers.store, CustomerKpiMerge)
+    assert isinstance(w.customers.merge, CustomerKpiMerge)
     assert w.customers.owns_position(customer_partials, stage2) is True
     assert w.customers.owns_position(kpi_partials, stage2) is None  # not the stage's topic
     # A partial for another partition of the topic is never applied.
@@ -95,13 +95,13 @@ def test_stage_2_ownership_is_by_the_customer_partials_topic() -> None:
 
 def test_the_worker_is_not_ready_while_the_customer_stage_recovers() -> None:
     w = worker()
-    w._recovering = False
+    w.stage1.recovering = False
     w.customers.recovering = True
     assert not w.ready()
     assert list(w.customers.current_readings()) == []
     w.customers.recovering = False
     assert w.customers.ready()  # nothing owned: nothing to wait for
-    store = w.customers.store = CustomerKpiMerge(w.customers.config)
+    merge = w.customers.merge = CustomerKpiMerge(w.customers.config)
     assert not w.customers.ready(), "stage 2 without every source's snapshot"
-    store.sources = {p: (True, True) for p in range(4)}
+    merge.sources = {p: (True, True) for p in range(4)}
     assert not w.customers.ready(), "the lag of the customer partials is not known yet"

@@ -43,7 +43,7 @@ def _full_page() -> bytes:
     settings = load_settings(kafka_bootstrap="127.0.0.1:1")
     worker = KpiWorker(settings)
     config = settings.engine_config()
-    store = KpiMerge(config)
+    merge = KpiMerge(config)
     engine = TicketEngine(0, DictTicketStore(), config)
     customers = CustomerEngine(0, DictCustomerTable(), settings.customer_config())
     start = time.time() - 3 * 3600
@@ -57,11 +57,11 @@ def _full_page() -> bytes:
         result = engine.process(event, max(engine.stream_time_us, to_us(event.occurred_at)))
         worker.cumulative.count(result.derived)
     for update in engine.flush():
-        store.apply(update)
-    worker.kpi_stores[0] = store
-    worker.customers.store = CustomerKpiMerge(settings.customer_config())
+        merge.apply(update)
+    worker.stage2.merges[0] = merge
+    customer_merge = worker.customers.merge = CustomerKpiMerge(settings.customer_config())
     for partial in customers.flush():
-        worker.customers.store.apply(partial)
+        customer_merge.apply(partial)
     setattr(worker, "ready", lambda: True)  # noqa: B010  # as if recovered and caught up
     return generate_latest(worker.registry)
 

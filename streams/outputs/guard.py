@@ -24,8 +24,7 @@ from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter
 
-from streams.decoding import Rejection
-from streams.records import dead_letter, dead_letter_key, encode_record
+from streams.dead_letters import internal_error, letter
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +83,14 @@ class RecordGuard:
         name = error_type(error)
         self.rejected.labels(topic, "internal_error").inc()
         self.report(error, stage, f"{topic}[{partition}]@{offset}, dead-lettered")
-        rejection = Rejection(
-            "internal_error",
-            None,
-            f"unexpected {name} while processing the record ({stage}); the record was skipped",
-        )
-        record = dead_letter(
-            rejection,
+        return letter(
+            internal_error(name, stage),
             topic=topic,
             partition=partition,
             offset=offset,
-            original=raw,
-            rejected_at=time.time() if now is None else now,
+            raw=raw,
+            now=time.time() if now is None else now,
         )
-        return dead_letter_key(topic, partition, offset), encode_record(record)
 
     def report(self, error: BaseException, stage: Stage, where: str) -> None:
         """Count ``error`` and log it unless its type was logged less than an interval ago."""

@@ -19,9 +19,10 @@ from typing import Any
 
 import faust
 
-from streams.app import FaustTicketStore, KpiWorker
+from streams.app import KpiWorker
 from streams.core.ticket import TicketState
 from streams.settings import load_settings
+from streams.stage1 import FaustTicketStore
 
 
 def die() -> None:
@@ -43,7 +44,7 @@ class CrashingWorker(KpiWorker):
     def _build_app(self) -> Any:
         app = super()._build_app()
         if self.crash_at == "recovery":
-            self.ticket_store = DyingTicketStore(self.tickets)
+            self.stage1.store = DyingTicketStore(self.stage1.table)
         elif self.crash_at.startswith("flush:"):
             limit = int(self.crash_at.split(":", 1)[1])
             send_soon = self.partials.send_soon

@@ -17,9 +17,11 @@ from typing import Any
 
 import faust
 
-from streams.app import _BATCH_DECODER, FaustTicketStore, KpiWorker
+from streams.app import KpiWorker
 from streams.core.ticket import TicketState
 from streams.settings import load_settings
+from streams.stage1 import FaustTicketStore
+from streams.stage2 import BATCH_DECODER
 
 FAULTY_TICKET_PREFIX = "poison-"
 
@@ -40,15 +42,18 @@ class FaultyWorker(KpiWorker):
 
     def _build_app(self) -> Any:
         app = super()._build_app()
-        self.ticket_store = FaultyTicketStore(self.tickets)
-        return app
+        self.stage1.store = FaultyTicketStore(self.stage1.table)
+        apply_partial = self.stage2.apply_partial
 
-    def _apply_partial(self, partition: int, raw: bytes) -> None:
-        super()._apply_partial(partition, raw)
-        batch = _BATCH_DECODER.decode(raw)
-        if not self.partial_fault_fired and any(u.window is not None for u in batch.updates):
-            self.partial_fault_fired = True
-            raise InjectedFaultError("stage 2")
+        def faulty_apply_partial(partition: int, raw: bytes) -> None:
+            apply_partial(partition, raw)
+            batch = BATCH_DECODER.decode(raw)
+            if not self.partial_fault_fired and any(u.window is not None for u in batch.updates):
+                self.partial_fault_fired = True
+                raise InjectedFaultError("stage 2")
+
+        self.stage2.apply_partial = faulty_apply_partial  # type: ignore[method-assign]
+        return app
 
 
 def main() -> None:

@@ -1,0 +1,59 @@
+"""How far the worker has read each partition it owns, and how far behind the broker it is.
+
+Positions are the next offset to process per (topic, partition), set by the stages as they
+process records; until a partition has one, the consumer's committed offset counts. Lag is the
+broker's end offset (highwater) minus the position. Stage 1 flags a source partition caught up
+from its lag (:meth:`Progress.caught_up`), readiness checks the partials' lag, and
+``support_consumer_lag`` reports every owned position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import faust
+from faust.types import TP
+
+
+class Progress:
+    """Positions of one worker, and their lag against the consumer's highwaters."""
+
+    def __init__(self, app: faust.App, ready_max_lag: int) -> None:
+        self.app = app
+        self.ready_max_lag = ready_max_lag
+        self.positions: dict[tuple[str, int], int] = {}
+
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        """The record at ``offset`` is processed: the position moves past it."""
+        self.positions[(topic, partition)] = offset + 1
+
+    def lag(self, topics: Iterable[str], partition: int) -> int | None:
+        """Records not processed yet in one partition of ``topics`` (None: not known yet)."""
+        consumer = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
+        total = 0
+        for topic in topics:
+            tp = TP(topic, partition)
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # the consumer does not know this partition yet
+                return None
+            if highwater is None:
+                return None
+            position = self.positions.get((topic, partition))
+            if position is None:
+                position = committed.get(tp) or 0
+            total += max(0, highwater - position)
+        return total
+
+    def caught_up(self, topics: Iterable[str], partition: int, was: bool) -> bool:
+        """Whether one partition of ``topics`` has (almost) no backlog: lag at most
+        SUPPORT_READY_MAX_LAG to become caught up, more than 10x that to stop being so."""
+        lag = self.lag(topics, partition)
+        if lag is None:
+            return False
+        limit = self.ready_max_lag
+        return lag <= (10 * limit + 10 if was else limit)
+
+
+__all__ = ["Progress"]
