@@ -1,5 +1,5 @@
 """Changelogged state: a table that reports its recoveries, a write-behind record cache and
-checkpoints. Tickets and customers use the same mechanisms (:mod:`streams.app`,
+checkpoints. Tickets and customers use the same mechanisms (:mod:`streams.stage1`,
 :mod:`streams.customer_stage`).
 
 - :class:`RecoveryAwareTable`: a Faust table of msgpack bytes that tells its owner which
@@ -40,13 +40,6 @@ class Partitioned(Protocol):
 
 
 StateT = TypeVar("StateT", bound=Partitioned)
-
-
-def internal_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
-    """An internal topic of raw bytes (created by the worker) with ``partitions`` partitions."""
-    return app.topic(
-        name, partitions=partitions, internal=True, key_serializer="raw", value_serializer="raw"
-    )
 
 
 class RecoveryAwareTable(faust.Table[bytes, bytes]):

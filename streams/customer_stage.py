@@ -1,7 +1,7 @@
 """The Faust layer of churn and retention (SPEC §4): ``customer-lifecycle`` end to end.
 
-The same two stages as tickets (:mod:`streams.app`), with the same persistence mechanisms
-(:mod:`streams.changelog`), on topics and a table of their own:
+The same two stages as tickets (:mod:`streams.stage1`, :mod:`streams.stage2`), with the same
+persistence mechanisms (:mod:`streams.changelog`), on topics and a table of their own:
 
 1. Stage 1: records of the ``customer-lifecycle`` topic (keyed by ``customer_id``) reach
    :meth:`CustomerStage.process` through the worker's input agent. Per owned partition of
