@@ -17,7 +17,7 @@ from streams.core import kpis as K
 from streams.core.aggregate import LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
 from streams.core.merge import KpiMerge, KpiReading
-from streams.core.partials import HEARTBEAT_BUCKET, Group, PartialUpdate, dimension_of
+from streams.core.partials import HEARTBEAT_BUCKET, Group, PartialUpdate
 from streams.core.units import US
 
 CFG = EngineConfig(
@@ -477,13 +477,6 @@ def test_team_cap_never_folds_the_unknown_team() -> None:
         store.apply(window_update(_team(name), 0, 0, agg(created=created)))
     teams = {r.key.team for r in store.read(T0, max_teams=1)}
     assert teams == {"unknown", "big", OTHER}
-
-
-def test_dimension_of_names_each_kind_of_group() -> None:
-    assert dimension_of(OVERALL) == "overall"
-    assert dimension_of(("tier1", ALL, ALL)) == "team"
-    assert dimension_of((ALL, "chat", ALL)) == "channel"
-    assert dimension_of((ALL, ALL, "urgent")) == "priority"
 
 
 def test_reset_forgets_one_partition_of_one_dimension_only() -> None:
