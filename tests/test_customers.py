@@ -511,9 +511,15 @@ def test_batches_carry_a_snapshot_that_completes_with_its_last_chunk() -> None:
     store.apply_batch(batches[-1])
     assert store.sources[1] == (True, True)
     assert not store.complete(2), "partition 0 has sent nothing"
-    store.apply_batch(CustomerBatch(0, T0, [], reset=True, caught_up=False))
+    store.apply_batch(
+        CustomerBatch(
+            source_partition=0, stream_time_us=T0, partials=[], reset=True, caught_up=False
+        )
+    )
     assert not store.complete(2), "partition 0 is not caught up"
-    store.apply_batch(CustomerBatch(0, T0, [], caught_up=True))
+    store.apply_batch(
+        CustomerBatch(source_partition=0, stream_time_us=T0, partials=[], caught_up=True)
+    )
     assert store.complete(2)
     now = T0 + 31 * HOUR_US
     assert store.values(now) == reference.values(now)
@@ -522,10 +528,21 @@ def test_batches_carry_a_snapshot_that_completes_with_its_last_chunk() -> None:
 
 def test_a_batch_without_a_reset_never_makes_a_source_complete() -> None:
     store = CustomerKpiMerge(CustomerConfig(windows=WINDOWS))
-    store.apply_batch(CustomerBatch(0, T0, [], complete=True, caught_up=True))
+    store.apply_batch(
+        CustomerBatch(
+            source_partition=0, stream_time_us=T0, partials=[], complete=True, caught_up=True
+        )
+    )
     assert not store.complete(1)
     assert customer_batches(0, [], T0, caught_up=False) == [
-        CustomerBatch(0, T0, [], reset=False, complete=True, caught_up=False)
+        CustomerBatch(
+            source_partition=0,
+            stream_time_us=T0,
+            partials=[],
+            reset=False,
+            complete=True,
+            caught_up=False,
+        )
     ]
 
 

@@ -53,13 +53,13 @@ _WIRE = msgspec.msgpack.Encoder()
 class EngineRun:
     """The pure core driven event by event, as the worker drives it on the stream clock:
     ``process`` then ``housekeeping`` then ``flush`` per event, every partial through the wire
-    format into one stage-2 store. Health outcomes are counted from the engine's results."""
+    format into one stage-2 KpiMerge. Health outcomes are counted from the engine's results."""
 
     def __init__(self, config: EngineConfig, partitions: int = 1) -> None:
         self.partitions = partitions
         self.tickets = DictTicketStore()
         self.engines = [TicketEngine(p, self.tickets, config) for p in range(partitions)]
-        self.store = KpiMerge(config)
+        self.merge = KpiMerge(config)
         self.counts = Counts()
 
     def partition_of(self, event: Event) -> int:
@@ -102,10 +102,10 @@ class EngineRun:
         orphans = engine.housekeeping(clock)
         self.counts = replace(self.counts, orphans=self.counts.orphans + len(orphans))
         for update in engine.flush():
-            self.store.apply(msgspec.msgpack.decode(_WIRE.encode(update), type=type(update)))
+            self.merge.apply(msgspec.msgpack.decode(_WIRE.encode(update), type=type(update)))
 
     def values(self, now: int) -> KpiValues:
-        return self.store.values(now)
+        return self.merge.values(now)
 
 
 def assert_same(actual: KpiValues, expected: KpiValues, context: str) -> None:
@@ -168,7 +168,7 @@ def check_stream(scenario: Scenario, *, partitions: int = 1) -> Coverage:
             run.restart(run.partition_of(event))
         if index in checkpoints:
             clock = reference.clock
-            assert run.store.stream_time_us == clock
+            assert run.merge.stream_time_us == clock
             compare(clock, f"after {index} arrivals")
             compare(clock + rules.bucket // 2 + 125_000, f"after {index} arrivals, later")
             for edge in _sla_edges(reference, clock):

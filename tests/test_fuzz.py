@@ -93,7 +93,7 @@ _PARTIAL = msgspec.msgpack.Decoder(PartialUpdate)
 
 def run_pipeline(records: Sequence[tuple[str, bytes]], *, stream_clock: bool = True) -> None:
     engine = TicketEngine(0, MsgpackTicketStore(), CONFIG)
-    store = KpiMerge(CONFIG)
+    merge = KpiMerge(CONFIG)
     publisher = KpiPublisher()
     clock = round(NOW * 1e6)
     for offset, (topic, data) in enumerate(records):
@@ -107,11 +107,11 @@ def run_pipeline(records: Sequence[tuple[str, bytes]], *, stream_clock: bool = T
         for held in [*outcome.rejected, *engine.housekeeping(clock)]:
             check_rejection(Rejection("orphan", None, "held"), held.topic, held.offset, held.raw)
         for update in engine.flush():
-            store.apply(_PARTIAL.decode(msgspec.msgpack.encode(update)))
+            merge.apply(_PARTIAL.decode(msgspec.msgpack.encode(update)))
     engine.rebuild(clock)  # the recovery path over the same states
     for update in engine.flush():
-        store.apply(_PARTIAL.decode(msgspec.msgpack.encode(update)))
-    readings = list(store.read(clock, 100))
+        merge.apply(_PARTIAL.decode(msgspec.msgpack.encode(update)))
+    readings = list(merge.read(clock, 100))
     publisher.changes(readings, clock / 1e6)
 
 

@@ -1,4 +1,4 @@
-"""Tests of the stage-2 store (:mod:`streams.core.merge`): latest partial per
+"""Tests of the stage-2 merge (:mod:`streams.core.merge`): latest partial per
 (group, partition, bucket), rolling windows that decay without input, live backlog readings and
 the team label cap. Expected values are recomputed from scratch from the latest partials."""
 
@@ -82,12 +82,12 @@ def live_update(group: Group, partition: int, live: LiveAggregate | None) -> Par
     )
 
 
-def windowed(store: KpiMerge, now_us: int, max_teams: int | None = None) -> KpiValues:
-    return {r.key: r.value for r in store.read(now_us, max_teams) if r.key.window != LIVE_WINDOW}
+def windowed(merge: KpiMerge, now_us: int, max_teams: int | None = None) -> KpiValues:
+    return {r.key: r.value for r in merge.read(now_us, max_teams) if r.key.window != LIVE_WINDOW}
 
 
-def live_values(store: KpiMerge, now_us: int, max_teams: int | None = None) -> KpiValues:
-    return {r.key: r.value for r in store.read(now_us, max_teams) if r.key.window == LIVE_WINDOW}
+def live_values(merge: KpiMerge, now_us: int, max_teams: int | None = None) -> KpiValues:
+    return {r.key: r.value for r in merge.read(now_us, max_teams) if r.key.window == LIVE_WINDOW}
 
 
 PartsKey = tuple[Group, int, int]  # (group, partition, bucket)
@@ -140,13 +140,13 @@ def test_applying_the_same_update_twice_is_the_same_as_once() -> None:
 
 
 def test_a_newer_value_replaces_the_older_one_for_the_same_partial() -> None:
-    store = KpiMerge(CFG)
-    store.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[600])))
+    merge = KpiMerge(CFG)
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[600])))
     now = T0 + 30 * US
-    store.read(now)  # the window's running total now includes bucket 0
-    store.apply(window_update(OVERALL, 0, 0, agg(created=5, frt_s=[60])))
-    store.apply(window_update(OVERALL, 1, 0, agg(created=2)))  # another partition adds up
-    v = windowed(store, now)
+    merge.read(now)  # the window's running total now includes bucket 0
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=5, frt_s=[60])))
+    merge.apply(window_update(OVERALL, 1, 0, agg(created=2)))  # another partition adds up
+    v = windowed(merge, now)
     assert v[KpiKey(K.TICKETS_CREATED, "5m")] == 7.0
     assert v[KpiKey(K.FIRST_RESPONSES, "5m")] == 1.0
     assert v[KpiKey(K.FIRST_RESPONSE_MEAN, "5m")] == 60.0
@@ -154,39 +154,39 @@ def test_a_newer_value_replaces_the_older_one_for_the_same_partial() -> None:
 
 
 def test_a_tombstone_removes_the_partial() -> None:
-    store = KpiMerge(CFG)
-    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
-    store.apply(window_update(OVERALL, 1, 0, agg(created=4)))
+    merge = KpiMerge(CFG)
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    merge.apply(window_update(OVERALL, 1, 0, agg(created=4)))
     now = T0 + 30 * US
-    assert windowed(store, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 5.0
-    store.apply(window_update(OVERALL, 1, 0, None))
-    assert windowed(store, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 1.0
-    store.apply(window_update(OVERALL, 0, 0, None))
-    assert not store.groups  # the group is gone: no stale series
-    assert list(store.read(now)) == []
-    store.apply(window_update(OVERALL, 0, 0, None))  # a repeated tombstone is harmless
-    store.apply(live_update(OVERALL, 0, None))
-    assert not store.groups
+    assert windowed(merge, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 5.0
+    merge.apply(window_update(OVERALL, 1, 0, None))
+    assert windowed(merge, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 1.0
+    merge.apply(window_update(OVERALL, 0, 0, None))
+    assert not merge.groups  # the group is gone: no stale series
+    assert list(merge.read(now)) == []
+    merge.apply(window_update(OVERALL, 0, 0, None))  # a repeated tombstone is harmless
+    merge.apply(live_update(OVERALL, 0, None))
+    assert not merge.groups
 
 
 def test_an_empty_partial_is_a_tombstone_and_live_tombstones_remove_the_backlog() -> None:
-    store = KpiMerge(CFG)
-    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
-    store.apply(live_update(OVERALL, 0, LiveAggregate(open=1)))
-    store.apply(live_update(OVERALL, 1, LiveAggregate(open=2)))
-    store.apply(window_update(OVERALL, 0, 0, WindowAggregate()))
+    merge = KpiMerge(CFG)
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    merge.apply(live_update(OVERALL, 0, LiveAggregate(open=1)))
+    merge.apply(live_update(OVERALL, 1, LiveAggregate(open=2)))
+    merge.apply(window_update(OVERALL, 0, 0, WindowAggregate()))
     now = T0 + 30 * US
-    assert windowed(store, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 0.0
-    assert live_values(store, now)[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 3.0
-    store.apply(live_update(OVERALL, 1, None))
-    assert live_values(store, now)[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 1.0
-    store.apply(live_update(OVERALL, 0, LiveAggregate()))
-    assert not store.groups
+    assert windowed(merge, now)[KpiKey(K.TICKETS_CREATED, "1h")] == 0.0
+    assert live_values(merge, now)[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 3.0
+    merge.apply(live_update(OVERALL, 1, None))
+    assert live_values(merge, now)[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 1.0
+    merge.apply(live_update(OVERALL, 0, LiveAggregate()))
+    assert not merge.groups
 
 
 def test_stream_time_is_the_latest_seen() -> None:
-    store = KpiMerge(CFG)
-    store.apply(
+    merge = KpiMerge(CFG)
+    merge.apply(
         PartialUpdate(
             group=OVERALL,
             source_partition=0,
@@ -195,7 +195,7 @@ def test_stream_time_is_the_latest_seen() -> None:
             stream_time_us=T0 + 5,
         )
     )
-    store.apply(
+    merge.apply(
         PartialUpdate(
             group=OVERALL,
             source_partition=1,
@@ -204,23 +204,23 @@ def test_stream_time_is_the_latest_seen() -> None:
             stream_time_us=T0 + 3,
         )
     )
-    assert store.stream_time_us == T0 + 5
+    assert merge.stream_time_us == T0 + 5
 
 
 # --- rolling windows ---------------------------------------------------------------------------
 
 
 def test_window_bounds_are_aligned_to_the_bucket_grid() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     for now in (T0, T0 + 1, T0 + B_US - 1):
-        assert store.window_bounds(now) == [
+        assert merge.window_bounds(now) == [
             (T0 + B_US - 300 * US, T0 + B_US),
             (T0 + B_US - 3600 * US, T0 + B_US),
         ]
-    assert store.window_bounds(T0 + B_US)[0] == (T0 + 2 * B_US - 300 * US, T0 + 2 * B_US)
+    assert merge.window_bounds(T0 + B_US)[0] == (T0 + 2 * B_US - 300 * US, T0 + 2 * B_US)
     # Readings carry the same bounds.
-    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
-    readings = [r for r in store.read(T0 + 17 * US) if r.key.kpi == K.TICKETS_CREATED]
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    readings = [r for r in merge.read(T0 + 17 * US) if r.key.kpi == K.TICKETS_CREATED]
     assert {(r.key.window, r.window_start_us, r.window_end_us) for r in readings} == {
         ("5m", T0 + B_US - 300 * US, T0 + B_US),
         ("1h", T0 + B_US - 3600 * US, T0 + B_US),
@@ -228,29 +228,29 @@ def test_window_bounds_are_aligned_to_the_bucket_grid() -> None:
 
 
 def test_window_edges_current_bucket_in_future_bucket_out_start_inclusive() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     for bucket in (-5, -4, 0, 1):
-        store.apply(window_update(OVERALL, 0, bucket, agg(created=10 ** (bucket + 5))))
-    v = windowed(store, T0 + 59 * US)  # 5m window: buckets [-4, 0]
+        merge.apply(window_update(OVERALL, 0, bucket, agg(created=10 ** (bucket + 5))))
+    v = windowed(merge, T0 + 59 * US)  # 5m window: buckets [-4, 0]
     assert v[KpiKey(K.TICKETS_CREATED, "5m")] == 10.0 + 1e5
     assert v[KpiKey(K.TICKETS_CREATED, "1h")] == 1.0 + 10.0 + 1e5
 
 
 def test_values_decay_as_the_clock_moves_without_input() -> None:
-    store = KpiMerge(CFG)
-    store.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[100])))
-    store.apply(window_update(OVERALL, 0, 3, agg(created=2, frt_s=[300])))
+    merge = KpiMerge(CFG)
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=1, frt_s=[100])))
+    merge.apply(window_update(OVERALL, 0, 3, agg(created=2, frt_s=[300])))
     key = KpiKey(K.TICKETS_CREATED, "5m")
     mean = KpiKey(K.FIRST_RESPONSE_MEAN, "5m")
-    assert windowed(store, T0)[key] == 1.0
-    assert windowed(store, T0 + 3 * B_US)[key] == 3.0
-    assert windowed(store, T0 + 3 * B_US)[mean] == 200.0
-    assert windowed(store, T0 + 5 * B_US)[key] == 2.0  # bucket 0 left the 5m window
-    assert windowed(store, T0 + 5 * B_US)[mean] == 300.0
-    assert windowed(store, T0 + 8 * B_US)[key] == 0.0
-    assert windowed(store, T0 + 8 * B_US)[mean] is None
-    assert windowed(store, T0 + 8 * B_US)[KpiKey(K.TICKETS_CREATED, "1h")] == 3.0
-    assert windowed(store, T0 + 63 * B_US)[KpiKey(K.TICKETS_CREATED, "1h")] == 0.0
+    assert windowed(merge, T0)[key] == 1.0
+    assert windowed(merge, T0 + 3 * B_US)[key] == 3.0
+    assert windowed(merge, T0 + 3 * B_US)[mean] == 200.0
+    assert windowed(merge, T0 + 5 * B_US)[key] == 2.0  # bucket 0 left the 5m window
+    assert windowed(merge, T0 + 5 * B_US)[mean] == 300.0
+    assert windowed(merge, T0 + 8 * B_US)[key] == 0.0
+    assert windowed(merge, T0 + 8 * B_US)[mean] is None
+    assert windowed(merge, T0 + 8 * B_US)[KpiKey(K.TICKETS_CREATED, "1h")] == 3.0
+    assert windowed(merge, T0 + 63 * B_US)[KpiKey(K.TICKETS_CREATED, "1h")] == 0.0
 
 
 _GROUPS: tuple[Group, ...] = (OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL))
@@ -287,13 +287,13 @@ PROPERTY = generated(150)
 def _run_steps(
     steps: Sequence[tuple[str, object]],
 ) -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     parts: dict[PartsKey, WindowAggregate] = {}
     for kind, payload in steps:
         if kind == "apply":
             assert isinstance(payload, tuple)
             group, partition, bucket, partial = payload
-            store.apply(window_update(group, partition, bucket, partial))
+            merge.apply(window_update(group, partition, bucket, partial))
             if partial is None or partial.is_empty():
                 parts.pop((group, partition, bucket), None)
             else:
@@ -302,8 +302,8 @@ def _run_steps(
             assert isinstance(payload, int)
             now = T0 + payload
             groups = {g for g, _, _ in parts}
-            assert set(store.groups) == groups
-            assert windowed(store, now) == from_scratch(parts, groups, now)
+            assert set(merge.groups) == groups
+            assert windowed(merge, now) == from_scratch(parts, groups, now)
 
 
 @PROPERTY
@@ -329,34 +329,34 @@ def test_interleaved_updates_and_reads_with_the_clock_going_back_match_a_recompu
 
 
 def test_clock_going_backwards_recomputes_the_window() -> None:
-    store = KpiMerge(CFG)
-    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
-    store.apply(window_update(OVERALL, 0, 10, agg(created=2)))
+    merge = KpiMerge(CFG)
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    merge.apply(window_update(OVERALL, 0, 10, agg(created=2)))
     key = KpiKey(K.TICKETS_CREATED, "5m")
-    assert windowed(store, T0 + 10 * B_US)[key] == 2.0
-    assert windowed(store, T0 + 2 * B_US)[key] == 1.0
-    store.apply(window_update(OVERALL, 0, 1, agg(created=4)))  # inside the current window
-    assert windowed(store, T0 + 2 * B_US)[key] == 5.0
-    assert windowed(store, T0 + 11 * B_US)[key] == 2.0
-    assert windowed(store, T0 + 4 * B_US)[key] == 5.0
+    assert windowed(merge, T0 + 10 * B_US)[key] == 2.0
+    assert windowed(merge, T0 + 2 * B_US)[key] == 1.0
+    merge.apply(window_update(OVERALL, 0, 1, agg(created=4)))  # inside the current window
+    assert windowed(merge, T0 + 2 * B_US)[key] == 5.0
+    assert windowed(merge, T0 + 11 * B_US)[key] == 2.0
+    assert windowed(merge, T0 + 4 * B_US)[key] == 5.0
 
 
 # --- live backlog --------------------------------------------------------------------------------
 
 
 def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     p0 = LiveAggregate()
     p0.add(True, "urgent", T0, +1)  # urgent target 900 s
     p0.add(True, "urgent", T0 + 100 * US, +1)
     p0.add(True, None, T0 - 5000 * US, +1)  # open, answered: not in the unanswered figures
     p1 = LiveAggregate()
     p1.add(True, "low", T0 - 200 * US, +1)  # low target 28800 s
-    store.apply(live_update(OVERALL, 0, p0))
-    store.apply(live_update(OVERALL, 1, p1))
+    merge.apply(live_update(OVERALL, 0, p0))
+    merge.apply(live_update(OVERALL, 1, p1))
 
     def at(now: int) -> dict[str, float | None]:
-        return {k.kpi: v for k, v in live_values(store, now).items() if k.team == ALL}
+        return {k.kpi: v for k, v in live_values(merge, now).items() if k.team == ALL}
 
     v = at(T0 + 900 * US)
     assert v[K.OPEN_TICKETS] == 4.0
@@ -367,18 +367,18 @@ def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
     assert at(T0 + 1000 * US + 1)[K.UNANSWERED_PAST_SLA] == 2.0
     assert at(T0 + 28600 * US + 1)[K.UNANSWERED_PAST_SLA] == 3.0
     # Live readings have no window bounds and follow the clock, not the buckets.
-    readings = [r for r in store.read(T0 + 1) if r.key.window == LIVE_WINDOW]
+    readings = [r for r in merge.read(T0 + 1) if r.key.window == LIVE_WINDOW]
     assert readings
     assert all(r.window_start_us is None and r.window_end_us is None for r in readings)
     # The answered ticket's partition replaces its partial: only p1's ticket remains unanswered.
     p0.add(True, "urgent", T0, -1)
     p0.add(True, "urgent", T0 + 100 * US, -1)
-    store.apply(live_update(OVERALL, 0, p0))
+    merge.apply(live_update(OVERALL, 0, p0))
     v = at(T0 + 900 * US)
     assert v[K.OPEN_TICKETS] == 2.0
     assert v[K.UNANSWERED_TICKETS] == 1.0
     assert v[K.OLDEST_UNANSWERED_AGE] == 1100.0
-    store.apply(live_update(OVERALL, 1, None))
+    merge.apply(live_update(OVERALL, 1, None))
     v = at(T0 + 900 * US)
     assert v[K.UNANSWERED_TICKETS] == 0.0
     assert v[K.OLDEST_UNANSWERED_AGE] == 0.0
@@ -389,10 +389,10 @@ def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
 
 
 def test_enps_is_read_only_for_overall_and_team_groups() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     for group in (OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "high")):
-        store.apply(window_update(group, 0, 0, agg(created=1, enps=[10], nps=[10])))
-    readings = list(store.read(T0))
+        merge.apply(window_update(group, 0, 0, agg(created=1, enps=[10], nps=[10])))
+    readings = list(merge.read(T0))
     enps = {r.key[2:] for r in readings if r.key.kpi in K.TEAM_ONLY_KPIS}
     nps = {r.key[2:] for r in readings if r.key.kpi == K.NPS_SCORE}
     assert enps == {OVERALL, ("tier1", ALL, ALL)}
@@ -407,7 +407,7 @@ def _team(name: str) -> Group:
 
 
 def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     # Volume = created + csat + nps + enps responses in the longest window.
     teams = {
         "alpha": [(0, agg(created=2, frt_s=[10, 20]))],  # 2
@@ -419,14 +419,14 @@ def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
     partitions = {"alpha": 0, "bravo": 1, "charlie": 0, "delta": 2, "echo": 1}
     for name, parts in teams.items():
         for bucket, partial in parts:
-            store.apply(window_update(_team(name), partitions[name], bucket, partial))
+            merge.apply(window_update(_team(name), partitions[name], bucket, partial))
         live = LiveAggregate()
         live.add(True, "normal", T0 - len(name) * US, +1)
-        store.apply(live_update(_team(name), partitions[name], live))
-    store.apply(window_update(OVERALL, 0, 0, agg(created=10)))
+        merge.apply(live_update(_team(name), partitions[name], live))
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=10)))
     now = T0 + 30 * B_US
 
-    capped = list(store.read(now, max_teams=3))
+    capped = list(merge.read(now, max_teams=3))
     teams_seen = {r.key.team for r in capped}
     # bravo and charlie tie at 5 (name order), delta 3; alpha and echo are merged.
     assert teams_seen == {ALL, "bravo", "charlie", "delta", OTHER}
@@ -448,45 +448,45 @@ def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
     assert live_other[K.UNANSWERED_TICKETS] == 2.0
     assert live_other[K.OLDEST_UNANSWERED_AGE] == (now - (T0 - 5 * US)) / US  # alpha
     # Kept teams and the overall group are unchanged by the cap.
-    uncapped = {r.key: r.value for r in store.read(now)}
+    uncapped = {r.key: r.value for r in merge.read(now)}
     for reading in capped:
         if reading.key.team != OTHER:
             assert uncapped[reading.key] == reading.value
     assert {k.team for k in uncapped} == {ALL, *teams}
     # At or under the cap nothing is merged.
-    assert {r.key.team for r in store.read(now, max_teams=5)} == {ALL, *teams}
+    assert {r.key.team for r in merge.read(now, max_teams=5)} == {ALL, *teams}
 
 
 def test_team_cap_counts_only_team_groups() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     for channel in ("chat", "email", "phone"):
-        store.apply(window_update((ALL, channel, ALL), 0, 0, agg(created=1)))
-    store.apply(window_update(_team("solo"), 0, 0, agg(created=1)))
-    readings: list[KpiReading] = list(store.read(T0, max_teams=1))
+        merge.apply(window_update((ALL, channel, ALL), 0, 0, agg(created=1)))
+    merge.apply(window_update(_team("solo"), 0, 0, agg(created=1)))
+    readings: list[KpiReading] = list(merge.read(T0, max_teams=1))
     assert {r.key.team for r in readings} == {ALL, "solo"}
     assert {r.key.channel for r in readings} == {ALL, "chat", "email", "phone"}
-    zero = list(store.read(T0, max_teams=0))
+    zero = list(merge.read(T0, max_teams=0))
     assert {r.key.team for r in zero} == {ALL, OTHER}
 
 
 def test_team_cap_never_folds_the_unknown_team() -> None:
     """Surveys without a team count under team "unknown": a reserved value, not a team."""
-    store = KpiMerge(CFG)
-    store.apply(window_update(_team("unknown"), 0, 0, agg(created=1)))
+    merge = KpiMerge(CFG)
+    merge.apply(window_update(_team("unknown"), 0, 0, agg(created=1)))
     for name, created in (("big", 9), ("small", 2)):
-        store.apply(window_update(_team(name), 0, 0, agg(created=created)))
-    teams = {r.key.team for r in store.read(T0, max_teams=1)}
+        merge.apply(window_update(_team(name), 0, 0, agg(created=created)))
+    teams = {r.key.team for r in merge.read(T0, max_teams=1)}
     assert teams == {"unknown", "big", OTHER}
 
 
 def test_reset_forgets_one_partition_of_one_dimension_only() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     groups: list[Group] = [OVERALL, ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "low")]
     for group in groups:
         for partition in (0, 1):
-            store.apply(window_update(group, partition, 0, agg(created=1 + partition)))
-            store.apply(window_update(group, partition, 1, agg(created=10)))
-        store.apply(live_update(group, 0, LiveAggregate(open=3)))
+            merge.apply(window_update(group, partition, 0, agg(created=1 + partition)))
+            merge.apply(window_update(group, partition, 1, agg(created=10)))
+        merge.apply(live_update(group, 0, LiveAggregate(open=3)))
     reset = PartialUpdate(
         group=("*", ALL, ALL),
         source_partition=0,
@@ -494,8 +494,8 @@ def test_reset_forgets_one_partition_of_one_dimension_only() -> None:
         stream_time_us=T0,
         reset=True,
     )
-    store.apply(_PARTIAL.decode(_WIRE.encode(reset)))
-    values = store.values(T0 + B_US)
+    merge.apply(_PARTIAL.decode(_WIRE.encode(reset)))
+    values = merge.values(T0 + B_US)
     created = {g: values[KpiKey(K.TICKETS_CREATED, "5m", *g)] for g in groups}
     # Partition 0's team partials (both buckets, and its live part) are gone; the rest stays.
     assert created == {
@@ -517,19 +517,19 @@ def test_aggregate_copy_is_equal_and_independent() -> None:
 
 
 def test_clear_forgets_every_group_and_the_stream_time() -> None:
-    store = KpiMerge(CFG)
-    store.apply(window_update(OVERALL, 0, 0, agg(created=1)))
-    store.clear()
-    assert store.stream_time_us == 0
-    assert store.values(T0) == {}
+    merge = KpiMerge(CFG)
+    merge.apply(window_update(OVERALL, 0, 0, agg(created=1)))
+    merge.clear()
+    assert merge.stream_time_us == 0
+    assert merge.values(T0) == {}
 
 
 def test_folded_teams_without_a_backlog_give_no_live_other_series() -> None:
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     for index, team in enumerate(("a", "b", "c")):
-        store.apply(window_update((team, ALL, ALL), 0, 0, agg(created=3 - index)))
-    store.apply(live_update(("a", ALL, ALL), 0, LiveAggregate(open=1)))
-    live = live_values(store, T0, max_teams=1)
+        merge.apply(window_update((team, ALL, ALL), 0, 0, agg(created=3 - index)))
+    merge.apply(live_update(("a", ALL, ALL), 0, LiveAggregate(open=1)))
+    live = live_values(merge, T0, max_teams=1)
     assert KpiKey(K.OPEN_TICKETS, LIVE_WINDOW, "a") in live
     assert not [key for key in live if key.team == OTHER]
-    assert windowed(store, T0, max_teams=1)[KpiKey(K.TICKETS_CREATED, "5m", OTHER)] == 3
+    assert windowed(merge, T0, max_teams=1)[KpiKey(K.TICKETS_CREATED, "5m", OTHER)] == 3

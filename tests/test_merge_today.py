@@ -1,4 +1,4 @@
-"""The calendar-day window ``today`` in the stage-2 store (SPEC §3): at clock ``now`` it covers
+"""The calendar-day window ``today`` in the stage-2 merge (SPEC §3): at clock ``now`` it covers
 the buckets from local midnight to the window end, resets at midnight, and is exact on 23- and
 25-hour days. Expected values are brute force: the latest partials whose bucket lies in
 [midnight, now], with midnight found independently from :mod:`streams.core.today` (local date of
@@ -92,8 +92,8 @@ def brute_force_today(parts: Parts, now_us: int, zone: ZoneInfo) -> tuple[KpiVal
     return out, created
 
 
-def today_readings(store: KpiMerge, now_us: int) -> KpiValues:
-    return {r.key: r.value for r in store.read(now_us) if r.key.window == "today"}
+def today_readings(merge: KpiMerge, now_us: int) -> KpiValues:
+    return {r.key: r.value for r in merge.read(now_us) if r.key.window == "today"}
 
 
 # Days with a daylight-saving change (and an ordinary one): (zone, local date).
@@ -147,12 +147,12 @@ def test_today_matches_brute_force_around_midnight_and_dst(
 ) -> None:
     zone_name, operations = scenario
     zone = ZoneInfo(zone_name)
-    store = KpiMerge(config(zone_name))
+    merge = KpiMerge(config(zone_name))
     parts: Parts = {}
     for op in operations:
         if not isinstance(op, int):
             group, partition, bucket, window = op
-            store.apply(update(group, partition, bucket, window))
+            merge.apply(update(group, partition, bucket, window))
             if window is None or window.is_empty():
                 parts.pop((group, partition, bucket), None)
             else:
@@ -160,65 +160,65 @@ def test_today_matches_brute_force_around_midnight_and_dst(
             continue
         now = op
         expected, created = brute_force_today(parts, now, zone)
-        assert today_readings(store, now) == expected
+        assert today_readings(merge, now) == expected
         midnight = local_midnight_us(now, zone)
         end = (now // B_US + 1) * B_US
         bounds = {
-            (r.window_start_us, r.window_end_us) for r in store.read(now) if r.key.window == "today"
+            (r.window_start_us, r.window_end_us) for r in merge.read(now) if r.key.window == "today"
         }
         assert bounds <= {(midnight, end)}
         if parts and any(g == OVERALL for g, _, _ in parts):
             assert expected[KpiKey(K.TICKETS_CREATED, "today")] == float(created)
-        assert store.window_bounds(now)[1] == (midnight, end)
+        assert merge.window_bounds(now)[1] == (midnight, end)
 
 
 def test_today_resets_at_local_midnight_while_24h_keeps_yesterday() -> None:
     zone = ZoneInfo("Europe/Berlin")
-    store = KpiMerge(config("Europe/Berlin"))
+    merge = KpiMerge(config("Europe/Berlin"))
     midnight = us(datetime(2024, 6, 13, tzinfo=zone))  # 2024-06-12T22:00Z
-    store.apply(update(OVERALL, 0, midnight // B_US - 1, agg(created=4)))  # 23:59 local
-    store.apply(update(OVERALL, 1, midnight // B_US, agg(created=1)))  # 00:00 local
+    merge.apply(update(OVERALL, 0, midnight // B_US - 1, agg(created=4)))  # 23:59 local
+    merge.apply(update(OVERALL, 1, midnight // B_US, agg(created=1)))  # 00:00 local
     created = KpiKey(K.TICKETS_CREATED, "today")
     day = KpiKey(K.TICKETS_CREATED, "24h")
 
-    before = {r.key: r for r in store.read(midnight - 1)}
+    before = {r.key: r for r in merge.read(midnight - 1)}
     assert before[created].value == 4.0  # 00:00 bucket is not reached yet
     assert before[created].window_start_us == midnight - 24 * HOUR_US
-    after = {r.key: r for r in store.read(midnight)}
+    after = {r.key: r for r in merge.read(midnight)}
     assert after[created].value == 1.0  # yesterday's 4 are gone at 00:00 sharp
     assert after[created].window_start_us == midnight
     assert after[created].window_end_us == midnight + B_US
     assert after[day].value == 5.0  # the rolling window still has them
-    late = {r.key: r.value for r in store.read(midnight + 23 * HOUR_US + 59 * B_US)}
+    late = {r.key: r.value for r in merge.read(midnight + 23 * HOUR_US + 59 * B_US)}
     assert late[created] == 1.0
     assert late[day] == 1.0
     # A late partial for yesterday changes yesterday's numbers, never today's.
-    store.apply(update(OVERALL, 2, midnight // B_US - 30, agg(created=7)))
-    assert today_readings(store, midnight + 2 * HOUR_US)[created] == 1.0
+    merge.apply(update(OVERALL, 2, midnight // B_US - 30, agg(created=7)))
+    assert today_readings(merge, midnight + 2 * HOUR_US)[created] == 1.0
 
 
 def test_today_on_the_23_and_25_hour_days_of_berlin() -> None:
-    store = KpiMerge(config("Europe/Berlin"))
+    merge = KpiMerge(config("Europe/Berlin"))
     short_start = us(datetime(2024, 3, 30, 23, tzinfo=UTC))  # 2024-03-31 00:00 CET
     long_start = us(datetime(2024, 10, 26, 22, tzinfo=UTC))  # 2024-10-27 00:00 CEST
     for start, hours in ((short_start, 23), (long_start, 25)):
-        store.apply(update(OVERALL, 0, start // B_US, agg(created=1)))  # first minute
-        store.apply(update(OVERALL, 0, start // B_US + hours * 60 - 1, agg(created=10)))  # last
+        merge.apply(update(OVERALL, 0, start // B_US, agg(created=1)))  # first minute
+        merge.apply(update(OVERALL, 0, start // B_US + hours * 60 - 1, agg(created=10)))  # last
         last_instant = start + hours * HOUR_US - 1
-        readings = {r.key: r for r in store.read(last_instant)}
+        readings = {r.key: r for r in merge.read(last_instant)}
         reading = readings[KpiKey(K.TICKETS_CREATED, "today")]
         assert (reading.value, reading.window_start_us) == (11.0, start)
         assert reading.window_end_us == start + hours * HOUR_US
         # One microsecond later the next day has begun, with nothing in it yet.
-        nxt = {r.key: r for r in store.read(last_instant + 1)}[KpiKey(K.TICKETS_CREATED, "today")]
+        nxt = {r.key: r for r in merge.read(last_instant + 1)}[KpiKey(K.TICKETS_CREATED, "today")]
         assert (nxt.value, nxt.window_start_us) == (0.0, start + hours * HOUR_US)
 
 
 def test_today_reading_becomes_a_record_with_the_midnight_start() -> None:
-    store = KpiMerge(config("America/New_York"))
+    merge = KpiMerge(config("America/New_York"))
     now = us(datetime(2024, 11, 3, 20, 30, tzinfo=UTC))  # 15:30 EST, on a 25-hour day
-    store.apply(update(OVERALL, 0, now // B_US, agg(created=2)))
-    reading = next(r for r in store.read(now) if r.key == KpiKey(K.TICKETS_CREATED, "today"))
+    merge.apply(update(OVERALL, 0, now // B_US, agg(created=2)))
+    reading = next(r for r in merge.read(now) if r.key == KpiKey(K.TICKETS_CREATED, "today"))
     record = to_record(reading, datetime(2024, 11, 3, 20, 30, 5, tzinfo=UTC).timestamp())
     assert record.window_start == datetime(2024, 11, 3, 4, tzinfo=UTC)  # 00:00 EDT
     assert record.window_end == datetime(2024, 11, 3, 20, 31, tzinfo=UTC)
@@ -232,28 +232,28 @@ def _team(name: str) -> Group:
 def test_team_cap_ranks_by_the_longest_rolling_window_not_today() -> None:
     """At 00:30 the busiest team of the last 24 h keeps its label even though another team
     has more tickets since midnight: the cap does not reshuffle at midnight."""
-    store = KpiMerge(config("Europe/Berlin"))
+    merge = KpiMerge(config("Europe/Berlin"))
     midnight = us(datetime(2024, 6, 13, tzinfo=ZoneInfo("Europe/Berlin")))
-    store.apply(update(_team("evening"), 0, midnight // B_US - 120, agg(created=10)))  # 22:00
-    store.apply(update(_team("morning"), 0, midnight // B_US + 10, agg(created=3)))  # 00:10
+    merge.apply(update(_team("evening"), 0, midnight // B_US - 120, agg(created=10)))  # 22:00
+    merge.apply(update(_team("morning"), 0, midnight // B_US + 10, agg(created=3)))  # 00:10
     now = midnight + 30 * B_US
-    readings = list(store.read(now, max_teams=1))
+    readings = list(merge.read(now, max_teams=1))
     assert {r.key.team for r in readings} == {"evening", OTHER}
     values = {r.key: r.value for r in readings}
     assert values[KpiKey(K.TICKETS_CREATED, "today", OTHER)] == 3.0
     assert values[KpiKey(K.TICKETS_CREATED, "today", "evening")] == 0.0
     assert values[KpiKey(K.TICKETS_CREATED, "24h", "evening")] == 10.0
     # The cap is the same before and after midnight.
-    assert {r.key.team for r in store.read(midnight - 1, max_teams=1)} == {"evening", OTHER}
+    assert {r.key.team for r in merge.read(midnight - 1, max_teams=1)} == {"evening", OTHER}
 
 
 def test_team_cap_ranks_by_today_when_it_is_the_only_window() -> None:
     cfg = replace(config("Europe/Berlin"), windows=(("today", 26 * 3600.0),))
-    store = KpiMerge(cfg)
+    merge = KpiMerge(cfg)
     midnight = us(datetime(2024, 6, 13, tzinfo=ZoneInfo("Europe/Berlin")))
-    store.apply(update(_team("evening"), 0, midnight // B_US - 120, agg(created=10)))
-    store.apply(update(_team("morning"), 0, midnight // B_US + 10, agg(created=3)))
-    readings = list(store.read(midnight + 30 * B_US, max_teams=1))
+    merge.apply(update(_team("evening"), 0, midnight // B_US - 120, agg(created=10)))
+    merge.apply(update(_team("morning"), 0, midnight // B_US + 10, agg(created=3)))
+    readings = list(merge.read(midnight + 30 * B_US, max_teams=1))
     assert {r.key.team for r in readings} == {"morning", OTHER}
     assert all(r.key.window in ("today", LIVE_WINDOW) for r in readings)
 

@@ -77,7 +77,7 @@ def snapshot(engine: TicketEngine) -> bytes:
 
 
 class Harness:
-    """One engine, its ticket store and a stage-2 store fed through the wire format."""
+    """One engine, its ticket store and a stage-2 merge fed through the wire format."""
 
     def __init__(self, config: EngineConfig = CFG, partition: int = 0) -> None:
         self.config = config
@@ -771,10 +771,10 @@ def test_rebuild_reproduces_the_incremental_partials(b: Builder) -> None:
     # The rebuilt engine's flush, applied to an empty stage 2, gives the same KPIs.
     fresh = TicketEngine(0, h.tickets, CFG)
     fresh.rebuild(clock)
-    store = KpiMerge(CFG)
+    merge = KpiMerge(CFG)
     for update in fresh.flush():
-        store.apply(_PARTIAL.decode(_WIRE.encode(update)))
-    assert store.values(clock) == h.kpis.values(clock)
+        merge.apply(_PARTIAL.decode(_WIRE.encode(update)))
+    assert merge.values(clock) == h.kpis.values(clock)
 
 
 HYPOTHESIS = generated(60)

@@ -63,7 +63,7 @@ _NEVER = 2**63
 
 @dataclass(frozen=True)
 class CustomerConfig:
-    """What the customer engine and store need; validated by :mod:`streams.settings`."""
+    """What the customer engine and merge need; validated by :mod:`streams.settings`."""
 
     windows: tuple[tuple[str, float], ...] = kpis.DEFAULT_CUSTOMER_WINDOWS
     time_zone: str = "UTC"
@@ -215,22 +215,22 @@ class CustomerSeries(msgspec.Struct, array_like=True):
         return not self.deltas
 
 
-class CustomerPartial(msgspec.Struct, array_like=True):
+class CustomerPartial(msgspec.Struct, array_like=True, kw_only=True):
     """The absolute value of one partial (``series`` None: it is empty now).
 
     ``group`` is a segment label or ``all``. A ``reset`` drops everything stage 2 holds from
-    ``partition``; the partials that follow it are a complete snapshot.
+    ``source_partition``; the partials that follow it are a complete snapshot.
     """
 
     group: str
-    partition: int
+    source_partition: int  # the stage-1 (customer-lifecycle) partition whose customers it sums
     bucket: int
     series: CustomerSeries | None = None
     stream_time_us: int = 0
     reset: bool = False
 
 
-class CustomerBatch(msgspec.Struct, array_like=True):
+class CustomerBatch(msgspec.Struct, array_like=True, kw_only=True):
     """One stage-2 message: every changed partial of one source partition (all segments go
     to one stage-2 partition, so one worker sees every segment and can cap the label).
 
@@ -239,7 +239,7 @@ class CustomerBatch(msgspec.Struct, array_like=True):
     partition had (almost) no input lag when it was sent.
     """
 
-    partition: int
+    source_partition: int  # the stage-1 partition that sent it
     stream_time_us: int
     partials: list[CustomerPartial]
     reset: bool = False
@@ -248,7 +248,7 @@ class CustomerBatch(msgspec.Struct, array_like=True):
 
 
 def customer_batches(
-    partition: int,
+    source_partition: int,
     partials: list[CustomerPartial],
     stream_time_us: int,
     *,
@@ -264,9 +264,9 @@ def customer_batches(
     chunks = [mine[i : i + max_partials] for i in range(0, len(mine), max_partials)] or [[]]
     return [
         CustomerBatch(
-            partition,
-            stream_time_us,
-            chunk,
+            source_partition=source_partition,
+            stream_time_us=stream_time_us,
+            partials=chunk,
             reset=reset and index == 0,
             complete=index == len(chunks) - 1,
             caught_up=caught_up,
@@ -415,14 +415,35 @@ class CustomerEngine:
         now = self.stream_time_us
         updates: list[CustomerPartial] = []
         if self._reset_pending:
-            updates.append(CustomerPartial(ALL, self.partition, HEARTBEAT_BUCKET, None, now, True))
+            updates.append(
+                CustomerPartial(
+                    group=ALL,
+                    source_partition=self.partition,
+                    bucket=HEARTBEAT_BUCKET,
+                    stream_time_us=now,
+                    reset=True,
+                )
+            )
             self._reset_pending = False
         updates.extend(
-            CustomerPartial(group, self.partition, bucket, self.partials.get((group, bucket)), now)
+            CustomerPartial(
+                group=group,
+                source_partition=self.partition,
+                bucket=bucket,
+                series=self.partials.get((group, bucket)),
+                stream_time_us=now,
+            )
             for group, bucket in sorted(self._dirty)
         )
         if not updates and now > self._flushed_stream_time_us:
-            updates.append(CustomerPartial(ALL, self.partition, HEARTBEAT_BUCKET, None, now))
+            updates.append(
+                CustomerPartial(
+                    group=ALL,
+                    source_partition=self.partition,
+                    bucket=HEARTBEAT_BUCKET,
+                    stream_time_us=now,
+                )
+            )
         self._flushed_stream_time_us = now
         self._dirty.clear()
         return updates
@@ -615,17 +636,17 @@ class CustomerKpiMerge:
         """Apply one stage-1 flush (idempotent, like :meth:`apply`)."""
         self.stream_time_us = max(self.stream_time_us, batch.stream_time_us)
         if batch.reset:
-            self.reset(batch.partition)
+            self.reset(batch.source_partition)
         for partial in batch.partials:
             self.apply(partial)
-        known = self.sources.get(batch.partition)
+        known = self.sources.get(batch.source_partition)
         if batch.reset:
-            self.sources[batch.partition] = (batch.complete, batch.caught_up)
+            self.sources[batch.source_partition] = (batch.complete, batch.caught_up)
         elif known is not None:  # only a snapshot since a reset makes a source complete
-            self.sources[batch.partition] = (known[0] or batch.complete, batch.caught_up)
+            self.sources[batch.source_partition] = (known[0] or batch.complete, batch.caught_up)
 
     def complete(self, partitions: int) -> bool:
-        """Whether every source partition's snapshot has arrived since this store started,
+        """Whether every source partition's snapshot has arrived since this merge started,
         and every source said it was caught up at its last flush."""
         return all(self.sources.get(p) == (True, True) for p in range(partitions))
 
@@ -633,7 +654,7 @@ class CustomerKpiMerge:
         """Take the latest value of one partial (idempotent)."""
         self.stream_time_us = max(self.stream_time_us, partial.stream_time_us)
         if partial.reset:
-            self.reset(partial.partition)
+            self.reset(partial.source_partition)
             return
         if partial.bucket == HEARTBEAT_BUCKET:
             return
@@ -642,15 +663,15 @@ class CustomerKpiMerge:
             if partial.series is None:
                 return
             group = self.groups[partial.group] = _Group()
-        self._replace(group, (partial.partition, partial.bucket), partial.series)
+        self._replace(group, (partial.source_partition, partial.bucket), partial.series)
         if not group.parts:
             del self.groups[partial.group]
 
-    def reset(self, partition: int) -> None:
+    def reset(self, source_partition: int) -> None:
         """Forget every partial of one source partition."""
         for name in list(self.groups):
             group = self.groups[name]
-            for part in [p for p in group.parts if p[0] == partition]:
+            for part in [p for p in group.parts if p[0] == source_partition]:
                 self._replace(group, part, None)
             if not group.parts:
                 del self.groups[name]

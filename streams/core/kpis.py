@@ -173,7 +173,7 @@ class EngineConfig:
 
 
 # -- customers (SPEC §4 churn / retention; keys ``kpi|window|segment``) -----------------------
-# Kept apart from the ticket KPI tuples above: customer KPIs have their own key shape and store
+# Kept apart from the ticket KPI tuples above: customer KPIs have their own key shape and merge
 # (:mod:`streams.core.customers`).
 CUSTOMERS_ACTIVE_AT_START = "customers_active_at_start"
 CUSTOMERS_CHURNED = "customers_churned"

@@ -1,7 +1,7 @@
 """Run the whole engine in-process over a list of events (tests, benchmarks, backfill checks).
 
 Events are routed by key to ``partitions`` stage-1 engines exactly as Kafka would co-partition
-them, each on its own stream-time clock; their partials are merged by one stage-2 store, and
+them, each on its own stream-time clock; their partials are merged by one stage-2 KpiMerge, and
 every KPI is read at ``now`` (default: the latest event time).
 """
 
@@ -36,7 +36,7 @@ def replay(
 ) -> KpiValues:
     store = DictTicketStore()
     engines = [TicketEngine(p, store, config) for p in range(partitions)]
-    kpi_store = KpiMerge(config)
+    merge = KpiMerge(config)
     for event in arrivals:
         engine = engines[partition_for(routing_key(event), partitions)]
         clock_us = max(engine.stream_time_us, to_us(event.occurred_at))
@@ -44,6 +44,6 @@ def replay(
         engine.housekeeping(clock_us)
         for update in engine.flush():
             # Through the wire format, as in the worker: a flushed partial is a snapshot.
-            kpi_store.apply(_WIRE_DECODER.decode(_WIRE_ENCODER.encode(update)))
-    now_us = kpi_store.stream_time_us if now is None else round(now * US)
-    return kpi_store.values(now_us)
+            merge.apply(_WIRE_DECODER.decode(_WIRE_ENCODER.encode(update)))
+    now_us = merge.stream_time_us if now is None else round(now * US)
+    return merge.values(now_us)

@@ -20,8 +20,7 @@ from typing import NamedTuple
 
 from streams.core.clocks import Elapsed, TicketClock
 from streams.core.kpis import EngineConfig, SlaClock
-
-US = 1_000_000
+from streams.core.units import US
 
 
 class SlaTarget(NamedTuple):

@@ -71,7 +71,7 @@ def day_start_us(now_us: int, zone: tzinfo) -> int:
 
 def window_start_us(name: str, size_seconds: float, now_us: int, zone: tzinfo) -> int:
     """Start of window ``name`` at clock ``now_us``: local midnight for ``today``, else
-    ``now - size`` (exact, no bucket alignment: stores align it themselves)."""
+    ``now - size`` (exact, no bucket alignment: merges align it themselves)."""
     if name == TODAY:
         return day_start_us(now_us, zone)
     return now_us - round(size_seconds * 1_000_000)

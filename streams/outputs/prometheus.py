@@ -1,6 +1,6 @@
 """KPI gauges built from engine state at scrape time (SPEC §5).
 
-A custom collector: every scrape reads the KPI store of the partitions this worker owns right
+A custom collector: every scrape reads the KPI merges of the partitions this worker owns right
 now, so a key that moved to another worker in a rebalance, or a ratio that lost its last
 sample, simply stops being exported — no stale series, no double series.
 """

@@ -58,7 +58,7 @@ class KpiPublisher:
 
 
 def to_record(reading: Reading, computed_at: float) -> KpiRecord:
-    """The KPI record of one store reading (built by :func:`streams.records.kpi_record`)."""
+    """The KPI record of one stage-2 reading (built by :func:`streams.records.kpi_record`)."""
     start, end = reading.window_start_us, reading.window_end_us
     return kpi_record(
         reading.key,
