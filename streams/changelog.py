@@ -207,6 +207,19 @@ class StateLog(Generic[StateT]):
         self.bootstrap = bootstrap
         self.writes_at_checkpoint = 0
 
+    def states_by_partition(self, partitions: set[int]) -> dict[int, list[tuple[str, StateT]]]:
+        """The recovered states of ``partitions``, each decoded once. A local copy of another
+        partition's state (left by an earlier assignment) is dropped, without a changelog
+        write: its partition's owner has the current one."""
+        by_partition: dict[int, list[tuple[str, StateT]]] = {p: [] for p in partitions}
+        for key, state in self.store.states():
+            mine = by_partition.get(state.partition)
+            if mine is None:
+                self.table.data.pop(key.encode(), None)
+            else:
+                mine.append((key, state))
+        return by_partition
+
     async def write(self, partitions: set[int] | None = None) -> None:
         """Write the record cache to the changelog and wait until it is stored.
 

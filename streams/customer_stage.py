@@ -147,13 +147,7 @@ class CustomerStage:
         for partition in list(self.engines):
             if partition not in partitions:
                 del self.engines[partition]
-        by_partition: dict[int, list[tuple[str, CustomerState]]] = {p: [] for p in partitions}
-        for key, state in self.log.store.states():  # decode every customer once
-            mine = by_partition.get(state.partition)
-            if mine is None:
-                self.table.data.pop(key.encode(), None)  # stale local copy; no changelog write
-            else:
-                mine.append((key, state))
+        by_partition = self.log.states_by_partition(partitions)
         clock = self.worker.clock.rebuild_us()
         for partition, states in by_partition.items():
             engine = CustomerEngine(partition, self.log.store, self.config)

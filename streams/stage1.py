@@ -180,13 +180,7 @@ class TicketStage1:
         for partition in list(self.engines):
             if partition not in partitions:
                 del self.engines[partition]
-        by_partition: dict[int, list[tuple[str, TicketState]]] = {p: [] for p in partitions}
-        for key, state in self.store.states():  # decode every ticket once
-            mine = by_partition.get(state.partition)
-            if mine is None:
-                self.table.data.pop(key.encode(), None)  # stale local copy; no changelog write
-            else:
-                mine.append((key, state))
+        by_partition = self.log.states_by_partition(partitions)
         clock = self.worker.clock.rebuild_us()
         for partition, states in by_partition.items():
             engine = TicketEngine(partition, self.store, self.config, self.worker.firsts)
