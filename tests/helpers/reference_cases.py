@@ -3,7 +3,7 @@
 Each case builds a few events with a :class:`~helpers.strategies.Builder`, reads KPIs with
 :func:`run` and asserts the values worked out by hand. They run on the brute-force reference
 (``test_reference.py``: why the differential tests trust it) and through the engine
-(``test_partition.py``); :func:`running_on` chooses what :func:`run` calls. Times are seconds
+(``test_ticket_engine.py``); :func:`running_on` chooses what :func:`run` calls. Times are seconds
 after ``strategies.BASE_TIME`` (aligned to the minute).
 """
 
