@@ -65,7 +65,7 @@ class KpiStore:
         # ``today`` is a calendar day, not a rolling window of its (26 h) size.
         self.calendar_day = [is_today(name) for name, _ in config.windows]
         self.zone = time_zone(config.time_zone)
-        self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
+        self.business = config.calendars is not None
         self.groups: dict[Group, _GroupState] = {}
         self.stream_time_us = 0
         # (dimension, source partition) -> (snapshot complete since a reset, source caught up)
@@ -251,12 +251,12 @@ class KpiStore:
         for (name, _), (start_us, end_us), total in zip(
             self.config.windows, bounds, totals, strict=True
         ):
-            for kpi, (value, sample) in total.values().items():
+            for kpi, (value, sample) in total.values(self.business).items():
                 if kpi in kpis.TEAM_ONLY_KPIS and not team_only_ok:
                     continue
                 yield KpiReading(KpiKey(kpi, name, *group), value, sample, start_us, end_us)
         if live is not None:
-            for kpi, (value, sample) in live_values(live, now_us, self.sla_us).items():
+            for kpi, (value, sample) in live_values(live, now_us).items():
                 yield KpiReading(KpiKey(kpi, kpis.LIVE_WINDOW, *group), value, sample)
 
     def values(self, now_us: int) -> kpis.KpiValues:

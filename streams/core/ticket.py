@@ -16,8 +16,11 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
+from streams.core.calendar import CalendarSet
+from streams.core.clocks import TicketClock
 from streams.core.kpis import UNKNOWN
 from streams.core.labels import team_label
+from streams.core.sla import SlaPolicies
 from streams.events import (
     SOLVED_STATUSES,
     Event,
@@ -161,28 +164,46 @@ class Dims(NamedTuple):
 
 
 class Fact(NamedTuple):
-    """One windowed measurement of a ticket: what, when, for which dimensions, how much."""
+    """One windowed measurement of a ticket: what, when, for which dimensions, how much.
+
+    Durations are µs. ``business`` is ``value`` in business time (first response, resolution;
+    None without calendars); a resolution also carries its requester wait (``wait``, and
+    ``wait_business`` with calendars) and whether it met the resolution SLA (``met``).
+    """
 
     kind: FactKind
     at_us: int
     dims: Dims
     value: int = 0  # duration in µs, or a survey score
-    flag: bool | None = None  # SLA met / first-contact resolution (first resolution only)
+    flag: bool | None = None  # first-response SLA met / first-contact resolution (first only)
     detail: str = ""  # survey kind
+    business: int | None = None
+    wait: int = 0
+    wait_business: int | None = None
+    met: bool | None = None  # resolution SLA met
 
 
 class LiveFact(NamedTuple):
-    """The ticket's contribution to the live backlog (only while it is open)."""
+    """The ticket's contribution to the live backlog (only while it is open).
+
+    ``deadline_us``: after this instant an unanswered ticket is past its first-response SLA,
+    on the policy's clock (0 when answered)."""
 
     dims: Dims
     unanswered: bool
     created_us: int
+    deadline_us: int = 0
 
 
 def ticket_facts(
-    state: TicketState, sla_targets_us: dict[str, int]
+    state: TicketState, policies: SlaPolicies, calendars: CalendarSet | None = None
 ) -> tuple[list[Fact], LiveFact | None]:
-    """All KPI facts of a ticket, recomputed from its ordered events."""
+    """All KPI facts of a ticket, recomputed from its ordered events.
+
+    Durations run on two clocks (:mod:`streams.core.clocks`): ``total`` never pauses (first
+    response, resolution), ``wait`` runs in new/open/on_hold (requester wait). Both count each
+    stretch on the calendar of the team owning the ticket then.
+    """
     creation = state.creation
     if creation is None:
         if state.standalone:
@@ -190,30 +211,44 @@ def ticket_facts(
         return [], None
 
     team = creation.team
-    dims = Dims(team, creation.channel, creation.priority)
+    priority = creation.priority
+    dims = Dims(team, creation.channel, priority)
     facts = [Fact("created", creation.at_us, dims)]
+    total = TicketClock(calendars, creation.at_us, team)
+    wait = TicketClock(calendars, creation.at_us, team)
     status = "new"
     public_agent_replies = 0
     escalated = False
     resolved_before = False
     first_response_seen = False
     for step in state.steps:
-        dims = Dims(team, creation.channel, creation.priority)
+        dims = Dims(team, creation.channel, priority)
         if step.rank == RANK_REPLY:
             if step.author_type == "agent" and step.public:
                 public_agent_replies += 1
                 if not first_response_seen:
                     first_response_seen = True
                     if creation.created_by == "customer":
-                        value = step.at_us - creation.at_us
-                        met = value <= sla_targets_us[creation.priority]
-                        facts.append(Fact("first_response", step.at_us, dims, value, met))
+                        took = total.elapsed(step.at_us)
+                        met = policies.first_response.met(priority, took)
+                        facts.append(
+                            Fact(
+                                "first_response",
+                                step.at_us,
+                                dims,
+                                took.calendar_us,
+                                met,
+                                business=took.business_us,
+                            )
+                        )
         elif step.rank == RANK_ESCALATION:
             if not escalated:
                 escalated = True
                 facts.append(Fact("escalated", step.at_us, dims))
             if step.to_team is not None:
                 team = step.to_team
+                total.move(step.at_us, team)
+                wait.move(step.at_us, team)
         elif step.rank == RANK_STATUS:
             assert step.status is not None
             was_solved = status in SOLVED_STATUSES
@@ -223,22 +258,41 @@ def ticket_facts(
                 if not resolved_before:
                     first_contact = public_agent_replies == 1 and not escalated
                     resolved_before = True
-                value = step.at_us - creation.at_us
-                facts.append(Fact("resolved", step.at_us, dims, value, first_contact))
+                took = total.elapsed(step.at_us)
+                waited = wait.elapsed(step.at_us)
+                facts.append(
+                    Fact(
+                        "resolved",
+                        step.at_us,
+                        dims,
+                        took.calendar_us,
+                        first_contact,
+                        business=took.business_us,
+                        wait=waited.calendar_us,
+                        wait_business=waited.business_us,
+                        met=policies.resolution.met(priority, waited),
+                    )
+                )
             elif was_solved and not now_solved:
                 facts.append(Fact("reopened", step.at_us, dims))
             status = step.status
+            wait.status(step.at_us, status)
         else:
             assert step.survey_kind is not None
-            survey_dims = Dims(step.survey_team or team, creation.channel, creation.priority)
+            survey_dims = Dims(step.survey_team or team, creation.channel, priority)
             facts.append(
                 Fact("survey", step.at_us, survey_dims, step.score, None, step.survey_kind)
             )
 
     live = None
     if status not in SOLVED_STATUSES:
-        unanswered = not first_response_seen and creation.created_by == "customer"
-        live = LiveFact(Dims(team, creation.channel, creation.priority), unanswered, creation.at_us)
+        dims = Dims(team, creation.channel, priority)
+        if not first_response_seen and creation.created_by == "customer":
+            deadline = policies.first_response.deadline_us(priority, total)
+            assert deadline is not None  # the total clock never stops
+            live = LiveFact(dims, True, creation.at_us, deadline)
+        else:
+            live = LiveFact(dims, False, creation.at_us)
     return facts, live
 
 
