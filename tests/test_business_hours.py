@@ -1,0 +1,285 @@
+"""Business hours, requester wait and resolution SLA through the pure core (issue 12).
+
+Differential: generated streams (the ones of ``test_differential.py``) moved next to DST
+transitions and holidays of generated calendars, with per-team calendars, pending/on-hold and
+reopen cycles and escalations that move tickets between teams with different calendars, each
+SLA target on a generated clock. The engine gets the calendars built from their text
+(:meth:`Calendar.weekly`), the reference reads the generator's own description of them
+(``tests/calendar_oracle.py``, minute by minute off the wall clock). Plus hand-worked examples
+whose numbers are written out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import msgspec
+from calendar_oracle import ZONES, Spec, specs, to_calendar
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import US, Reference, past_first_response_sla, reference_kpis
+from strategies import BASE_TIME, Builder, DeliveryMode, Scenario, generated, scenarios, ts
+from test_differential import EngineRun, assert_same, check_stream, decoded
+
+from streams.core import kpis as K
+from streams.core.calendar import Calendar, CalendarSet
+from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues, SlaClock
+from streams.core.replay import replay
+from streams.events import PRIORITIES, Event, TicketCreated, TicketEscalated
+
+SETTINGS = generated(40)
+
+# (UTC instant, zone): DST transitions of 2024 near which streams are moved.
+_DST = (
+    (datetime(2024, 3, 31, 1, 0, tzinfo=UTC), "Europe/Berlin"),  # spring forward 02:00 -> 03:00
+    (datetime(2024, 10, 27, 1, 0, tzinfo=UTC), "Europe/Berlin"),  # fall back 03:00 -> 02:00
+    (datetime(2024, 11, 3, 6, 0, tzinfo=UTC), "America/New_York"),  # fall back
+    (datetime(2024, 10, 5, 15, 30, tzinfo=UTC), "Australia/Lord_Howe"),  # +30 min
+)
+_HOUR = 3600
+_OFFICE = tuple((day, 9 * _HOUR, 17 * _HOUR) for day in range(5))  # mon-fri 09:00-17:00
+_NIGHTS = tuple((day, 22 * _HOUR, 6 * _HOUR) for day in range(7))  # every night 22:00-06:00
+_SPLIT = tuple(
+    (day, start, end)
+    for day in range(6)
+    for start, end in ((8 * _HOUR, 12 * _HOUR), (13 * _HOUR, 18 * _HOUR))
+)
+
+
+def _shift(event: Event, delta: timedelta) -> Event:
+    return msgspec.structs.replace(event, occurred_at=event.occurred_at + delta)
+
+
+@st.composite
+def _spec(draw: st.DrawFn, zone: str | None, around: date) -> Spec:
+    """A calendar of a known shape or a generated one, with holidays around ``around``."""
+    weekly = draw(
+        st.one_of(
+            st.sampled_from((_OFFICE, _NIGHTS, _SPLIT)),
+            specs().map(lambda spec: spec.weekly),
+        )
+    )
+    holidays: dict[date, tuple[tuple[int, int], ...]] = {}
+    for offset in draw(st.lists(st.integers(-2, 2), max_size=2, unique=True)):
+        partial = draw(st.sampled_from(((), ((9 * _HOUR, 13 * _HOUR),), ((0, 23 * _HOUR),))))
+        holidays[around + timedelta(days=offset)] = partial
+    return Spec(zone or draw(st.sampled_from(ZONES)), weekly, holidays)
+
+
+class Calendared(msgspec.Struct, frozen=True):
+    """A generated scenario with calendars: the config carries the engine's calendars,
+    ``specs`` the reference's view of the same calendars."""
+
+    scenario: Scenario
+    specs: tuple[Spec, Mapping[str, Spec]]
+
+
+@st.composite
+def calendared(
+    draw: st.DrawFn,
+    delivery: DeliveryMode = "any",
+    *,
+    reopen_bias: bool = False,
+    escalation_bias: bool = False,
+    quiet: bool = False,
+) -> Calendared:
+    """``quiet``: no duplicates, late or future events."""
+    faults = {"duplicates": False, "late": False, "future": False} if quiet else {}
+    scenario: Scenario = draw(
+        scenarios(
+            delivery=delivery, reopen_bias=reopen_bias, escalation_bias=escalation_bias, **faults
+        )
+    )
+    anchor, dst_zone = draw(st.sampled_from(((BASE_TIME, None), *_DST)))
+    # Start the stream up to 12 h before the anchor (or on the base time's own day).
+    delta = anchor - BASE_TIME - timedelta(minutes=draw(st.integers(0, 12 * 60)))
+    delta -= timedelta(microseconds=delta // timedelta(microseconds=1) % 60_000_000)  # grid
+    around = (BASE_TIME + delta).date()
+    teams = sorted(
+        {e.team for e in scenario.arrivals if isinstance(e, TicketCreated)}
+        | {e.to_team for e in scenario.arrivals if isinstance(e, TicketEscalated) and e.to_team}
+    )
+    default = draw(_spec(dst_zone, around))
+    own = draw(st.lists(st.sampled_from(teams), unique=True, max_size=3)) if teams else []
+    team_specs = {
+        team: draw(_spec(draw(st.sampled_from((dst_zone, None))), around)) for team in own
+    }
+
+    def clocks() -> dict[str, SlaClock]:
+        return {p: draw(st.sampled_from(("calendar", "business"))) for p in PRIORITIES}
+
+    targets = st.sampled_from([60.0, 600.0, 1800.0, 3600.0, 4 * 3600.0, 8 * 3600.0])
+    config = replace(
+        scenario.config,
+        calendars=CalendarSet(
+            to_calendar(default), {team: to_calendar(spec) for team, spec in team_specs.items()}
+        ),
+        resolution_sla_targets={p: draw(targets) for p in PRIORITIES},
+        first_response_sla_clocks=clocks(),
+        resolution_sla_clocks=clocks(),
+    )
+    moved = Scenario(
+        arrivals=[_shift(e, delta) for e in scenario.arrivals],
+        config=config,
+        wall=scenario.wall + delta.total_seconds(),
+        notes={**scenario.notes, f"anchor {anchor.isoformat()}": 1},
+    )
+    return Calendared(moved, (default, team_specs))
+
+
+def _check(case: Calendared, partitions: int = 1) -> None:
+    check_stream(case.scenario, partitions=partitions, specs=case.specs)
+
+
+@SETTINGS
+@given(calendared("bounded"))
+def test_business_time_matches_reference(case: Calendared) -> None:
+    _check(case)
+
+
+@SETTINGS
+@given(calendared(reopen_bias=True))
+def test_reopen_and_pending_cycles_on_business_clocks_match_reference(case: Calendared) -> None:
+    _check(case)
+
+
+@SETTINGS
+@given(calendared(escalation_bias=True))
+def test_escalations_to_teams_with_other_calendars_match_reference(case: Calendared) -> None:
+    _check(case)
+
+
+@SETTINGS
+@given(calendared())
+def test_business_time_on_three_partitions_matches_reference(case: Calendared) -> None:
+    _check(case, partitions=3)
+
+
+@generated(25)
+@given(calendared("ordered", quiet=True))
+def test_past_sla_flips_exactly_at_the_business_deadline(case: Calendared) -> None:
+    """Read the engine exactly at, and 1 µs after, each unanswered ticket's deadline on the
+    first-response clock, found by bisection on the reference's own elapsed time."""
+    scenario = case.scenario
+    events = decoded(scenario)
+    run = EngineRun(scenario.config)
+    reference = Reference(scenario.config, run.partition_of, case.specs)
+    for event in events:
+        run.feed(event)
+        reference.feed(event)
+    clock = reference.clock
+    _, open_tickets = reference.state()
+    for ticket in [t for t in open_tickets if t.unanswered][:3]:
+        lo, hi = clock, clock + 10 * 86400 * US
+        if not past_first_response_sla(ticket, hi, reference.rules):
+            continue
+        if past_first_response_sla(ticket, lo, reference.rules):
+            continue
+        while hi - lo > 1:  # invariant: not past at lo, past at hi
+            mid = (lo + hi) // 2
+            if past_first_response_sla(ticket, mid, reference.rules):
+                hi = mid
+            else:
+                lo = mid
+        for now in (lo, hi):
+            assert_same(run.values(now), reference.kpis(now), f"deadline read at {now}")
+
+
+# -- worked examples ---------------------------------------------------------------------------
+
+_BERLIN = Calendar.weekly("Europe/Berlin", {"mon-fri": ["09:00-17:00"]})
+_NEW_YORK = Calendar.weekly("America/New_York", {"mon-fri": ["09:00-17:00"]})
+
+
+def _config(**changes: object) -> EngineConfig:
+    base = EngineConfig(
+        windows=(("24h", 86400.0),),
+        calendars=CalendarSet(_BERLIN, {"ny": _NEW_YORK}),
+        resolution_sla_targets={"urgent": 3600.0, "high": 3600.0, "normal": 8 * 3600.0, "low": 1.0},
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _overall(values: KpiValues, kpi: str) -> float | None:
+    return values.get(KpiKey(kpi, "24h", ALL, ALL, ALL))
+
+
+def test_pending_pauses_requester_wait_and_business_time_counts_working_hours() -> None:
+    # BASE_TIME is Monday 2024-03-11 08:00 UTC = 09:00 in Berlin (CET).
+    b = Builder()
+    events: list[Event] = [
+        b.created("a", 0, team="berlin"),
+        b.replied("a", 1800),  # 09:30
+        b.status("a", 3600, "pending"),  # 10:00, waiting on the customer
+        b.status("a", 5 * 3600, "open"),  # 14:00
+        b.status("a", 9 * 3600, "solved"),  # 18:00: closed for the day since 17:00
+    ]
+    values = replay(events, _config())
+    assert_same(values, reference_kpis(events, _config(), now=ts(9 * 3600)), "")
+    assert _overall(values, K.FIRST_RESPONSE_MEAN) == 1800
+    assert _overall(values, K.FIRST_RESPONSE_BUSINESS_MEAN) == 1800
+    assert _overall(values, K.RESOLUTION_MEAN) == 9 * 3600
+    assert _overall(values, K.RESOLUTION_BUSINESS_MEAN) == 8 * 3600  # 09:00-17:00
+    assert _overall(values, K.REQUESTER_WAIT_MEAN) == 5 * 3600  # 1 h + 4 h (pending paused)
+    assert _overall(values, K.REQUESTER_WAIT_BUSINESS_MEAN) == 4 * 3600  # 1 h + 14:00-17:00
+    assert _overall(values, K.RESOLUTION_SLA_ATTAINMENT) == 1.0  # 5 h wait <= 8 h
+    tighter = _config(resolution_sla_targets={"normal": 4.5 * 3600} | _targets_rest())
+    assert _overall(replay(events, tighter), K.RESOLUTION_SLA_ATTAINMENT) == 0.0
+    on_business = replace(tighter, resolution_sla_clocks=_clocks("business"))
+    assert _overall(replay(events, on_business), K.RESOLUTION_SLA_ATTAINMENT) == 1.0  # 4 h
+
+
+def _targets_rest() -> dict[str, float]:
+    return {"urgent": 3600.0, "high": 3600.0, "low": 1.0}
+
+
+def _clocks(clock: SlaClock) -> dict[str, SlaClock]:
+    return dict.fromkeys(PRIORITIES, clock)
+
+
+def test_escalation_moves_the_business_clock_to_the_new_teams_calendar() -> None:
+    # Created in Berlin at 16:00 CET (15:00 UTC), moved to New York at 16:30 CET (11:30 EDT:
+    # New York is on summer time since 2024-03-10, UTC-4), solved at 17:30 CET (12:30 EDT).
+    b = Builder()
+    events: list[Event] = [
+        b.created("a", 7 * 3600, team="berlin"),
+        b.escalated("a", 7.5 * 3600, to_team="ny"),
+        b.replied("a", 8 * 3600),
+        b.status("a", 8.5 * 3600, "solved"),
+    ]
+    values = replay(events, _config())
+    assert_same(values, reference_kpis(events, _config(), now=ts(8.5 * 3600)), "")
+    # Berlin's 30 minutes, then New York's hour (Berlin had closed at 17:00 CET meanwhile).
+    assert _overall(values, K.RESOLUTION_BUSINESS_MEAN) == 1.5 * 3600
+    assert _overall(values, K.FIRST_RESPONSE_BUSINESS_MEAN) == 3600  # 30 min + 30 min
+    team = values.get(KpiKey(K.RESOLUTION_BUSINESS_MEAN, "24h", "ny", ALL, ALL))
+    assert team == 1.5 * 3600  # the resolution counts for the team that holds the ticket
+
+
+def test_unanswered_past_sla_follows_the_business_deadline() -> None:
+    # Urgent target 15 min on the business clock; created Monday 16:50 CET: 10 minutes left
+    # today, the other 5 on Tuesday from 09:00. The deadline is Tuesday 09:05 CET.
+    config = _config(first_response_sla_clocks=_clocks("business"))
+    b = Builder()
+    events: list[Event] = [b.created("a", 7 * 3600 + 50 * 60, priority="urgent", team="berlin")]
+    tuesday_0905 = ts(24 * 3600 + 5 * 60)
+    key = KpiKey(K.UNANSWERED_PAST_SLA, LIVE_WINDOW, ALL, ALL, ALL)
+    for now, past in ((ts(9 * 3600), 0.0), (tuesday_0905, 0.0), (tuesday_0905 + 1e-6, 1.0)):
+        values = replay(events, config, now=now)
+        assert_same(values, reference_kpis(events, config, now=now), "")
+        assert values[key] == past, now
+    calendar_clock = replay(events, _config(), now=ts(9 * 3600))
+    assert calendar_clock[key] == 1.0  # 70 minutes of real time
+
+
+def test_without_calendars_there_is_no_business_series() -> None:
+    b = Builder()
+    events: list[Event] = [b.created("a", 0), b.replied("a", 60), b.status("a", 120, "solved")]
+    config = EngineConfig(windows=(("24h", 86400.0),))
+    values = replay(events, config)
+    assert_same(values, reference_kpis(events, config, now=ts(120)), "")
+    assert not [key for key in values if key.kpi in K.BUSINESS_KPIS]
+    assert _overall(values, K.REQUESTER_WAIT_MEAN) == 120
+    assert _overall(values, K.RESOLUTION_SLA_ATTAINMENT) == 1.0
