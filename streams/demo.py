@@ -58,6 +58,7 @@ from streams.broker import (
     die_with_parent,
     free_port,
 )
+from streams.calendar_file import load_calendars
 from streams.simulation import (
     DEFAULT_RATE,
     PROFILES,
@@ -78,6 +79,8 @@ KPI_TOPIC = "support-kpis"
 DLQ_TOPIC = "support-events-dlq"
 LIFECYCLE_TOPIC = "customer-lifecycle"  # the simulator writes it in the churn profile
 TIME_SCALE = 0.1
+# The office-hours profile's calendars (in a source checkout) unless SUPPORT_CALENDARS_FILE is set.
+DEMO_CALENDARS = Path(__file__).resolve().parent.parent / "deploy" / "calendars.toml"
 INCIDENT_DELAY = 60.0  # the incident profile starts this long into the live part
 WORKER_READY_TIMEOUT = 90.0
 WORKER_STOP_TIMEOUT = 10.0
@@ -293,10 +296,13 @@ async def run_simulator(
     rate: float,
     state: SimulatorState,
     out: TextIO,
+    calendars_file: str | None = None,
 ) -> None:
-    """Backfill ``backfill`` seconds of history as fast as possible, then continue live."""
+    """Backfill ``backfill`` seconds of history as fast as possible, then continue live.
+    ``calendars_file``: the agents' working hours in the office-hours profile."""
     now = time.time()
     options = SimOptions(
+        calendars=None if calendars_file is None else load_calendars(calendars_file),
         duplicate_rate=0.02,
         out_of_order=0.05,
         out_of_order_delay=60.0,
@@ -423,6 +429,9 @@ class Demo:
             SUPPORT_APP_ID=APP_ID,
             SUPPORT_LOG_LEVEL="warning",
         )
+        if opts.profile == "office-hours" and DEMO_CALENDARS.exists():
+            # Business-time KPIs need calendars; the simulator's agents keep the same hours.
+            env.setdefault("SUPPORT_CALENDARS_FILE", str(DEMO_CALENDARS))
         self.worker = self._spawn_worker(env)
         self.say(f"worker:    pid {self.worker.pid}, log {self.worker_log}")
         await self._wait_for_metrics()
@@ -439,6 +448,7 @@ class Demo:
                 rate=opts.rate,
                 state=self.sim_state,
                 out=self.out,
+                calendars_file=env.get("SUPPORT_CALENDARS_FILE"),
             ),
             name="simulator",
         )

@@ -19,15 +19,26 @@ import msgspec
 from calendar_oracle import ZONES, Spec, specs, to_calendar
 from hypothesis import given
 from hypothesis import strategies as st
+from pipeline import decoded_events
 from reference import US, Reference, past_first_response_sla, reference_kpis
 from strategies import BASE_TIME, Builder, DeliveryMode, Scenario, generated, scenarios, ts
 from test_differential import EngineRun, assert_same, check_stream, decoded
 
 from streams.core import kpis as K
-from streams.core.calendar import Calendar, CalendarSet
+from streams.core.calendar import Calendar, CalendarSet, is_working
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues, SlaClock
 from streams.core.replay import replay
-from streams.events import PRIORITIES, Event, TicketCreated, TicketEscalated
+from streams.core.ticket import to_us
+from streams.events import (
+    PRIORITIES,
+    Event,
+    TicketCreated,
+    TicketEscalated,
+    TicketReplied,
+    TicketStatusChanged,
+)
+from streams.simulation.model import OFFICE_HOURS
+from streams.simulator import generate
 
 SETTINGS = generated(40)
 
@@ -283,3 +294,39 @@ def test_without_calendars_there_is_no_business_series() -> None:
     assert not [key for key in values if key.kpi in K.BUSINESS_KPIS]
     assert _overall(values, K.REQUESTER_WAIT_MEAN) == 120
     assert _overall(values, K.RESOLUTION_SLA_ATTAINMENT) == 1.0
+
+
+# -- the simulator's office-hours profile ------------------------------------------------------
+
+
+def test_office_hours_profile_agents_act_in_working_hours_and_business_time_shows_it() -> None:
+    start = datetime(2026, 3, 6, 12, 0, tzinfo=UTC).timestamp()  # Friday noon to Monday noon
+    records = list(
+        generate("office-hours", seed=4, start=start, duration_seconds=3 * 86400, rate=40)
+    )
+    events = decoded_events(records, now=start + 10 * 86400)
+    calendar = OFFICE_HOURS.default
+    creators = {e.ticket_id: e.created_by for e in events if isinstance(e, TicketCreated)}
+    agent_acts = [
+        e
+        for e in events
+        if (isinstance(e, TicketReplied) and e.author_type == "agent" and e.public)
+        or (isinstance(e, TicketStatusChanged) and e.status == "solved")
+        or isinstance(e, TicketEscalated)
+    ]
+    customer_tickets = [e for e in agent_acts if creators.get(e.ticket_id) == "customer"]
+    assert len(customer_tickets) > 100
+    outside = [e for e in customer_tickets if not is_working(calendar, to_us(e.occurred_at))]
+    assert not outside, outside[:3]
+    # Tickets keep arriving at night and at the weekend.
+    created = [e for e in events if isinstance(e, TicketCreated)]
+    assert any(not is_working(calendar, to_us(e.occurred_at)) for e in created)
+
+    config = EngineConfig(windows=(("24h", 86400.0),), calendars=OFFICE_HOURS)
+    # The last 24 h: Monday morning's replies to tickets of the weekend.
+    values = replay(events, config, now=start + 3 * 86400)
+    calendar_mean = _overall(values, K.FIRST_RESPONSE_MEAN)
+    business_mean = _overall(values, K.FIRST_RESPONSE_BUSINESS_MEAN)
+    assert calendar_mean is not None
+    assert business_mean is not None
+    assert business_mean < calendar_mean / 3  # nights and the weekend do not count
