@@ -56,6 +56,7 @@ pytestmark = pytest.mark.integration
 
 RULES_FILE = RULES_DIR / "support.yml"
 SLO_RULES = RULES_DIR.parent.parent / "slo" / "support-slos.rules.yml"  # example, see test_slo
+CALENDARS_FILE = RULES_DIR.parent.parent / "calendars.toml"
 ALERT = "FirstResponseTimeRising"
 
 # The rule's thresholds (deploy/prometheus/rules/support.yml), used to state what the
@@ -97,12 +98,19 @@ class Stack:
 
 
 def start_stack(
-    broker: EmbeddedBroker, name: str, records: Sequence[SimRecord], rule_files: Sequence[Path]
+    broker: EmbeddedBroker,
+    name: str,
+    records: Sequence[SimRecord],
+    rule_files: Sequence[Path],
+    env: dict[str, str] | None = None,
 ) -> Stack:
-    """Topics, a worker (stream clock), Prometheus scraping it; records not yet produced."""
+    """Topics, a worker (stream clock, settings ``env``), Prometheus scraping it; records not
+    yet produced."""
     if not broker.running:
         pytest.fail(f"the session broker has died; its output:\n{broker.log_tail()}")
-    deployment = Deployment(broker.bootstrap_servers, f"{name}-{uuid.uuid4().hex[:8]}")
+    deployment = Deployment(
+        broker.bootstrap_servers, f"{name}-{uuid.uuid4().hex[:8]}", env=dict(env or {})
+    )
     deployment.create_topics()
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
     worker = WorkerProcess(deployment, name).start()
@@ -153,11 +161,13 @@ def reference(values: KpiValues, key: KpiKey) -> float:
 
 @pytest.fixture(scope="module")
 def steady(broker: EmbeddedBroker) -> Iterator[Stack]:
-    """~2 h of steady traffic (300 tickets/h, surveys included) processed by one worker,
-    scraped every second by a Prometheus that evaluates deploy/prometheus/rules/support.yml
-    and the example SLO rules of deploy/slo."""
+    """~2 h of steady traffic (300 tickets/h, surveys included) processed by one worker with
+    the example business calendars (so the boards' business-time panels have data), scraped
+    every second by a Prometheus that evaluates deploy/prometheus/rules/support.yml and the
+    example SLO rules of deploy/slo."""
     records = simulate("steady", seed=41, hours=2.0, rate=300.0, options=SimOptions())
-    stack = start_stack(broker, "prom-steady", records, [RULES_FILE, SLO_RULES])
+    calendars = {"SUPPORT_CALENDARS_FILE": str(CALENDARS_FILE)}
+    stack = start_stack(broker, "prom-steady", records, [RULES_FILE, SLO_RULES], calendars)
     try:
         stack.deployment.produce(records)
         converge(stack)
