@@ -36,16 +36,18 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
     first_resolutions: int = 0
     first_contact_resolutions: int = 0
     # Requester wait of every resolution (sample count: solved) and resolution SLA attainment.
+    # Sketches below are None while empty: most partials have none of these samples, and an
+    # empty dict per partial would cost 64 bytes each.
     wait_sum_us: int = 0
-    wait_sketch: Sketch = msgspec.field(default_factory=dict)
+    wait_sketch: Sketch | None = None
     resolution_sla_met: int = 0
     # Business time (only with calendars; the sample counts are frt_count and solved).
     frt_business_sum_us: int = 0
-    frt_business_sketch: Sketch = msgspec.field(default_factory=dict)
+    frt_business_sketch: Sketch | None = None
     resolution_business_sum_us: int = 0
-    resolution_business_sketch: Sketch = msgspec.field(default_factory=dict)
+    resolution_business_sketch: Sketch | None = None
     wait_business_sum_us: int = 0
-    wait_business_sketch: Sketch = msgspec.field(default_factory=dict)
+    wait_business_sketch: Sketch | None = None
     csat_count: int = 0
     csat_sum: int = 0
     csat_satisfied: int = 0
@@ -60,8 +62,16 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
         """self += sign * other."""
         for name in _SCALAR_FIELDS:
             setattr(self, name, getattr(self, name) + sign * getattr(other, name))
-        for name in _SKETCH_FIELDS:
-            merge_into(getattr(self, name), getattr(other, name), sign)
+        merge_into(self.frt_sketch, other.frt_sketch, sign)
+        merge_into(self.resolution_sketch, other.resolution_sketch, sign)
+        for name in _OPTIONAL_SKETCHES:
+            theirs = getattr(other, name)
+            if theirs:
+                mine = getattr(self, name)
+                if mine is None:
+                    mine = {}
+                merge_into(mine, theirs, sign)
+                setattr(self, name, mine or None)
 
     def is_empty(self) -> bool:
         return not any(getattr(self, name) for name in _SCALAR_FIELDS)
@@ -82,7 +92,7 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
         add_value(self.frt_sketch, value_us, sign)
         if business_us is not None:
             self.frt_business_sum_us += sign * business_us
-            add_value(self.frt_business_sketch, business_us, sign)
+            self.frt_business_sketch = _added(self.frt_business_sketch, business_us, sign)
 
     def add_resolution(
         self,
@@ -102,14 +112,16 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
             self.first_resolutions += sign
             self.first_contact_resolutions += sign * int(first_contact)
         self.wait_sum_us += sign * wait_us
-        add_value(self.wait_sketch, wait_us, sign)
+        self.wait_sketch = _added(self.wait_sketch, wait_us, sign)
         self.resolution_sla_met += sign * int(sla_met)
         if business_us is not None:
             self.resolution_business_sum_us += sign * business_us
-            add_value(self.resolution_business_sketch, business_us, sign)
+            self.resolution_business_sketch = _added(
+                self.resolution_business_sketch, business_us, sign
+            )
         if wait_business_us is not None:
             self.wait_business_sum_us += sign * wait_business_us
-            add_value(self.wait_business_sketch, wait_business_us, sign)
+            self.wait_business_sketch = _added(self.wait_business_sketch, wait_business_us, sign)
 
     def add_survey(self, kind: str, score: int, sign: int) -> None:
         if kind == "csat":
@@ -222,10 +234,11 @@ _WAIT_BUSINESS: _Names = (
 
 
 def _durations(
-    names: _Names, sketch: Sketch, sum_us: int, count: int
+    names: _Names, sketch: Sketch | None, sum_us: int, count: int
 ) -> dict[str, tuple[float | None, int]]:
     """p50, p90 and mean (seconds) of one duration's sketch and sum."""
     p50, p90, mean = names
+    sketch = sketch or {}
     return {
         p50: (_seconds(quantile_us(sketch, 1, 2)), count),
         p90: (_seconds(quantile_us(sketch, 9, 10)), count),
@@ -236,9 +249,20 @@ def _durations(
 _SCALAR_FIELDS: tuple[str, ...] = tuple(
     name for name in WindowAggregate.__struct_fields__ if not name.endswith("_sketch")
 )
-_SKETCH_FIELDS: tuple[str, ...] = tuple(
-    name for name in WindowAggregate.__struct_fields__ if name.endswith("_sketch")
+_OPTIONAL_SKETCHES: tuple[str, ...] = (
+    "wait_sketch",
+    "frt_business_sketch",
+    "resolution_business_sketch",
+    "wait_business_sketch",
 )
+
+
+def _added(sketch: Sketch | None, value_us: int, sign: int) -> Sketch | None:
+    """``sketch`` with one value added or removed; None when it is empty."""
+    if sketch is None:
+        sketch = {}
+    add_value(sketch, value_us, sign)
+    return sketch or None
 
 
 class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
