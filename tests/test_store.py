@@ -396,7 +396,7 @@ def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
         for bucket, partial in parts:
             store.apply(window_update(_team(name), partitions[name], bucket, partial))
         live = LiveAggregate()
-        live.add(True, "normal", T0 - len(name) * US, +1)
+        live.add(True, "normal", T0 - len(name) * US, +1, T0 + 3600 * US)
         store.apply(live_update(_team(name), partitions[name], live))
     store.apply(window_update(OVERALL, 0, 0, agg(created=10)))
     now = T0 + 30 * B_US

@@ -286,10 +286,13 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
         unanswered_priority: str | None,
         created_us: int,
         sign: int,
-        deadline_us: int = 0,
+        deadline_us: int | None = None,
     ) -> None:
+        """One ticket in (sign +1) or out (-1); an unanswered one with its SLA deadline."""
         self.open += sign * int(is_open)
         if unanswered_priority is not None:
+            if deadline_us is None:
+                raise ValueError("an unanswered ticket needs its first-response SLA deadline")
             times = self.times(unanswered_priority)
             _change(times, created_us, sign)
             self._store(unanswered_priority, times)

@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from streams.core.calendar import CalendarSet
-from streams.core.clocks import TicketClock
+from streams.core.clocks import WAITING_STATUSES, TicketClock
 from streams.core.kpis import UNKNOWN
 from streams.core.labels import team_label
 from streams.core.sla import SlaPolicies
@@ -200,9 +200,11 @@ def ticket_facts(
 ) -> tuple[list[Fact], LiveFact | None]:
     """All KPI facts of a ticket, recomputed from its ordered events.
 
-    Durations run on two clocks (:mod:`streams.core.clocks`): ``total`` never pauses (first
-    response, resolution), ``wait`` runs in new/open/on_hold (requester wait). Both count each
-    stretch on the calendar of the team owning the ticket then.
+    Calendar time is counted inline (a first response or resolution: its time - creation;
+    requester wait: the stretches in new/open/on_hold). With calendars, two
+    :class:`~streams.core.clocks.TicketClock` add business time: ``total`` never pauses (first
+    response, resolution), ``wait`` runs while the requester waits; both count each stretch on
+    the calendar of the team owning the ticket then.
     """
     creation = state.creation
     if creation is None:
@@ -212,16 +214,24 @@ def ticket_facts(
 
     team = creation.team
     priority = creation.priority
+    created_us = creation.at_us
     dims = Dims(team, creation.channel, priority)
-    facts = [Fact("created", creation.at_us, dims)]
-    total = TicketClock(calendars, creation.at_us, team)
-    wait = TicketClock(calendars, creation.at_us, team)
+    facts = [Fact("created", created_us, dims)]
+    fr_target, fr_clock = policies.first_response.targets[priority]
+    resolution_target, resolution_clock = policies.resolution.targets[priority]
+    total = wait = None
+    if calendars is not None:
+        total = TicketClock(calendars, created_us, team)
+        wait = TicketClock(calendars, created_us, team)
+    waited_us = 0  # requester wait before waiting_since
+    waiting_since: int | None = created_us  # None: the requester is not waiting (pending, ...)
     status = "new"
     public_agent_replies = 0
     escalated = False
     resolved_before = False
     first_response_seen = False
     for step in state.steps:
+        at_us = step.at_us
         dims = Dims(team, creation.channel, priority)
         if step.rank == RANK_REPLY:
             if step.author_type == "agent" and step.public:
@@ -229,26 +239,21 @@ def ticket_facts(
                 if not first_response_seen:
                     first_response_seen = True
                     if creation.created_by == "customer":
-                        took = total.elapsed(step.at_us)
-                        met = policies.first_response.met(priority, took)
+                        took = at_us - created_us
+                        took_b = None if total is None else total.elapsed(at_us).business_us
+                        met = _on(fr_clock, took, took_b) <= fr_target
                         facts.append(
-                            Fact(
-                                "first_response",
-                                step.at_us,
-                                dims,
-                                took.calendar_us,
-                                met,
-                                business=took.business_us,
-                            )
+                            Fact("first_response", at_us, dims, took, met, business=took_b)
                         )
         elif step.rank == RANK_ESCALATION:
             if not escalated:
                 escalated = True
-                facts.append(Fact("escalated", step.at_us, dims))
+                facts.append(Fact("escalated", at_us, dims))
             if step.to_team is not None:
                 team = step.to_team
-                total.move(step.at_us, team)
-                wait.move(step.at_us, team)
+                if total is not None and wait is not None:
+                    total.move(at_us, team)
+                    wait.move(at_us, team)
         elif step.rank == RANK_STATUS:
             assert step.status is not None
             was_solved = status in SOLVED_STATUSES
@@ -258,42 +263,55 @@ def ticket_facts(
                 if not resolved_before:
                     first_contact = public_agent_replies == 1 and not escalated
                     resolved_before = True
-                took = total.elapsed(step.at_us)
-                waited = wait.elapsed(step.at_us)
+                waited = waited_us if waiting_since is None else waited_us + at_us - waiting_since
+                took_b = waited_b = None
+                if total is not None and wait is not None:
+                    took_b = total.elapsed(at_us).business_us
+                    waited_b = wait.elapsed(at_us).business_us
                 facts.append(
                     Fact(
                         "resolved",
-                        step.at_us,
+                        at_us,
                         dims,
-                        took.calendar_us,
+                        at_us - created_us,
                         first_contact,
-                        business=took.business_us,
-                        wait=waited.calendar_us,
-                        wait_business=waited.business_us,
-                        met=policies.resolution.met(priority, waited),
+                        business=took_b,
+                        wait=waited,
+                        wait_business=waited_b,
+                        met=_on(resolution_clock, waited, waited_b) <= resolution_target,
                     )
                 )
             elif was_solved and not now_solved:
-                facts.append(Fact("reopened", step.at_us, dims))
+                facts.append(Fact("reopened", at_us, dims))
             status = step.status
-            wait.status(step.at_us, status)
+            if waiting_since is not None:
+                waited_us += at_us - waiting_since
+            waiting_since = at_us if status in WAITING_STATUSES else None
+            if wait is not None:
+                wait.status(at_us, status)
         else:
             assert step.survey_kind is not None
             survey_dims = Dims(step.survey_team or team, creation.channel, priority)
-            facts.append(
-                Fact("survey", step.at_us, survey_dims, step.score, None, step.survey_kind)
-            )
+            facts.append(Fact("survey", at_us, survey_dims, step.score, None, step.survey_kind))
 
     live = None
     if status not in SOLVED_STATUSES:
         dims = Dims(team, creation.channel, priority)
         if not first_response_seen and creation.created_by == "customer":
-            deadline = policies.first_response.deadline_us(priority, total)
-            assert deadline is not None  # the total clock never stops
-            live = LiveFact(dims, True, creation.at_us, deadline)
+            deadline = created_us + fr_target
+            if fr_clock == "business" and total is not None:
+                found = total.deadline_us(fr_target, "business")
+                assert found is not None  # the total clock never stops
+                deadline = found
+            live = LiveFact(dims, True, created_us, deadline)
         else:
-            live = LiveFact(dims, False, creation.at_us)
+            live = LiveFact(dims, False, created_us)
     return facts, live
+
+
+def _on(clock: str, calendar_us: int, business_us: int | None) -> int:
+    """A duration on an SLA clock (business time falls back to calendar without calendars)."""
+    return business_us if clock == "business" and business_us is not None else calendar_us
 
 
 def _standalone_survey_fact(step: Step) -> Fact:
