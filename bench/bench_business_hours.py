@@ -35,8 +35,6 @@ from pathlib import Path
 
 import msgspec
 from bench_engine import (
-    RATE,
-    START,
     preload_events,
     simulated_events,
 )
@@ -47,8 +45,7 @@ from streams.core.kpis import EngineConfig
 from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
 from streams.core.store import KpiStore
 from streams.core.ticket import to_us
-from streams.events import EVENT_TYPES, PRIORITIES, Event
-from streams.simulation import SimOptions, generate
+from streams.events import PRIORITIES, Event
 
 ROOT = Path(__file__).resolve().parent.parent
 CALENDARS = ROOT / "deploy" / "calendars.toml"
@@ -75,25 +72,6 @@ def configs() -> dict[str, EngineConfig]:
         "calendars, calendar-clock SLAs": with_calendars,
         "calendars, business-clock SLAs": on_business,
     }
-
-
-def office_hours_events(count: int, seed: int) -> list[Event]:
-    options = SimOptions(duplicate_rate=0.02, out_of_order=0.1, out_of_order_delay=120.0)
-    events: list[Event] = []
-    for record in generate(
-        "office-hours",
-        seed=seed,
-        start=START.timestamp(),
-        count=count,
-        rate=RATE,
-        teams=TEAMS,
-        options=options,
-    ):
-        try:
-            events.append(msgspec.json.decode(record.value, type=EVENT_TYPES[record.topic]))
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            continue
-    return events
 
 
 class Engine:
@@ -174,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = load_average()
     preload = preload_events(OPEN_TICKETS, TEAMS)
     steady = simulated_events(args.events, TEAMS, seed=7)
-    office = office_hours_events(args.events, seed=7)
+    office = simulated_events(args.events, TEAMS, seed=7, profile="office-hours")
     cases: list[Case] = [
         (name, "steady", config, preload, steady) for name, config in configs().items()
     ]

@@ -302,7 +302,6 @@ async def run_simulator(
     ``calendars_file``: the agents' working hours in the office-hours profile."""
     now = time.time()
     options = SimOptions(
-        calendars=None if calendars_file is None else load_calendars(calendars_file),
         duplicate_rate=0.02,
         out_of_order=0.05,
         out_of_order_delay=60.0,
@@ -317,6 +316,7 @@ async def run_simulator(
         start=now - backfill,
         rate=rate,
         options=options,
+        calendars=None if calendars_file is None else load_calendars(calendars_file),
     )
     if backfill > 0:
         head = _UntilNow(records, now)

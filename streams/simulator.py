@@ -251,7 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         calendars = None if args.calendars is None else load_calendars(args.calendars)
         options = SimOptions(
-            calendars=calendars,
             duplicate_rate=args.duplicate_rate,
             out_of_order=args.out_of_order,
             out_of_order_delay=args.out_of_order_delay,
@@ -271,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate=args.rate,
             teams=teams,
             options=options,
+            calendars=calendars,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -127,7 +127,7 @@ _REACTIVATE_MEDIAN_S = 6 * 3600.0  # ... after about this long (times time_scale
 _INITIAL_AGE_DAYS = (1.0, 400.0)  # the initial customer base signed up this long before start
 _DAY_S = 86400.0
 
-# Office-hours profile: agents work these hours unless SimOptions.calendars says otherwise (the
+# Office-hours profile: agents work these hours unless generate(calendars=...) says otherwise (the
 # default calendar of deploy/calendars.toml without its holidays).
 OFFICE_HOURS = CalendarSet(
     Calendar.weekly(
@@ -210,10 +210,6 @@ class SimOptions:
       second: 0.6 means +36 minutes per hour; urgent tickets see a quarter of it, high 60 %,
       low 120 %), ``incident_volume_factor`` (arrival rate multiplied by up to this). The
       incident holds at full strength to the end of the run.
-    - ``calendars``: in the ``office-hours`` profile, agents answer, escalate and solve only in
-      the working hours of the team holding the ticket (customers write around the clock):
-      an agent action that would fall outside them waits for the next opening. Default
-      :data:`OFFICE_HOURS`.
     """
 
     duplicate_rate: float = 0.0
@@ -231,7 +227,6 @@ class SimOptions:
     incident_volume_factor: float = 1.6
     late_survey_share: float | None = None
     late_reopen_share: float | None = None
-    calendars: CalendarSet | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -355,6 +350,7 @@ class _Simulation:
         teams: Sequence[str],
         options: SimOptions,
         lifecycle: LifecycleOptions,
+        calendars: CalendarSet | None = None,
     ) -> None:
         self.profile = profile
         self.lifecycle_opts = lifecycle
@@ -378,7 +374,7 @@ class _Simulation:
         self.opts = options
         self.scale = options.time_scale
         office = profile == "office-hours"
-        self.calendars = (options.calendars or OFFICE_HOURS) if office else None
+        self.calendars = (calendars or OFFICE_HOURS) if office else None
         if options.incident_start is not None:
             incident_offset = options.incident_start
         elif duration_seconds is not None:
@@ -935,6 +931,7 @@ def generate(
     teams: Sequence[str] = DEFAULT_TEAMS,
     options: SimOptions | None = None,
     lifecycle: LifecycleOptions | None = None,
+    calendars: CalendarSet | None = None,
 ) -> Iterator[SimRecord]:
     """Yield simulated support traffic, in delivery order.
 
@@ -943,8 +940,8 @@ def generate(
         response times and volume climb over the ramp; see :class:`SimOptions`), ``churn``
         (steady tickets plus ``customer-lifecycle`` traffic with a churn wave in one segment,
         CSAT surveys days after the solve and reopens a week later) or ``office-hours``
-        (steady arrivals; agents act only in their team's working hours, see
-        ``SimOptions.calendars``: business time differs from calendar time).
+        (steady arrivals; agents act only in their team's working hours, see ``calendars``:
+        business time differs from calendar time).
     :param seed: the only source of randomness; same arguments, same bytes.
     :param start: event time of the beginning of the run, POSIX seconds.
     :param duration_seconds: event-time length of the run: tickets arrive in
@@ -957,6 +954,10 @@ def generate(
     :param teams: team names (1 to 128 characters, distinct).
     :param options: delivery noise and profile knobs.
     :param lifecycle: customer-lifecycle traffic knobs (see :class:`LifecycleOptions`).
+    :param calendars: in the ``office-hours`` profile, agents answer, escalate and solve only in
+        the working hours of the team holding the ticket (customers write around the clock): an
+        agent action that would fall outside them waits for the next opening. Default
+        :data:`OFFICE_HOURS`.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
@@ -979,6 +980,7 @@ def generate(
         teams=teams,
         options=options or SimOptions(),
         lifecycle=lifecycle or LifecycleOptions(),
+        calendars=calendars,
     )
     return _limited(sim.run_records(), count)
 
