@@ -252,7 +252,7 @@ def test_business_kpis_through_the_pipeline_equal_the_reference(
         "SUPPORT_CALENDARS_FILE": str(calendars_file),
         "SUPPORT_FIRST_RESPONSE_SLA_CLOCK": "business",
         "SUPPORT_RESOLUTION_SLA_CLOCK": "urgent=business,high=business",
-        "SUPPORT_RESOLUTION_SLA_TARGETS": "urgent=20m,high=1h,normal=2h,low=3h",
+        "SUPPORT_RESOLUTION_SLA_TARGETS": "urgent=2m,high=5m,normal=15m,low=30m",
     }
     deployment = Deployment(bootstrap_servers, unique_prefix, env=env)
     deployment.create_topics()
