@@ -116,6 +116,8 @@ class Summary:
     oldest_waiting_seconds: float | None = None
     first_response_p50: Mapping[str, float | None] = field(default_factory=dict)
     sla_attainment_1h: float | None = None
+    # with calendars (the office-hours profile): the 24 h median in business time
+    first_response_business_p50_24h: float | None = None
     csat_24h: float | None = None
     nps_24h: float | None = None
     created_1h: float | None = None
@@ -142,6 +144,9 @@ class Summary:
                 w: overall("support_first_response_p50_seconds", window=w) for w in windows
             },
             sla_attainment_1h=overall("support_first_response_sla_attainment_ratio", window="1h"),
+            first_response_business_p50_24h=overall(
+                "support_first_response_business_p50_seconds", window="24h"
+            ),
             csat_24h=overall("support_csat_satisfied_ratio", window="24h"),
             nps_24h=overall("support_nps_score", window="24h"),
             created_1h=overall("support_tickets_created", window="1h"),
@@ -187,6 +192,8 @@ def format_summary(summary: Summary, elapsed: float) -> list[str]:
     stamp = f"[{_duration(elapsed):>6}]"
     pad = " " * len(stamp)
     p50 = " · ".join(f"{w} {_duration(v)}" for w, v in summary.first_response_p50.items())
+    if summary.first_response_business_p50_24h is not None:
+        p50 += f" (24h business {_duration(summary.first_response_business_p50_24h)})"
     if summary.ready is not None and summary.ready < 1:
         return [
             f"{stamp} catching up: events {_count(summary.processed_total)} processed, "

@@ -29,6 +29,7 @@ from streams.core.calendar import Calendar, CalendarSet, is_working
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues, SlaClock
 from streams.core.replay import replay
 from streams.core.ticket import to_us
+from streams.demo import Summary, format_summary, parse_metrics
 from streams.events import (
     PRIORITIES,
     Event,
@@ -330,3 +331,20 @@ def test_office_hours_profile_agents_act_in_working_hours_and_business_time_show
     assert calendar_mean is not None
     assert business_mean is not None
     assert business_mean < calendar_mean / 3  # nights and the weekend do not count
+
+
+def test_demo_summary_shows_business_time_when_the_worker_has_calendars() -> None:
+    overall = 'team="all",channel="all",priority="all"'
+    page = "\n".join(
+        [
+            "# TYPE support_first_response_p50_seconds gauge",
+            f'support_first_response_p50_seconds{{window="24h",{overall}}} 7200.0',
+            "# TYPE support_first_response_business_p50_seconds gauge",
+            f'support_first_response_business_p50_seconds{{window="24h",{overall}}} 600.0',
+            "",
+        ]
+    )
+    summary = Summary.from_series(parse_metrics(page))
+    assert "24h 2h00m (24h business 10m00s)" in format_summary(summary, 1.0)[1]
+    without = Summary.from_series(parse_metrics(page.split("# TYPE support_first_response_b")[0]))
+    assert "business" not in format_summary(without, 1.0)[1]
