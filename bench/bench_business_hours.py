@@ -44,7 +44,7 @@ from streams.calendar_file import load_calendars
 from streams.core.kpis import EngineConfig
 from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
 from streams.core.store import KpiStore
-from streams.core.ticket import to_us
+from streams.core.units import to_us
 from streams.events import PRIORITIES, Event
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,20 +16,28 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import msgspec
-from calendar_oracle import ZONES, Spec, specs, to_calendar
+from helpers.calendar_oracle import ZONES, Spec, specs, to_calendar
+from helpers.pipeline import decoded_events
+from helpers.reference import US, Reference, past_first_response_sla, reference_kpis
+from helpers.strategies import (
+    BASE_TIME,
+    Builder,
+    DeliveryMode,
+    Scenario,
+    decoded,
+    generated,
+    scenarios,
+    ts,
+)
 from hypothesis import given
 from hypothesis import strategies as st
-from pipeline import decoded_events
-from reference import US, Reference, past_first_response_sla, reference_kpis
-from strategies import BASE_TIME, Builder, DeliveryMode, Scenario, generated, scenarios, ts
-from test_differential import EngineRun, assert_same, check_stream, decoded
+from test_differential import EngineRun, assert_same, check_stream
 
 from streams.core import kpis as K
 from streams.core.calendar import Calendar, CalendarSet, is_working
 from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues, SlaClock
 from streams.core.replay import replay
-from streams.core.ticket import to_us
-from streams.demo import Summary, format_summary, parse_metrics
+from streams.core.units import to_us
 from streams.events import (
     PRIORITIES,
     Event,
@@ -40,6 +48,8 @@ from streams.events import (
 )
 from streams.simulation.model import OFFICE_HOURS
 from streams.simulator import generate
+from streams_dev.demo import Summary, format_summary
+from streams_dev.metrics import series
 
 SETTINGS = generated(40)
 
@@ -344,7 +354,7 @@ def test_demo_summary_shows_business_time_when_the_worker_has_calendars() -> Non
             "",
         ]
     )
-    summary = Summary.from_series(parse_metrics(page))
+    summary = Summary.from_series(series(page))
     assert "24h 2h00m (24h business 10m00s)" in format_summary(summary, 1.0)[1]
-    without = Summary.from_series(parse_metrics(page.split("# TYPE support_first_response_b")[0]))
+    without = Summary.from_series(series(page.split("# TYPE support_first_response_b")[0]))
     assert "business" not in format_summary(without, 1.0)[1]

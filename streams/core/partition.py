@@ -23,7 +23,7 @@ from typing import Protocol
 
 import msgspec
 
-from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.aggregate import LiveAggregate, WindowAggregate
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
 from streams.core.sla import sla_policies
@@ -37,8 +37,8 @@ from streams.core.ticket import (
     creation_of,
     step_of,
     ticket_facts,
-    to_us,
 )
+from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle, Event, SurveySubmitted, TicketCreated, routing_key
 
 Group = tuple[str, str, str]  # (team, channel, priority), "all" where not broken down

@@ -54,8 +54,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-from calendar_oracle import Spec, oracle_working, spec_of
-
+from helpers.calendar_oracle import Spec, oracle_working, spec_of
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
 from streams.events import (
