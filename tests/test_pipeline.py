@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from helpers.pipeline import (
     Deployment,
+    Scrape,
     WorkerProcess,
     assert_kpis_converge,
     counter_total,
@@ -21,8 +22,8 @@ from helpers.pipeline import (
 from helpers.reference import US, Reference, differences, format_differences
 
 from streams.core import kpis
-from streams.core.kpis import KpiKey
-from streams.simulation.model import SimOptions
+from streams.core.kpis import KpiKey, KpiValues
+from streams.simulation.model import SimOptions, SimRecord
 from streams.simulator import generate
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,24 @@ def deployment(bootstrap_servers: str, unique_prefix: str) -> Deployment:
     deployment = Deployment(bootstrap_servers, unique_prefix)
     deployment.create_topics()
     return deployment
+
+
+def converged(
+    deployment: Deployment,
+    workers: list[WorkerProcess],
+    records: list[SimRecord],
+    expected: KpiValues,
+) -> Scrape:
+    """A worker consumes ``records`` until every KPI it exports equals ``expected``; its
+    /metrics then (one series per key)."""
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    worker.wait_ready()
+    deployment.produce(records)
+    assert_kpis_converge(lambda: scrape_all([worker]).values, expected)
+    scrape = scrape_all([worker])
+    assert not scrape.duplicates
+    return scrape
 
 
 def test_created_tickets_reach_metrics(
@@ -61,13 +80,7 @@ def test_kpis_equal_reference_with_noise(
         seed=11, hours=2.0, duplicate_rate=0.03, out_of_order=0.1, bad_input_rate=0.02
     )
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
-    worker = WorkerProcess(deployment).start()
-    workers.append(worker)
-    worker.wait_ready()
-    deployment.produce(records)
-    assert_kpis_converge(lambda: scrape_all([worker]).values, expected)
-    scrape = scrape_all([worker])
-    assert not scrape.duplicates
+    scrape = converged(deployment, workers, records, expected)
     bad = sum(1 for r in records if r.bad is not None and r.bad != "before_created")
     assert counter_total(scrape, "support_events_rejected_total") >= bad
     assert counter_total(scrape, "support_events_duplicate_total") > 0
@@ -244,11 +257,5 @@ def test_business_kpis_through_the_pipeline_equal_the_reference(
     assert calendar is not None
     assert 0 < business < calendar
     assert overall[kpis.RESOLUTION_SLA_ATTAINMENT] not in (None, 1.0)
-    worker = WorkerProcess(deployment).start()
-    workers.append(worker)
-    worker.wait_ready()
-    deployment.produce(records)
-    assert_kpis_converge(lambda: scrape_all([worker]).values, expected)
-    scrape = scrape_all([worker])
-    assert not scrape.duplicates
+    scrape = converged(deployment, workers, records, expected)
     assert KpiKey(kpis.FIRST_RESPONSE_BUSINESS_P90, "1h") in scrape.values
