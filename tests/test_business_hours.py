@@ -18,24 +18,22 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 from helpers.calendar_oracle import ZONES, Spec, specs, to_calendar
 from helpers.pipeline import decoded_events
-from helpers.reference import US, Reference, past_first_response_sla, reference_kpis
+from helpers.reference import US, Reference, past_first_response_sla
 from helpers.strategies import (
     BASE_TIME,
-    Builder,
     DeliveryMode,
     Scenario,
     decoded,
     generated,
     scenarios,
-    ts,
 )
 from hypothesis import given
 from hypothesis import strategies as st
 from test_differential import EngineRun, assert_same, check_stream
 
 from streams.core import kpis as K
-from streams.core.calendar import Calendar, CalendarSet, is_working
-from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues, SlaClock
+from streams.core.calendar import CalendarSet, is_working
+from streams.core.kpis import ALL, EngineConfig, KpiKey, KpiValues, SlaClock
 from streams.core.replay import replay
 from streams.core.units import to_us
 from streams.events import (
@@ -209,102 +207,12 @@ def test_past_sla_flips_exactly_at_the_business_deadline(case: Calendared) -> No
             assert_same(run.values(now), reference.kpis(now), f"deadline read at {now}")
 
 
-# -- worked examples ---------------------------------------------------------------------------
-
-_BERLIN = Calendar.weekly("Europe/Berlin", {"mon-fri": ["09:00-17:00"]})
-_NEW_YORK = Calendar.weekly("America/New_York", {"mon-fri": ["09:00-17:00"]})
-
-
-def _config(**changes: object) -> EngineConfig:
-    base = EngineConfig(
-        windows=(("24h", 86400.0),),
-        calendars=CalendarSet(_BERLIN, {"ny": _NEW_YORK}),
-        resolution_sla_targets={"urgent": 3600.0, "high": 3600.0, "normal": 8 * 3600.0, "low": 1.0},
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+# Worked examples (requester wait, business time across teams, business deadlines) are cases
+# of helpers/reference_cases.py: they run on the reference and on the engine.
 
 
 def _overall(values: KpiValues, kpi: str) -> float | None:
     return values.get(KpiKey(kpi, "24h", ALL, ALL, ALL))
-
-
-def test_pending_pauses_requester_wait_and_business_time_counts_working_hours() -> None:
-    # BASE_TIME is Monday 2024-03-11 08:00 UTC = 09:00 in Berlin (CET).
-    b = Builder()
-    events: list[Event] = [
-        b.created("a", 0, team="berlin"),
-        b.replied("a", 1800),  # 09:30
-        b.status("a", 3600, "pending"),  # 10:00, waiting on the customer
-        b.status("a", 5 * 3600, "open"),  # 14:00
-        b.status("a", 9 * 3600, "solved"),  # 18:00: closed for the day since 17:00
-    ]
-    values = replay(events, _config())
-    assert_same(values, reference_kpis(events, _config(), now=ts(9 * 3600)), "")
-    assert _overall(values, K.FIRST_RESPONSE_MEAN) == 1800
-    assert _overall(values, K.FIRST_RESPONSE_BUSINESS_MEAN) == 1800
-    assert _overall(values, K.RESOLUTION_MEAN) == 9 * 3600
-    assert _overall(values, K.RESOLUTION_BUSINESS_MEAN) == 8 * 3600  # 09:00-17:00
-    assert _overall(values, K.REQUESTER_WAIT_MEAN) == 5 * 3600  # 1 h + 4 h (pending paused)
-    assert _overall(values, K.REQUESTER_WAIT_BUSINESS_MEAN) == 4 * 3600  # 1 h + 14:00-17:00
-    assert _overall(values, K.RESOLUTION_SLA_ATTAINMENT) == 1.0  # 5 h wait <= 8 h
-    tighter = _config(resolution_sla_targets={"normal": 4.5 * 3600} | _targets_rest())
-    assert _overall(replay(events, tighter), K.RESOLUTION_SLA_ATTAINMENT) == 0.0
-    on_business = replace(tighter, resolution_sla_clocks=_clocks("business"))
-    assert _overall(replay(events, on_business), K.RESOLUTION_SLA_ATTAINMENT) == 1.0  # 4 h
-
-
-def _targets_rest() -> dict[str, float]:
-    return {"urgent": 3600.0, "high": 3600.0, "low": 1.0}
-
-
-def _clocks(clock: SlaClock) -> dict[str, SlaClock]:
-    return dict.fromkeys(PRIORITIES, clock)
-
-
-def test_escalation_moves_the_business_clock_to_the_new_teams_calendar() -> None:
-    # Created in Berlin at 16:00 CET (15:00 UTC), moved to New York at 16:30 CET (11:30 EDT:
-    # New York is on summer time since 2024-03-10, UTC-4), solved at 17:30 CET (12:30 EDT).
-    b = Builder()
-    events: list[Event] = [
-        b.created("a", 7 * 3600, team="berlin"),
-        b.escalated("a", 7.5 * 3600, to_team="ny"),
-        b.replied("a", 8 * 3600),
-        b.status("a", 8.5 * 3600, "solved"),
-    ]
-    values = replay(events, _config())
-    assert_same(values, reference_kpis(events, _config(), now=ts(8.5 * 3600)), "")
-    # Berlin's 30 minutes, then New York's hour (Berlin had closed at 17:00 CET meanwhile).
-    assert _overall(values, K.RESOLUTION_BUSINESS_MEAN) == 1.5 * 3600
-    assert _overall(values, K.FIRST_RESPONSE_BUSINESS_MEAN) == 3600  # 30 min + 30 min
-    team = values.get(KpiKey(K.RESOLUTION_BUSINESS_MEAN, "24h", "ny", ALL, ALL))
-    assert team == 1.5 * 3600  # the resolution counts for the team that holds the ticket
-
-
-def test_unanswered_past_sla_follows_the_business_deadline() -> None:
-    # Urgent target 15 min on the business clock; created Monday 16:50 CET: 10 minutes left
-    # today, the other 5 on Tuesday from 09:00. The deadline is Tuesday 09:05 CET.
-    config = _config(first_response_sla_clocks=_clocks("business"))
-    b = Builder()
-    events: list[Event] = [b.created("a", 7 * 3600 + 50 * 60, priority="urgent", team="berlin")]
-    tuesday_0905 = ts(24 * 3600 + 5 * 60)
-    key = KpiKey(K.UNANSWERED_PAST_SLA, LIVE_WINDOW, ALL, ALL, ALL)
-    for now, past in ((ts(9 * 3600), 0.0), (tuesday_0905, 0.0), (tuesday_0905 + 1e-6, 1.0)):
-        values = replay(events, config, now=now)
-        assert_same(values, reference_kpis(events, config, now=now), "")
-        assert values[key] == past, now
-    calendar_clock = replay(events, _config(), now=ts(9 * 3600))
-    assert calendar_clock[key] == 1.0  # 70 minutes of real time
-
-
-def test_without_calendars_there_is_no_business_series() -> None:
-    b = Builder()
-    events: list[Event] = [b.created("a", 0), b.replied("a", 60), b.status("a", 120, "solved")]
-    config = EngineConfig(windows=(("24h", 86400.0),))
-    values = replay(events, config)
-    assert_same(values, reference_kpis(events, config, now=ts(120)), "")
-    assert not [key for key in values if key.kpi in K.BUSINESS_KPIS]
-    assert _overall(values, K.REQUESTER_WAIT_MEAN) == 120
-    assert _overall(values, K.RESOLUTION_SLA_ATTAINMENT) == 1.0
 
 
 # -- the simulator's office-hours profile ------------------------------------------------------
