@@ -32,9 +32,12 @@ from hypothesis import strategies as st
 from test_differential import EngineRun, assert_same, check_stream
 
 from streams.core import kpis as K
-from streams.core.calendar import CalendarSet, is_working
-from streams.core.kpis import ALL, EngineConfig, KpiKey, KpiValues, SlaClock
+from streams.core.aggregate import LiveAggregate
+from streams.core.calendar import Calendar, CalendarSet, is_working
+from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues, SlaClock
+from streams.core.partition import OVERALL, PartialUpdate
 from streams.core.replay import replay
+from streams.core.store import KpiStore
 from streams.core.units import to_us
 from streams.events import (
     PRIORITIES,
@@ -266,3 +269,28 @@ def test_demo_summary_shows_business_time_when_the_worker_has_calendars() -> Non
     assert "24h 2h00m (24h business 10m00s)" in format_summary(summary, 1.0)[1]
     without = Summary.from_series(series(page.split("# TYPE support_first_response_b")[0]))
     assert "business" not in format_summary(without, 1.0)[1]
+
+
+def test_store_counts_business_deadlines_and_calendar_targets_apart() -> None:
+    """Stage 2: a business-clock priority is past its target after its tickets' deadlines
+    (sent by stage 1), a calendar-clock one after creation + target."""
+    clocks: dict[str, SlaClock] = dict.fromkeys(PRIORITIES, "calendar")
+    clocks["urgent"] = "business"
+    config = EngineConfig(
+        calendars=CalendarSet(Calendar.always_open()), first_response_sla_clocks=clocks
+    )
+    t0 = to_us(BASE_TIME)
+    live = LiveAggregate()
+    live.add(True, "urgent", t0, +1, t0 + 5000 * US)  # urgent target 15 min, business deadline
+    live.add(True, "low", t0, +1)  # low target 8 h on the calendar clock
+    store = KpiStore(config)
+    store.apply(PartialUpdate(OVERALL, 0, t0 // (60 * US), None, live, t0, True))
+    key = KpiKey(K.UNANSWERED_PAST_SLA, LIVE_WINDOW, ALL, ALL, ALL)
+    for now, past in (
+        (t0 + 1000 * US, 0.0),  # 15 calendar minutes are over, but not the business target
+        (t0 + 5000 * US, 0.0),
+        (t0 + 5000 * US + 1, 1.0),
+        (t0 + 8 * 3600 * US, 1.0),
+        (t0 + 8 * 3600 * US + 1, 2.0),
+    ):
+        assert store.values(now)[key] == past, (now - t0) / US

@@ -321,12 +321,11 @@ def test_clock_going_backwards_recomputes_the_window() -> None:
 def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
     store = KpiStore(CFG)
     p0 = LiveAggregate()
-    # Stage 1 gives each unanswered ticket its SLA deadline (here creation + target).
-    p0.add(True, "urgent", T0, +1, T0 + 900 * US)  # urgent target 900 s
-    p0.add(True, "urgent", T0 + 100 * US, +1, T0 + 1000 * US)
+    p0.add(True, "urgent", T0, +1)  # urgent target 900 s
+    p0.add(True, "urgent", T0 + 100 * US, +1)
     p0.add(True, None, T0 - 5000 * US, +1)  # open, answered: not in the unanswered figures
     p1 = LiveAggregate()
-    p1.add(True, "low", T0 - 200 * US, +1, T0 + 28600 * US)  # low target 28800 s
+    p1.add(True, "low", T0 - 200 * US, +1)  # low target 28800 s
     store.apply(live_update(OVERALL, 0, p0))
     store.apply(live_update(OVERALL, 1, p1))
 
@@ -346,14 +345,13 @@ def test_live_readings_open_unanswered_oldest_age_and_past_sla() -> None:
     assert readings
     assert all(r.window_start_us is None and r.window_end_us is None for r in readings)
     # The answered ticket's partition replaces its partial: only p1's ticket remains unanswered.
-    p0.add(True, "urgent", T0, -1, T0 + 900 * US)
-    p0.add(True, "urgent", T0 + 100 * US, -1, T0 + 1000 * US)
+    p0.add(True, "urgent", T0, -1)
+    p0.add(True, "urgent", T0 + 100 * US, -1)
     store.apply(live_update(OVERALL, 0, p0))
     v = at(T0 + 900 * US)
     assert v[K.OPEN_TICKETS] == 2.0
     assert v[K.UNANSWERED_TICKETS] == 1.0
     assert v[K.OLDEST_UNANSWERED_AGE] == 1100.0
-    assert at(T0 + 28600 * US + 1)[K.UNANSWERED_PAST_SLA] == 1.0
     store.apply(live_update(OVERALL, 1, None))
     v = at(T0 + 900 * US)
     assert v[K.UNANSWERED_TICKETS] == 0.0
@@ -397,7 +395,7 @@ def test_team_cap_keeps_the_busiest_and_merges_the_rest_into_other() -> None:
         for bucket, partial in parts:
             store.apply(window_update(_team(name), partitions[name], bucket, partial))
         live = LiveAggregate()
-        live.add(True, "normal", T0 - len(name) * US, +1, T0 + 3600 * US)
+        live.add(True, "normal", T0 - len(name) * US, +1)
         store.apply(live_update(_team(name), partitions[name], live))
     store.apply(window_update(OVERALL, 0, 0, agg(created=10)))
     now = T0 + 30 * B_US

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -268,11 +268,13 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Live backlog of one group: open and unanswered tickets.
 
     ``unanswered`` maps priority -> the creation times (µs) of the unanswered tickets, sorted,
-    packed as 8-byte integers (``array('q')`` bytes): what the oldest age needs at any later
-    clock, at 8 bytes per ticket instead of a Python dict entry. ``deadlines`` holds, packed
-    and sorted the same way, the instant after which each unanswered ticket is past its
-    first-response SLA on the policy's clock (calendar: creation + target; business: found on
-    the owning teams' calendars), so the past-SLA count is one binary search at any clock.
+    packed as 8-byte integers (``array('q')`` bytes): what the oldest age and the past-SLA count
+    need at any later clock, at 8 bytes per ticket instead of a Python dict entry. A priority
+    whose first-response target is on the business clock has no fixed offset from creation to
+    deadline (it depends on the calendars of the teams holding the ticket), so ``deadlines``
+    holds, packed and sorted the same way, the instant after which each of those tickets is
+    past its target (stage 1 finds it, :meth:`streams.core.clocks.TicketClock.deadline_us`).
+    Without business clocks ``deadlines`` stays empty: no cost.
     """
 
     open: int = 0
@@ -287,17 +289,17 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
         sign: int,
         deadline_us: int | None = None,
     ) -> None:
-        """One ticket in (sign +1) or out (-1); an unanswered one with its SLA deadline."""
+        """One ticket in (sign +1) or out (-1); an unanswered one on a business-clock
+        first-response target with its deadline."""
         self.open += sign * int(is_open)
         if unanswered_priority is not None:
-            if deadline_us is None:
-                raise ValueError("an unanswered ticket needs its first-response SLA deadline")
             times = self.times(unanswered_priority)
             _change(times, created_us, sign)
             self._store(unanswered_priority, times)
-            deadlines = _unpack(self.deadlines)
-            _change(deadlines, deadline_us, sign)
-            self.deadlines = deadlines.tobytes()
+            if deadline_us is not None:
+                deadlines = _unpack(self.deadlines)
+                _change(deadlines, deadline_us, sign)
+                self.deadlines = deadlines.tobytes()
 
     def times(self, priority: str) -> array[int]:
         """The sorted creation times of one priority's unanswered tickets (a copy)."""
@@ -316,16 +318,19 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
             for created_us in other.times(priority):
                 _change(times, created_us, sign)
             self._store(priority, times)
-        deadlines = _unpack(self.deadlines)
-        for deadline_us in _unpack(other.deadlines):
-            _change(deadlines, deadline_us, sign)
-        self.deadlines = deadlines.tobytes()
+        if other.deadlines:
+            deadlines = _unpack(self.deadlines)
+            for deadline_us in _unpack(other.deadlines):
+                _change(deadlines, deadline_us, sign)
+            self.deadlines = deadlines.tobytes()
 
     def is_empty(self) -> bool:
         return self.open == 0 and not self.unanswered
 
-    def values(self, now_us: int) -> dict[str, tuple[float | None, int]]:
-        return live_values([self], now_us)
+    def values(
+        self, now_us: int, sla_targets_us: Mapping[str, int]
+    ) -> dict[str, tuple[float | None, int]]:
+        return live_values([self], now_us, sla_targets_us)
 
 
 def _unpack(packed: bytes) -> array[int]:
@@ -344,8 +349,15 @@ def _change(values: array[int], value: int, sign: int) -> None:
             del values[index]
 
 
-def live_values(parts: Iterable[LiveAggregate], now_us: int) -> dict[str, tuple[float | None, int]]:
-    """The live KPIs of the sum of ``parts`` (without merging them: O(log n) per part)."""
+def live_values(
+    parts: Iterable[LiveAggregate], now_us: int, sla_targets_us: Mapping[str, int]
+) -> dict[str, tuple[float | None, int]]:
+    """The live KPIs of the sum of ``parts`` (without merging them: O(log n) per part).
+
+    ``sla_targets_us``: the first-response targets on the calendar clock (past the target:
+    created before ``now - target``); the other priorities' tickets are past the target after
+    their ``deadlines``.
+    """
     open_count = 0
     unanswered = 0
     past_sla = 0
@@ -355,6 +367,9 @@ def live_values(parts: Iterable[LiveAggregate], now_us: int) -> dict[str, tuple[
         for priority in part.unanswered:
             times = part.times(priority)
             unanswered += len(times)
+            target = sla_targets_us.get(priority)
+            if target is not None:
+                past_sla += bisect_left(times, now_us - target)
             if oldest_us is None or times[0] < oldest_us:
                 oldest_us = times[0]
         if part.deadlines:

@@ -22,6 +22,7 @@ from streams.core import kpis
 from streams.core.aggregate import LiveAggregate, WindowAggregate, live_values
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
 from streams.core.partition import Group, PartialBatch, PartialUpdate, dimension_of
+from streams.core.sla import sla_policies
 from streams.core.today import day_start_us, is_today, time_zone
 from streams.core.units import US
 
@@ -67,6 +68,13 @@ class KpiStore:
         self.calendar_day = [is_today(name) for name, _ in config.windows]
         self.zone = time_zone(config.time_zone)
         self.business = config.calendars is not None
+        # First-response targets on the calendar clock: deadline = creation + target (the
+        # business-clock ones come with each ticket's deadline, LiveAggregate.deadlines).
+        self.sla_us = {
+            priority: target.target_us
+            for priority, target in sla_policies(config).first_response.targets.items()
+            if target.clock == "calendar" or not self.business
+        }
         self.groups: dict[Group, _GroupState] = {}
         self.stream_time_us = 0
         # (dimension, source partition) -> (snapshot complete since a reset, source caught up)
@@ -257,7 +265,7 @@ class KpiStore:
                     continue
                 yield KpiReading(KpiKey(kpi, name, *group), value, sample, start_us, end_us)
         if live is not None:
-            for kpi, (value, sample) in live_values(live, now_us).items():
+            for kpi, (value, sample) in live_values(live, now_us, self.sla_us).items():
                 yield KpiReading(KpiKey(kpi, kpis.LIVE_WINDOW, *group), value, sample)
 
     def values(self, now_us: int) -> kpis.KpiValues:

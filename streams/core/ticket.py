@@ -178,13 +178,13 @@ class Fact(NamedTuple):
 class LiveFact(NamedTuple):
     """The ticket's contribution to the live backlog (only while it is open).
 
-    ``deadline_us``: after this instant an unanswered ticket is past its first-response SLA,
-    on the policy's clock (0 when answered)."""
+    ``deadline_us``: for an unanswered ticket whose first-response target is on the business
+    clock, the instant after which it is past the target (None otherwise: creation + target)."""
 
     dims: Dims
     unanswered: bool
     created_us: int
-    deadline_us: int = 0
+    deadline_us: int | None = None
 
 
 def ticket_facts(
@@ -290,11 +290,10 @@ def ticket_facts(
     if status not in SOLVED_STATUSES:
         dims = Dims(team, creation.channel, priority)
         if not first_response_seen and creation.created_by == "customer":
-            deadline = created_us + fr_target
+            deadline = None
             if fr_clock == "business" and total is not None:
-                found = total.deadline_us(fr_target, "business")
-                assert found is not None  # the total clock never stops
-                deadline = found
+                deadline = total.deadline_us(fr_target, "business")
+                assert deadline is not None  # the total clock never stops
             live = LiveFact(dims, True, created_us, deadline)
         else:
             live = LiveFact(dims, False, created_us)
