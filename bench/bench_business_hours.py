@@ -16,7 +16,8 @@ after 1,000, 10,000 and 50,000 open tickets (the per-event cost must not grow wi
 and the Python heap per pre-loaded open ticket (tracemalloc, engine aggregates included) with
 and without calendars.
 
-Results go to ``bench/RESULTS-business-hours.md`` (or ``--output``) with the machine and date.
+Results go to ``bench/RESULTS-business-hours.md`` (or ``--output``) with the machine and date;
+the "Reading the figures" notes at its end are written by hand.
 """
 
 from __future__ import annotations
