@@ -17,7 +17,7 @@ and the Python heap per pre-loaded open ticket (tracemalloc, engine aggregates i
 and without calendars.
 
 Results go to ``bench/RESULTS-business-hours.md`` (or ``--output``) with the machine and date;
-the "Reading the figures" notes at its end are written by hand.
+the "Reading the figures" notes at its end are written by hand and kept when it is re-run.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ CALENDARS = ROOT / "deploy" / "calendars.toml"
 TEAMS = ["Billing", "Technical", "Accounts", "Onboarding"]  # Billing has its own calendar
 OPEN_TICKETS = 10_000
 FLUSH_EVERY = 100
+_NOTES = "## Reading the figures"
 
 _WIRE_ENCODER = msgspec.msgpack.Encoder()
 _WIRE_DECODER = msgspec.msgpack.Decoder(PartialUpdate)
@@ -219,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         *(f"| {name} | {value:,.0f} |" for name, value in heap.items()),
         "",
     ]
-    args.output.write_text("\n".join(lines))
+    notes = args.output.read_text() if args.output.exists() else ""
+    kept = notes[notes.find(_NOTES) :] if _NOTES in notes else ""  # hand-written, kept
+    args.output.write_text("\n".join(lines) + kept)
     print("\n".join(lines))
     return 0
 
