@@ -26,6 +26,7 @@ from streams.core.aggregate import LiveAggregate, WindowAggregate
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
 from streams.core.partials import HEARTBEAT_BUCKET, OVERALL, Group, PartialUpdate
+from streams.core.sla import sla_policies
 from streams.core.ticket import (
     Dims,
     Fact,
@@ -129,7 +130,8 @@ class TicketEngine:
         self.config = config
         self.bucket_us = round(config.bucket_seconds * US)
         self.horizon_us = round(config.horizon_seconds * US)
-        self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
+        self.policies = sla_policies(config)
+        self.calendars = config.calendars
         self.hold_us = round(config.orphan_hold_seconds * US)
         self.retention_us = round(config.retention_seconds * US)
         self.stream_time_us = 0
@@ -161,7 +163,9 @@ class TicketEngine:
         if state is not None and state.has_event(event.event_id):
             return ProcessResult(Outcome.DUPLICATE, late)
 
-        before = ticket_facts(state, self.sla_us) if state is not None else ([], None)
+        before = (
+            ticket_facts(state, self.policies, self.calendars) if state is not None else ([], None)
+        )
         result = ProcessResult(Outcome.APPLIED, late)
         if isinstance(event, TicketCreated):
             if state is not None and state.creation is not None:
@@ -201,7 +205,7 @@ class TicketEngine:
                 return ProcessResult(Outcome.BEFORE_CREATED, late, [held])
             state.add_step(step)
 
-        after = ticket_facts(state, self.sla_us)
+        after = ticket_facts(state, self.policies, self.calendars)
         self._apply_difference(before, after, clock_us)
         result.derived = newly_derived(key, before[0], after[0], self.firsts)
         self.store.put(key, state)
@@ -319,7 +323,7 @@ class TicketEngine:
         for key, state in mine:
             if state.held:
                 heapq.heappush(self._orphan_due, (state.held[0].held_since_us + self.hold_us, key))
-            facts, live = ticket_facts(state, self.sla_us)
+            facts, live = ticket_facts(state, self.policies, self.calendars)
             self._apply_difference(([], None), (facts, live), clock_us)
             self._schedule_retirement(key, state)
         self._dirty = set(self.windows)
@@ -372,7 +376,7 @@ class TicketEngine:
             aggregate = self.live.get(key)
             if aggregate is None:
                 aggregate = self.live[key] = LiveAggregate()
-            aggregate.add(True, priority, fact.created_us, sign)
+            aggregate.add(True, priority, fact.created_us, sign, fact.deadline_us)
             if aggregate.is_empty():
                 del self.live[key]
             self._dirty_live.add(key)
@@ -424,9 +428,17 @@ def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
     if kind == "created":
         aggregate.created += sign
     elif kind == "first_response":
-        aggregate.add_first_response(fact.value, bool(fact.flag), sign)
+        aggregate.add_first_response(fact.value, bool(fact.flag), sign, fact.business)
     elif kind == "resolved":
-        aggregate.add_resolution(fact.value, fact.flag, sign)
+        aggregate.add_resolution(
+            fact.value,
+            fact.flag,
+            sign,
+            wait_us=fact.wait,
+            sla_met=bool(fact.met),
+            business_us=fact.business,
+            wait_business_us=fact.wait_business,
+        )
     elif kind == "escalated":
         aggregate.escalated += sign
     elif kind == "reopened":
