@@ -78,7 +78,7 @@ def configs() -> dict[str, EngineConfig]:
 
 
 class Engine:
-    """One partition's engine and a stage-2 store, fed like the worker feeds them."""
+    """One partition's engine and a stage-2 merge, fed like the worker feeds them."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.engine = TicketEngine(0, DictTicketStore(), config)

@@ -187,7 +187,7 @@ NOTES = (
     "customer are the Python dict's capacity, which does not shrink after deletes (a "
     "RocksDB-backed table has no such residue).",
     "- Time per event includes the flush of absolute partials every 100 events (a partial "
-    "carries every delta of its segment and hour) and the store's apply. The figures are "
+    "carries every delta of its segment and hour) and the merge's apply. The figures are "
     "from a machine shared with other jobs: compare the load average above; user CPU time "
     "was about a third of the wall time of the run.",
     "",

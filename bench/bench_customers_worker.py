@@ -145,7 +145,7 @@ def main() -> None:
         "",
         "The RSS includes the table's msgpack value and key per customer, the engine's",
         "partial deltas (one in the `active` series and one per window for each change inside",
-        "the horizon), the stage-2 store's merged deltas (this worker also owns stage 2), and",
+        "the horizon), the stage-2 merge's deltas (this worker also owns stage 2), and",
         "Python's allocator slack; the machine is shared with other jobs (see the load).",
         "",
     ]
