@@ -190,7 +190,7 @@ class KpiWorker:
         empty until every stage-1 partition has re-sent a complete snapshot."""
         partials = self.partials.get_topic_name()
         self.stage2.assigned({tp.partition for tp in assigned if tp.topic == partials})
-        self.stage1.assigned()
+        self.stage1.rebalanced()
         self.progress.positions.clear()  # from now on: the committed offsets, then ours
         self.publisher.forget()
 
@@ -203,7 +203,7 @@ class KpiWorker:
 
     async def _before_commit(self) -> None:
         """Runs just before input offsets are committed: the state they imply goes first."""
-        await self.stage1.write()
+        await self.stage1.log.write()
         await self.customers.log.write()
 
     # -- readiness ------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from streams.core.customers import (
     customer_batches,
 )
 from streams.core.units import US, to_us
+from streams.engine_stage import EngineStage
 from streams.events import CustomerLifecycle
 from streams.faust_app import internal_topic
 from streams.outputs.prometheus import KpiCollector
@@ -57,25 +58,28 @@ log = logging.getLogger(__name__)
 _STATE_DECODER = msgspec.msgpack.Decoder(CustomerState)
 _BATCH_DECODER = msgspec.msgpack.Decoder(CustomerBatch)
 _BATCH_ENCODER = msgspec.msgpack.Encoder()
-_LAGGING_FLUSH_S = 1.0
 STAGE2_KEY = "customers"  # the key (and routing hash) of every customer partials message
 
 
-class CustomerStage:
+class CustomerStage(EngineStage[CustomerEngine]):
     """Stage 1 and stage 2 of customers inside one worker process."""
 
+    rebuild_label = "customer rebuild of partition"
+
     def __init__(self, worker: KpiWorker, stage2_partition: int) -> None:
-        self.worker = worker
-        self.settings = worker.settings
+        self.topic = worker.settings.topic_customer_lifecycle
+        super().__init__(worker, [self.topic])
         self.config = self.settings.customer_config()
-        self.topic = self.settings.topic_customer_lifecycle
         self.stage2_partition = stage2_partition
-        self.engines: dict[int, CustomerEngine] = {}
         self.merge: CustomerKpiMerge | None = None  # while this worker owns stage 2
-        self.recovering = True  # from a rebalance until stage 1 has rebuilt its engines
-        self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
-        self._flushed_at: dict[int, float] = {}  # stage-1 partition -> monotonic time
         worker.registry.register(KpiCollector(self.current_readings))
+        self.recovered_message = (
+            f"customers: stage 1 owns {self.topic} partitions %s; recovered %d customer "
+            "records (%d customers) from checkpoints %s"
+        )
+
+    def new_engine(self, partition: int) -> CustomerEngine:
+        return CustomerEngine(partition, self.log.store, self.config)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -93,8 +97,8 @@ class CustomerStage:
             value_type=bytes,
             beacon=app.tables.beacon,
             source_topics=[self.topic],
-            on_recovered=self._recovered,
-            on_revoked=self._revoked,
+            on_recovered=self.recovered,
+            on_revoked=self.revoked,
             on_assigned=self._assigned,
             read_checkpoints=lambda partitions: self.log.read_checkpoints(partitions),
         )
@@ -105,16 +109,13 @@ class CustomerStage:
         )
         app.agent(self.partials, name="merge-customer-partials")(self.worker._merge_partials)
         app.timer(s.flush_interval, name="flush-customer-partials")(self._flush_partials)
-        app.timer(1.0, name="checkpoint-customers")(self._checkpoint)
+        app.timer(1.0, name="checkpoint-customers")(self.checkpoint)
 
     @property
     def partials_topic(self) -> str:
         return self.partials.get_topic_name()
 
     # -- stage 1 --------------------------------------------------------------------------------
-
-    def owns(self, partition: int) -> bool:
-        return partition in self.engines
 
     def process(self, event: CustomerLifecycle, partition: int) -> None:
         """Apply one decoded lifecycle event of an owned partition."""
@@ -130,70 +131,11 @@ class CustomerStage:
             health.duplicate.labels(self.topic).inc()
         engine.housekeeping(clock)
 
-    def rebuild(self, partition: int) -> None:
-        """Recompute one engine's partials from the table (after a contained error)."""
-        engine = self.engines.get(partition)
-        if engine is None:
-            return
-        fresh = CustomerEngine(partition, self.log.store, self.config)
-        try:
-            fresh.rebuild(self.worker.clock.rebuild_us())
-        except Exception as error:  # keep the engine we have; the next recovery rebuilds
-            self.worker.guard.report(error, "events", f"customer rebuild of partition {partition}")
-            return
-        self.engines[partition] = fresh
-
-    def _recovered(self, partitions: set[int]) -> None:
-        for partition in list(self.engines):
-            if partition not in partitions:
-                del self.engines[partition]
-        by_partition = self.log.states_by_partition(partitions)
-        clock = self.worker.clock.rebuild_us()
-        for partition, states in by_partition.items():
-            engine = CustomerEngine(partition, self.log.store, self.config)
-            engine.rebuild(clock, states)
-            self.engines[partition] = engine
-        self.recovering = False
-        self.log.recovered()
-        log.info(
-            "customers: stage 1 owns %s partitions %s; recovered %d customer records "
-            "(%d customers) from checkpoints %s",
-            self.topic,
-            sorted(partitions),
-            self.table.recovered_records,
-            sum(len(states) for states in by_partition.values()),
-            self.table.checkpoints,
-        )
-
-    def _revoked(self, partitions: set[int]) -> None:
-        self.log.store.flush(partitions)  # written at on_partitions_revoked already
-        for partition in partitions:
-            self.engines.pop(partition, None)
-
-    async def revoke_all(self) -> None:
-        """A rebalance starts: stop stage 1 and write the record cache before a new owner
-        can recover the partitions."""
-        self.engines.clear()
-        self.recovering = True
-        await self.log.write()
-
-    async def _checkpoint(self) -> None:
-        if not self.recovering:
-            await self.log.checkpoint(set(self.engines), self.settings.checkpoint_records)
-
     async def _flush_partials(self) -> None:
         """Send what changed, as absolute values, to the one stage-2 partition (coalesced
-        for _LAGGING_FLUSH_S while a partition catches up, as for tickets)."""
-        now = time.monotonic()
-        for engine in list(self.engines.values()):
+        while a partition catches up, as for tickets: EngineStage.due)."""
+        for engine, was, caught_up in self.due(time.monotonic()):
             partition = engine.partition
-            was = self._caught_up.get(partition)
-            caught_up = self.worker.progress.caught_up([self.topic], partition, bool(was))
-            last = self._flushed_at.get(partition, 0.0)
-            if not caught_up and was is False and now - last < _LAGGING_FLUSH_S:
-                continue
-            self._caught_up[partition] = caught_up
-            self._flushed_at[partition] = now
             # Fold expired buckets and retire customers in quiet partitions too (wall clock);
             # the table writes reach the changelog before the next offset commit.
             engine.housekeeping(self.worker.clock.engine_us(engine.stream_time_us))
@@ -217,8 +159,7 @@ class CustomerStage:
         mine = {tp.partition for tp in assigned if tp.topic == self.partials_topic}
         owner = self.stage2_partition in mine
         self.merge = CustomerKpiMerge(self.config) if owner else None
-        self.recovering = True
-        self._caught_up.clear()
+        self.rebalanced()
         if owner:
             log.info("customers: stage 2 owns partial partition %d", self.stage2_partition)
 
@@ -248,9 +189,7 @@ class CustomerStage:
     def ready(self) -> bool:
         """Recovered, every owned source partition caught up, and (when this worker holds
         stage 2) a complete snapshot from every caught-up source partition."""
-        if self.recovering:
-            return False
-        if not all(self._caught_up.get(p, False) for p in self.engines):
+        if not super().ready():
             return False
         merge = self.merge
         if merge is None:

@@ -28,6 +28,7 @@ from streams.core.ticket_engine import InputRecord, Outcome, TicketEngine
 from streams.core.units import US, to_us
 from streams.dead_letters import held_letter, letter
 from streams.decoding import Rejection, decode
+from streams.engine_stage import EngineStage
 from streams.events import CustomerLifecycle
 from streams.faust_app import internal_topic
 
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 _TICKET_DECODER = msgspec.msgpack.Decoder(TicketState)
 _BATCH_ENCODER = msgspec.msgpack.Encoder()
-_LAGGING_FLUSH_S = 1.0
 
 
 class FaustTicketStore(FaustStateStore[TicketState]):
@@ -48,24 +48,23 @@ class FaustTicketStore(FaustStateStore[TicketState]):
         super().__init__(table, _TICKET_DECODER)
 
 
-class TicketStage1:
+class TicketStage1(EngineStage[TicketEngine]):
     """The ticket engines of the input partitions this worker owns."""
 
+    recovered_message = (
+        "stage 1 owns input partitions %s; recovered %d ticket records (%d tickets) "
+        "from checkpoints %s"
+    )
+
     def __init__(self, worker: KpiWorker) -> None:
-        self.worker = worker
-        self.settings = worker.settings
-        self.config = worker.config
         # The ticket topics (co-partitioned, keyed by ticket); customer-lifecycle has its own
         # stage (streams.customer_stage), keyed by customer.
-        self.topics = {
-            topic: kind
-            for topic, kind in worker.input_kinds.items()
-            if topic != self.settings.topic_customer_lifecycle
-        }
-        self.engines: dict[int, TicketEngine] = {}
-        self.recovering = True  # from a rebalance until the engines are rebuilt
-        self.caught_up: dict[int, bool] = {}  # input partition -> last flag sent
-        self._flushed_at: dict[int, float] = {}  # input partition -> monotonic time
+        customers = worker.settings.topic_customer_lifecycle
+        super().__init__(worker, [topic for topic in worker.input_kinds if topic != customers])
+        self.config = worker.config
+
+    def new_engine(self, partition: int) -> TicketEngine:
+        return TicketEngine(partition, self.store, self.config, self.worker.firsts)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -81,8 +80,8 @@ class TicketStage1:
             value_type=bytes,
             beacon=app.tables.beacon,
             source_topics=self.topics,
-            on_recovered=self._recovered,
-            on_revoked=self._revoked,
+            on_recovered=self.recovered,
+            on_revoked=self.revoked,
             on_assigned=self.worker.assigned,
             read_checkpoints=lambda partitions: self.log.read_checkpoints(partitions),
         )
@@ -96,12 +95,13 @@ class TicketStage1:
             s.kafka_bootstrap,
         )
         app.timer(s.flush_interval, name="flush-partials")(self.flush_partials)
-        app.timer(1.0, name="checkpoint-tickets")(self._checkpoint)
+        app.timer(1.0, name="checkpoint-tickets")(self.checkpoint)
 
     @property
     def store(self) -> FaustStateStore[TicketState]:
         """The ticket record cache (tests substitute a faulty one)."""
-        return self.log.store
+        store: FaustStateStore[TicketState] = self.log.store
+        return store
 
     @store.setter
     def store(self, store: FaustStateStore[TicketState]) -> None:
@@ -161,89 +161,15 @@ class TicketStage1:
             letters.append(held_letter(orphan, "orphan", now))
         return letters
 
-    def rebuild(self, partition: int) -> None:
-        """Recompute one engine's partials from the ticket table (after a contained error:
-        the engine may have applied part of the record)."""
-        if partition not in self.engines:
-            return
-        engine = TicketEngine(partition, self.store, self.config, self.worker.firsts)
-        try:
-            engine.rebuild(self.worker.clock.rebuild_us())
-        except Exception as error:  # keep the engine we have; the next recovery rebuilds
-            self.worker.guard.report(error, "events", f"rebuild of partition {partition}")
-            return
-        self.engines[partition] = engine
-
-    # -- rebalances -----------------------------------------------------------------------------
-
-    def _recovered(self, partitions: set[int]) -> None:
-        for partition in list(self.engines):
-            if partition not in partitions:
-                del self.engines[partition]
-        by_partition = self.log.states_by_partition(partitions)
-        clock = self.worker.clock.rebuild_us()
-        for partition, states in by_partition.items():
-            engine = TicketEngine(partition, self.store, self.config, self.worker.firsts)
-            self.engines[partition] = engine
-            engine.rebuild(clock, states)
-        self.recovering = False
-        self.log.recovered()
-        log.info(
-            "stage 1 owns input partitions %s; recovered %d ticket records (%d tickets) "
-            "from checkpoints %s",
-            sorted(partitions),
-            self.table.recovered_records,
-            sum(len(states) for states in by_partition.values()),
-            self.table.checkpoints,
-        )
-
-    def _revoked(self, partitions: set[int]) -> None:
-        # Write what the record cache holds for them before the new owner recovers them
-        # (harmless if their offsets are not committed: replayed events are duplicates).
-        self.store.flush(partitions)  # revoked at on_partitions_revoked already
-        for partition in partitions:
-            self.engines.pop(partition, None)
-
-    def assigned(self) -> None:
-        """A rebalance: recovering until the engines are rebuilt; every caught-up flag is
-        sent again."""
-        self.recovering = True
-        self.caught_up.clear()
-
-    async def revoke_all(self) -> None:
-        """A rebalance starts (eager: every partition is revoked, before the group re-forms).
-        Stage 1 stops here: its cached ticket writes reach the log now, before any new owner
-        can recover the partition or send its own snapshot."""
-        self.engines.clear()
-        self.recovering = True
-        await self.write()
-
-    async def write(self) -> None:
-        """Write the ticket record cache to the changelog (:meth:`StateLog.write`)."""
-        await self.log.write()
-
-    async def _checkpoint(self) -> None:
-        if not self.recovering:
-            await self.log.checkpoint(set(self.engines), self.settings.checkpoint_records)
-
     # -- partials ---------------------------------------------------------------------------------
 
     async def flush_partials(self) -> None:
         # Buffered sends: the consumer flushes the producer before it commits offsets, and a
         # partial lost in a crash is re-sent by the rebuild after recovery. One message per
-        # (source partition, dimension) carries every partial that changed.
-        # While a partition catches up (its KPIs are withheld anyway) it coalesces for
-        # _LAGGING_FLUSH_S instead: far fewer, larger messages.
+        # (source partition, dimension) carries every partial that changed; a partition
+        # that catches up is flushed less often (EngineStage.due).
         worker = self.worker
-        now = time.monotonic()
-        for engine in list(self.engines.values()):
-            was = self.caught_up.get(engine.partition)
-            caught_up = worker.progress.caught_up(self.topics, engine.partition, bool(was))
-            last = self._flushed_at.get(engine.partition, 0.0)
-            if not caught_up and was is False and now - last < _LAGGING_FLUSH_S:
-                continue
-            self.caught_up[engine.partition] = caught_up
-            self._flushed_at[engine.partition] = now
+        for engine, was, caught_up in self.due(time.monotonic()):
             updates = engine.flush()
             if not updates and was == caught_up:
                 continue
@@ -259,10 +185,6 @@ class TicketStage1:
                     value=_BATCH_ENCODER.encode(batch),
                     partition=worker.stage2.route(batch.dimension),
                 )
-
-    def ready(self) -> bool:
-        """Recovered, and every owned input partition caught up at its last flush."""
-        return not self.recovering and all(self.caught_up.get(p, False) for p in self.engines)
 
 
 __all__ = ["FaustTicketStore", "TicketStage1"]
