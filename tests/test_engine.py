@@ -28,6 +28,7 @@ from test_differential import decoded
 
 from streams.core import kpis as K
 from streams.core.aggregate import US
+from streams.core.attributes import is_record
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import (
     HEARTBEAT_BUCKET,
@@ -632,8 +633,9 @@ def test_late_events_update_live_state_but_do_not_resurrect_expired_buckets(b: B
     late_solve = h.feed(b.status("old", 200, "solved"))
     assert late_solve.late
     assert late_solve.outcome is Outcome.APPLIED
-    # (solved, and its last event is older than clock - retention: retired at once)
-    assert "old" not in h.tickets.data
+    # (solved, and its last event is older than clock - retention: retired at once, only its
+    # attributes remain)
+    assert is_record(h.tickets.data["old"])
     # ... and so is the live backlog, but no windowed partial came back.
     assert h.engine.windows == partials
     assert all(u.is_live for u in h.flushed)  # only live-backlog partials were re-sent
@@ -708,11 +710,11 @@ def test_solved_ticket_is_retired_after_retention_an_open_one_never(b: Builder) 
     h.tick_us(us(due) - 1)
     assert "solved" in h.tickets.data
     h.tick(due)
-    assert "solved" not in h.tickets.data
-    assert "solved-late-survey" in h.tickets.data  # its last event is later
+    assert is_record(h.tickets.data["solved"])  # its attributes remain
+    assert not is_record(h.tickets.data["solved-late-survey"])  # its last event is later
     h.tick(900 + CFG.retention_seconds)
-    assert "solved-late-survey" not in h.tickets.data
-    h.tick(100 * 86400)
+    assert is_record(h.tickets.data["solved-late-survey"])
+    h.tick(100 * 86400)  # attributes are kept 30 days
     assert set(h.tickets.data) == {"open", "reopened"}
     assert live(h.values(100 * 86400), K.OPEN_TICKETS) == 2
 
@@ -726,7 +728,7 @@ def test_retirement_waits_for_the_horizon_when_retention_is_shorter(b: Builder) 
     h.tick_us(us(30 + config.horizon_seconds) - 1)
     assert "t" in h.tickets.data
     h.tick(30 + config.horizon_seconds + B)
-    assert "t" not in h.tickets.data
+    assert is_record(h.tickets.data["t"])
 
 
 # --- rebuild ---------------------------------------------------------------------------------
@@ -969,26 +971,31 @@ def test_stream_time_reaches_every_dimension_when_no_partial_changed(b: Builder)
     assert h.kpis.stream_time_us == us(90)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC §3: a retired ticket's attributes are kept (default 30 days) so late events "
-    "apply to it and duplicates never change a KPI; the engine forgets the ticket entirely, "
-    "so a re-sent ticket-created opens it again (the reference models the engine here)",
-)
 def test_resent_creation_after_retirement_changes_no_kpi(b: Builder) -> None:
+    """SPEC §3: the retired ticket's attributes are kept, so a re-sent ticket-created is a
+    duplicate of a known ticket, not a new open ticket."""
     created = b.created("t1", 0)
     config = EngineConfig(windows=CFG.windows, grace_seconds=60.0, retention_seconds=3660.0)
     events: list[Event] = [created, b.status("t1", 30, "solved"), b.created("x", 4000)]
     before = replay(events, config)
     after = replay([*events, created], config)
-    assert after[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == before[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)]
+    assert before[KpiKey(K.OPEN_TICKETS, LIVE_WINDOW)] == 1  # x only: t1 retired at 3720
+    assert after == before
+    h = Harness(config)
+    h.feed_all(events)
+    assert is_record(h.tickets.data["t1"])
+    assert h.feed(created).outcome is Outcome.DUPLICATE
 
 
 def test_orphan_hold_restarts_when_a_retired_ticket_gets_held_events_again(b: Builder) -> None:
     """A ticket held, created, solved and retired, then held again: the first hold's timer
     fires before the second hold is due; the events are dropped at the second due time."""
     config = EngineConfig(
-        windows=CFG.windows, grace_seconds=60.0, retention_seconds=3660.0, orphan_hold_seconds=2e4
+        windows=CFG.windows,
+        grace_seconds=60.0,
+        retention_seconds=3660.0,
+        attribute_retention_seconds=3660.0,  # no attributes kept: retired means forgotten
+        orphan_hold_seconds=2e4,
     )
     h = Harness(config)
     h.feed(b.replied("t1", 0))  # held at clock 0: due at 20000

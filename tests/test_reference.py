@@ -715,11 +715,11 @@ def test_created_within_the_hold_applies_the_held_events(b: Builder) -> None:
     assert get(values, K.FIRST_RESPONSES) == 1
 
 
-def test_solved_ticket_is_forgotten_after_retention_and_a_late_event_is_held(
+def test_solved_ticket_without_attribute_retention_is_forgotten_and_a_late_event_is_held(
     b: Builder,
 ) -> None:
     solved = b.status("t1", 30, "solved")  # due at max(30 + 3660, 60 + 3660) = 3720
-    reference = Reference(SHORT)
+    reference = Reference(replace(SHORT, attribute_retention_seconds=SHORT.retention_seconds))
     events: list[Event] = [b.created("t1", 0), solved, b.created("x", 3719.875)]
     for event in events:
         reference.feed(event)
@@ -744,7 +744,7 @@ def test_solved_ticket_is_kept_until_its_last_bucket_expires(b: Builder) -> None
     reference.feed(solved)
     assert reference.counts.duplicates == 1
     reference.feed(b.created("y", 120 + 3660))
-    assert "t1" not in reference.entities
+    assert reference.entities["t1"].retired
 
 
 def test_open_ticket_is_never_retired(b: Builder) -> None:
@@ -753,6 +753,107 @@ def test_open_ticket_is_never_retired(b: Builder) -> None:
     for event in events:
         reference.feed(event)
     assert "t1" in reference.entities
+
+
+# --- attributes outlive state (SPEC §3) ----------------------------------------------------------
+
+# Retired 3660 s after the last event (at the end of its bucket + horizon); attributes kept 1 day.
+ATTRS = replace(SHORT, attribute_retention_seconds=86400.0)
+
+
+def _retired_ticket(b: Builder, ticket: str = "t1", *, escalate: bool = True) -> list[Event]:
+    """t1: billing/chat/high, moved to tier2 (if ``escalate``), answered, solved at 30; a
+    creation at 4000 moves the clock past its retirement (3720)."""
+    events: list[Event] = [b.created(ticket, 0, team="billing", channel="chat", priority="high")]
+    if escalate:
+        events.append(b.escalated(ticket, 10, to_team="tier2"))
+    events += [b.replied(ticket, 20), b.status(ticket, 30, "solved"), b.created("x", 4000)]
+    return events
+
+
+def test_retired_ticket_keeps_its_attributes_until_the_attribute_retention(b: Builder) -> None:
+    reference = Reference(ATTRS)
+    for event in _retired_ticket(b):
+        reference.feed(event)
+    entity = reference.entities["t1"]
+    assert entity.retired
+    assert not entity.seen  # its event ids are gone
+    reference.feed(b.created("y", 30 + 86400 - 1))
+    assert reference.entities["t1"].retired
+    reference.feed(b.created("z", 30 + 86400))
+    assert "t1" not in reference.entities
+
+
+def test_late_survey_after_retirement_counts_with_the_tickets_attributes(b: Builder) -> None:
+    events = [*_retired_ticket(b), b.survey(5000, "csat", 5, ticket="t1")]
+    values = run(events, 5000, ATTRS)
+    for team, channel, priority in [(ALL, ALL, ALL), ("tier2", ALL, ALL), (ALL, "chat", ALL)]:
+        assert get(values, K.CSAT_RESPONSES, "1h", team, channel, priority) == 1
+    assert get(values, K.CSAT_RESPONSES, "1h", priority="high") == 1
+    assert get(values, K.CSAT_SATISFIED, "1h", priority="high") == 1.0
+    assert get(values, K.CSAT_RESPONSES, "1h", team="billing") == 0  # the team at retirement
+    assert get(values, K.TICKETS_CREATED, "1h") == 1  # x; t1's creation is long gone
+
+
+def test_late_reopen_after_retirement_brings_the_ticket_back(b: Builder) -> None:
+    events = [*_retired_ticket(b), b.status("t1", 5000, "open")]
+    reopened = run(events, 5000, ATTRS)
+    assert get(reopened, K.TICKETS_REOPENED, "1h") == 1
+    assert get(reopened, K.TICKETS_REOPENED, "1h", team="tier2") == 1
+    assert live(reopened, K.OPEN_TICKETS) == 2  # x and t1
+    assert live(reopened, K.OPEN_TICKETS, team="tier2") == 1
+    assert live(reopened, K.UNANSWERED_TICKETS) == 1  # x: t1 had its first response
+    # A second escalation is not a first one; solved again: a resolution measured from the
+    # original creation, not a first resolution (no first-contact resolution counted again).
+    events += [b.escalated("t1", 5050), b.status("t1", 5100, "solved")]
+    solved = run(events, 5100, ATTRS)
+    assert get(solved, K.TICKETS_ESCALATED, "1h") == 0
+    assert get(solved, K.TICKETS_SOLVED, "1h") == 1
+    assert get(solved, K.RESOLUTION_MEAN, "1h", team="tier2") == 5100.0
+    assert get(solved, K.FIRST_CONTACT_RESOLUTION, "1h") is None
+    assert get(solved, K.TICKETS_REOPENED, "1h") == 1
+    assert live(solved, K.OPEN_TICKETS) == 1
+
+
+def test_unanswered_ticket_reopened_after_retirement_is_unanswered_again(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("t1", 0, priority="urgent"),
+        b.status("t1", 30, "solved"),
+        b.created("x", 4000, created_by="agent"),
+        b.status("t1", 5000, "new"),
+        b.escalated("t1", 5010, to_team="tier3"),  # its first escalation: counted
+    ]
+    values = run(events, 5010, ATTRS)
+    assert live(values, K.UNANSWERED_TICKETS) == 1
+    assert live(values, K.UNANSWERED_TICKETS, team="tier3") == 1
+    assert live(values, K.OLDEST_UNANSWERED_AGE) == 5010.0  # from the original creation
+    assert get(values, K.TICKETS_ESCALATED, "1h") == 1
+
+
+def test_old_events_of_a_retired_ticket_are_duplicates(b: Builder) -> None:
+    """Re-deliveries after retirement (its ids are gone): any event at or before the ticket's
+    last event, and a second creation, change nothing; so before and after a revival."""
+    events = _retired_ticket(b)
+    resent = [events[0], events[2], events[3], b.status("t1", 25, "open")]
+    values = run([*events, *resent], 4000, ATTRS)
+    assert values == run(events, 4000, ATTRS)
+    assert live(values, K.OPEN_TICKETS) == 1
+    revived = [*events, b.survey(5000, "nps", 10, ticket="t1")]
+    assert run([*revived, *resent], 5000, ATTRS) == run(revived, 5000, ATTRS)
+    reference = Reference(ATTRS)
+    for event in [*events, *resent]:
+        reference.feed(event)
+    assert reference.counts.duplicates == len(resent)
+
+
+def test_late_event_after_the_attribute_retention_is_an_orphan(b: Builder) -> None:
+    config = replace(ATTRS, attribute_retention_seconds=7200.0)  # t1 forgotten at 7230
+    # (z: on t1's partition of three too, so that its clock reaches 7230)
+    events = [*_retired_ticket(b), b.created("z", 7230), b.status("t1", 7300, "open")]
+    values = run(events, 7300, config)
+    assert get(values, K.TICKETS_REOPENED, "1h") == 0
+    assert live(values, K.OPEN_TICKETS) == 2  # x and z; t1's reopen is held
+    assert reference_counts(events, config).orphans == 1
 
 
 # --- properties of the reference itself -------------------------------------------------------

@@ -24,6 +24,13 @@ from typing import Protocol
 import msgspec
 
 from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.attributes import (
+    is_record,
+    known_only_as_attributes,
+    retire,
+    revive,
+    windowed_facts,
+)
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
 from streams.core.ticket import (
@@ -232,6 +239,7 @@ class PartitionEngine:
         self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
         self.hold_us = round(config.orphan_hold_seconds * US)
         self.retention_us = round(config.retention_seconds * US)
+        self.attribute_retention_us = round(config.attribute_retention_seconds * US)
         self.stream_time_us = 0
         self._flushed_stream_time_us = 0
         self.windows: dict[tuple[Group, int], WindowAggregate] = {}
@@ -256,6 +264,12 @@ class PartitionEngine:
 
         key = routing_key(event)
         state = self.store.get(key)
+        if state is not None and state.retired is not None:
+            # A retired ticket, known by its attributes (streams.core.attributes).
+            if isinstance(event, TicketCreated) or known_only_as_attributes(state, at_us):
+                return ProcessResult(Outcome.DUPLICATE, late)
+            if is_record(state):
+                state = revive(state)
         if state is not None and state.has_event(event.event_id):
             return ProcessResult(Outcome.DUPLICATE, late)
 
@@ -300,14 +314,17 @@ class PartitionEngine:
             state.add_step(step)
 
         after = ticket_facts(state, self.sla_us)
-        self._apply_difference(before, after, clock_us)
+        self._apply_difference(
+            windowed_facts(state, before), windowed_facts(state, after), clock_us
+        )
         result.derived = newly_derived(key, before[0], after[0], self.firsts)
         self.store.put(key, state)
         self._schedule_retirement(key, state)
         return result
 
     def housekeeping(self, clock_us: int) -> list[Held]:
-        """Expire old buckets, retire finished tickets, drop orphans; returns dropped orphans.
+        """Expire old buckets, retire finished tickets (to their attributes), forget
+        attributes, drop orphans; returns dropped orphans.
 
         Runs inside stream iteration in the worker (table deletes need it), so it is cheap
         when there is nothing to do.
@@ -316,8 +333,17 @@ class PartitionEngine:
         while self._retire_due and self._retire_due[0][0] <= clock_us:
             _, key = heapq.heappop(self._retire_due)
             state = self.store.get(key)
-            if state is not None and self._retirement_due(state) <= clock_us:
+            if state is None or self._retirement_due(state) > clock_us:
+                continue
+            if state.standalone or is_record(state):
                 self.store.delete(key)
+                continue
+            record = retire(state)
+            if self._retirement_due(record) <= clock_us:
+                self.store.delete(key)  # attributes kept no longer than the state
+            else:
+                self.store.put(key, record)
+                self._schedule_retirement(key, record)
         orphans: list[Held] = []
         while self._orphan_due and self._orphan_due[0][0] <= clock_us:
             _, key = heapq.heappop(self._orphan_due)
@@ -396,8 +422,8 @@ class PartitionEngine:
         for key, state in mine:
             if state.held:
                 heapq.heappush(self._orphan_due, (state.held[0].held_since_us + self.hold_us, key))
-            facts, live = ticket_facts(state, self.sla_us)
-            self._apply_difference(([], None), (facts, live), clock_us)
+            facts = windowed_facts(state, ticket_facts(state, self.sla_us))
+            self._apply_difference(([], None), facts, clock_us)
             self._schedule_retirement(key, state)
         self._dirty = set(self.windows)
         self._dirty_live = set(self.live)
@@ -467,13 +493,17 @@ class PartitionEngine:
     # -- ticket retirement ------------------------------------------------------------------
 
     def _retirement_due(self, state: TicketState) -> int:
-        """When a finished ticket's state can go: no KPI can need it any more.
+        """When a finished ticket's state can go (no KPI can need it any more), or when a
+        retired ticket's attributes are forgotten.
 
         Not before the bucket of its last event has expired, so that a rebuild from the
         remaining tickets yields exactly the partials incremental processing still has.
         """
-        last = state.last_event_us()
+        record = state.retired if state.creation is None else None
+        last = state.last_event_us() if record is None else record.last_us
         expired = (last // self.bucket_us + 1) * self.bucket_us + self.horizon_us
+        if record is not None:
+            return max(last + self.attribute_retention_us, expired)
         if state.standalone:
             return expired
         if state.creation is None or not state.is_resolved():
