@@ -493,10 +493,11 @@ def _after_retirement(g: _Gen, tickets: list[tuple[str, int, list[Event]]]) -> N
                     later.append(b.escalated(tid, t, to_team=_d(g, st.sampled_from(g.teams))))
                 else:
                     later.append(b.status(tid, t, "solved"))
-        if history[tid] and _d(g, st.booleans()):
+        resend: bool = _d(g, st.booleans())
+        old = history[tid]
+        if old and resend:
             # Re-deliveries of its old events (the creation and the last one included) after
             # its retirement.
-            old = history[tid]
             for event in _d(g, st.lists(st.sampled_from(old), min_size=1, max_size=3)):
                 resent.append(msgspec.structs.replace(event))
             g.note("after_retirement_resends")
