@@ -27,7 +27,7 @@ from strategies import Builder, encode, topic_of
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, KpiKey, KpiValues
-from streams.events import Event, event_time, routing_key
+from streams.events import Channel, Event, event_time, routing_key
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,8 @@ def workers() -> Iterator[list[WorkerProcess]]:
 
 def partition_of(event: Event) -> int:
     """The input partition Kafka's default partitioner gives the event's key."""
-    return (murmur2(routing_key(event).encode()) & 0x7FFFFFFF) % PARTITIONS
+    hashed: int = murmur2(routing_key(event).encode())
+    return (hashed & 0x7FFFFFFF) % PARTITIONS
 
 
 def _clock_pushers(b: Builder, at: float) -> list[Event]:
@@ -93,7 +94,11 @@ def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
     deployment.create_topics()
     b = Builder(unique_prefix)
     solved: list[Event] = []
-    for ticket, team, channel in (("T1", "billing", "chat"), ("T2", "tech", "email")):
+    tickets: tuple[tuple[str, str, Channel], ...] = (
+        ("T1", "billing", "chat"),
+        ("T2", "tech", "email"),
+    )
+    for ticket, team, channel in tickets:
         solved += [
             b.created(ticket, 0, team=team, channel=channel, priority="high"),
             b.replied(ticket, 300),
@@ -124,7 +129,7 @@ def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
     second = WorkerProcess(deployment, "second").start()
     workers.append(second)
     second.wait_ready(120)
-    later = [
+    later: list[Event] = [
         b.survey(5000, "csat", 2, ticket="T2"),
         b.status("T3", 5100, "open"),
         b.created("T1", 0, team="other"),  # a re-sent creation: a duplicate
