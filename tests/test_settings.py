@@ -72,6 +72,15 @@ def test_bad_values_give_one_clear_line(
     assert "\n" not in str(error.value)
 
 
+def test_attribute_retention_defaults_to_30_days_or_a_longer_retention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUPPORT_RETENTION", "60d")
+    assert load_settings().engine_config().attribute_retention_seconds == 60 * 86400
+    monkeypatch.setenv("SUPPORT_ATTRIBUTE_RETENTION", "90d")
+    assert load_settings().engine_config().attribute_retention_seconds == 90 * 86400
+
+
 def test_worker_stops_with_one_line_and_exit_2_on_a_bad_setting() -> None:
     env = {**os.environ, "SUPPORT_WINDOWS": "15m,90s"}
     done = subprocess.run(
