@@ -263,7 +263,7 @@ class Settings(BaseSettings):
     retention: Duration = 7 * 86400.0
     """Keep a finished ticket's state this long after its last event."""
     attribute_retention: Duration = 30 * 86400.0
-    """Keep a retired ticket's attributes (late surveys, reopens) this long; >= SUPPORT_RETENTION."""
+    """Keep a retired ticket's attributes (late surveys, reopens) this long (>= retention)."""
     clock: Literal["wall", "stream"] = "wall"
     """wall (live) or stream (latest event time: backfill and replay)."""
     max_event_bytes: int = Field(default=65536, ge=256)
