@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import gc
 import heapq
-import os
-import platform
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
-from machine import cpu_model, load_average
+from machine import load_average, machine_lines
 
 from streams.core.attributes import is_record
 from streams.core.kpis import EngineConfig
@@ -173,12 +171,7 @@ def main() -> None:
         f"Run `python bench/bench_attributes.py` on {started} ({args.tickets:,} tickets, one "
         "thread).",
         "",
-        f"- CPU: {cpu_model()}",
-        f"- nproc: {os.cpu_count()}",
-        f"- Python: {platform.python_implementation()} {platform.python_version()}",
-        f"- OS: {platform.platform()}",
-        f"- msgspec: {msgspec.__version__}",
-        f"- load average at start (1/5/15 min): {load}",
+        *machine_lines(load),
         "",
         "Tickets: 12-character ids, 36-character event ids, teams of 6-8 characters; a creation, "
         "a bot reply, two public agent replies, an internal note, an escalation to another team "
@@ -216,8 +209,9 @@ def main() -> None:
         f"-> {23 * 10_000 * worker / 1e6:.0f} MB.",
         "",
     ]
-    args.output.write_text("\n".join(lines))
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    args.output.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ tickets changelog like ticket state. The exported KPIs must equal the reference'
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from aiokafka.partitioner import murmur2
@@ -38,14 +38,6 @@ SETTINGS = {
     "SUPPORT_RETENTION": "61m",
     "SUPPORT_ATTRIBUTE_RETENTION": "7d",
 }
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def partition_of(event: Event) -> int:
@@ -87,8 +79,15 @@ def _expected(events: Sequence[Event], deployment: Deployment) -> KpiValues:
     return reference_kpis(events, deployment.engine_config(), now=now, partition_of=partition_of)
 
 
+def _start(request: pytest.FixtureRequest, deployment: Deployment, name: str) -> WorkerProcess:
+    worker = WorkerProcess(deployment, name)
+    request.addfinalizer(worker.stop)
+    worker.start().wait_ready(120)
+    return worker
+
+
 def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
-    bootstrap_servers: str, unique_prefix: str, workers: list[WorkerProcess]
+    bootstrap_servers: str, unique_prefix: str, request: pytest.FixtureRequest
 ) -> None:
     deployment = Deployment(bootstrap_servers, unique_prefix, PARTITIONS, env=SETTINGS)
     deployment.create_topics()
@@ -110,9 +109,7 @@ def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
     retire = _clock_pushers(b, 4400)
     late_survey = b.survey(4800, "csat", 5, ticket="T1")
 
-    first = WorkerProcess(deployment, "first").start()
-    workers.append(first)
-    first.wait_ready(90)
+    first = _start(request, deployment, "first")
     _produce(deployment, first, [*solved, *retire])
     _produce(deployment, first, [late_survey])
     events = [*solved, *retire, late_survey]
@@ -126,9 +123,7 @@ def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
     # consumer commits, and the ticket record cache is written, every few seconds).
     time.sleep(4)
     first.kill()
-    second = WorkerProcess(deployment, "second").start()
-    workers.append(second)
-    second.wait_ready(120)
+    second = _start(request, deployment, "second")
     later: list[Event] = [
         b.survey(5000, "csat", 2, ticket="T2"),
         b.status("T3", 5100, "open"),
