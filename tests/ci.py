@@ -4,9 +4,8 @@ A tool missing on the machine (promtool, prometheus, docker-compose) must not tu
 green run that tested less; ``make test`` installs them (scripts/system-packages.sh), so a
 skip in CI is a defect. Loaded by ``conftest.py``; locally a skip stays a skip.
 
-The one exception is declared, not silent: ``@pytest.mark.optional_tool("why")`` marks a
-test of a tool the project cannot install on its machines (not packaged on PyPI, npm or
-Debian); such a test may skip in CI too, and its reason shows in the summary.
+Checks with tools the project cannot install (not packaged on PyPI, npm or Debian: Sloth)
+are on-demand scripts in ``scripts/``, not tests that would always skip.
 """
 
 from __future__ import annotations
@@ -19,20 +18,12 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "optional_tool(reason): needs a tool the project cannot install; may skip in CI",
-    )
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    optional = item.get_closest_marker("optional_tool") is not None
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail") and not optional:
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, where nothing may be skipped: {reason}"

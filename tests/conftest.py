@@ -22,10 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
-from ci import (  # noqa: F401  (the hooks: no silent skips in CI)
-    pytest_configure,
-    pytest_runtest_makereport,
-)
+from ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
 
 from streams.broker import EmbeddedBroker, create_topics
 
