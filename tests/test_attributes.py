@@ -23,7 +23,7 @@ from streams.core.attributes import (
     revive,
 )
 from streams.core.kpis import EngineConfig
-from streams.core.partition import Outcome
+from streams.core.partition import Outcome, PartitionEngine
 from streams.core.ticket import TicketState
 from streams.events import CHANNELS, PRIORITIES, CreatedBy, Event
 
@@ -150,3 +150,23 @@ def test_equal_retentions_keep_no_attributes(b: Builder) -> None:
     h = Harness(config)
     h.feed_all([*_history(b), b.created("x", 900 + 7200)])
     assert "T-2026-000123" not in h.tickets.data
+
+
+def test_rebuild_on_a_lagging_stream_clock_leaves_the_summary_out_of_the_windows(
+    b: Builder,
+) -> None:
+    """After a restart in stream-clock mode the rebuild's clock is the latest event time the
+    partition's tickets and records hold, which may lag the clock at which a ticket retired
+    (here: a late survey revived it). The summary steps' facts (its creation, first response,
+    resolution) must not come back into the windows then."""
+    h = Harness(CFG)
+    h.feed_all([b.created("t", 0), b.replied("t", 10), b.status("t", 30, "solved")])
+    h.tick(7290)  # retired (due at 7230) on a clock (a wall-clock tick) beyond the retention
+    assert is_record(h.tickets.data["t"])
+    h.feed(b.survey(100, "csat", 5, ticket="t"), clock=7290)  # revives it (late)
+    fresh = PartitionEngine(0, h.tickets, CFG)
+    fresh.rebuild()
+    assert fresh.stream_time_us == us(100)
+    summary = {(a.created, a.frt_count, a.solved) for a in fresh.windows.values()}
+    assert summary == {(0, 0, 0)}  # only the survey (at 100, in the lagging windows) counts
+    assert sum(a.csat_count for a in fresh.windows.values()) == 4  # overall + 3 dimensions

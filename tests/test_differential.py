@@ -159,9 +159,11 @@ def _sla_edges(reference: Reference, clock: int) -> list[int]:
 Coverage = dict[tuple[str, str], bool]  # (window, measurement kind) -> had a sample
 
 
-def check_stream(scenario: Scenario, *, partitions: int = 1) -> Coverage:
+def check_stream(scenario: Scenario, *, partitions: int = 1, restarts: bool = False) -> Coverage:
     """Engine == reference (every series, every value, health counts) at several instants
-    inside the stream, just after it, and after the clock has moved on by up to a horizon."""
+    inside the stream, just after it, and after the clock has moved on by up to a horizon.
+    ``restarts``: every partition also restarts (rebuilds from the ticket store, as after a
+    kill -9) at each of those instants."""
     events = decoded(scenario)
     run = EngineRun(scenario.config, partitions)
     reference = Reference(scenario.config, run.partition_of)
@@ -189,6 +191,9 @@ def check_stream(scenario: Scenario, *, partitions: int = 1) -> Coverage:
         if index == len(events):
             run.restart(run.partition_of(event))
         if index in checkpoints:
+            if restarts:
+                for partition in range(partitions):
+                    run.restart(partition)
             clock = reference.clock
             assert run.store.stream_time_us == clock
             compare(clock, f"after {index} arrivals")
@@ -267,7 +272,9 @@ def test_late_surveys_and_reopens_after_retirement_match_reference(scenario: Sce
 @SETTINGS
 @given(scenarios(after_retirement=True, delivery="bounded"))
 def test_events_after_retirement_on_three_partitions_match_reference(scenario: Scenario) -> None:
-    check_stream(scenario, partitions=3)
+    """... with every partition restarted (rebuilt from its tickets, attribute records and
+    revived tickets) at each read."""
+    check_stream(scenario, partitions=3, restarts=True)
 
 
 def test_generated_streams_reach_retired_tickets() -> None:

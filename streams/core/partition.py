@@ -404,13 +404,16 @@ class PartitionEngine:
     ) -> None:
         """Recompute every partial from the ticket states of this partition; mark all dirty.
 
-        ``clock_us`` None means stream time: the latest event time among the tickets.
+        ``clock_us`` None means stream time: the latest event time among the tickets (and
+        retired tickets' attribute records).
         ``states``: this partition's tickets when the caller has them already (else the store's).
         """
         source = self.store.states() if states is None else states
         mine = [(key, state) for key, state in source if state.partition == self.partition]
         for _, state in mine:
-            self.stream_time_us = max(self.stream_time_us, state.last_event_us())
+            # (a retired ticket's last event counts too: the stream had reached it)
+            retired = 0 if state.retired is None else state.retired.last_us
+            self.stream_time_us = max(self.stream_time_us, state.last_event_us(), retired)
         if clock_us is None:
             clock_us = self.stream_time_us
         self.windows.clear()
