@@ -4,7 +4,8 @@ Short windows and retention (1 h + 1 min), so that solved tickets retire within 
 a late survey of a retired ticket counts with its team, channel and priority, and a late
 reopen brings it back to the live backlog, also when the worker was killed (``kill -9``)
 between the retirement and the late events: the attribute records are recovered from the
-tickets changelog like ticket state. The exported KPIs must equal the reference's.
+tickets changelog like ticket state (into memory, or into a new worker's RocksDB files). The
+exported KPIs must equal the reference's.
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ def _start(request: pytest.FixtureRequest, deployment: Deployment, name: str) ->
     return worker
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
-    bootstrap_servers: str, unique_prefix: str, request: pytest.FixtureRequest
+    bootstrap_servers: str, unique_prefix: str, request: pytest.FixtureRequest, store: str
 ) -> None:
-    deployment = Deployment(bootstrap_servers, unique_prefix, PARTITIONS, env=SETTINGS)
+    env = {**SETTINGS, "SUPPORT_STORE": store}
+    deployment = Deployment(bootstrap_servers, unique_prefix, PARTITIONS, env=env)
     deployment.create_topics()
     b = Builder(unique_prefix)
     solved: list[Event] = []
