@@ -442,8 +442,8 @@ def _ticket(
 def _after_retirement(g: _Gen, tickets: list[tuple[str, int, list[Event]]]) -> None:
     """Events of a few tickets long after the stream (SPEC §3 "attributes outlive state"):
     late surveys, reopens (some answered, escalated and solved again), re-sends of their old
-    events and creation, a week or a month after the solve; with a short attribute retention
-    some arrive after the ticket was forgotten (orphans).
+    events and creation, soon after the tickets' retirement (a week after the solve with a
+    7-day retention) or after their attribute retention (forgotten: orphans).
 
     Ticket creations ("clock pushers", three keys so that every partition of up to three is
     likely to get one) first move the stream clocks past every retirement, and past the
