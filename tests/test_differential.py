@@ -290,6 +290,8 @@ def test_generated_streams_reach_retired_tickets() -> None:
     collect()
     shares = {what: sum(c[("retired", what)] for c in seen) / len(seen) for what in _RETIRED}
     print(f"after-retirement coverage over {len(seen)} examples: {shares}")
+    if len(seen) < 30:
+        return  # shares of a capped run (TESTS_MAX_EXAMPLES) are not comparable
     for what, floor in _RETIRED.items():
         assert shares[what] >= floor, f"{what}: {shares[what]:.0%} of {len(seen)} examples"
 
