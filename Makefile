@@ -9,7 +9,7 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 PYTEST_ARGS ?=
 # mypy's `files` (pyproject) minus folders not present yet
-MYPY_PATHS  := $(wildcard streams tests bench)
+MYPY_PATHS  := $(wildcard streams streams_dev tests bench)
 
 SYSTEM_PACKAGES = VENV=$(VENV) PYTHON=$(PYTHON) sh scripts/system-packages.sh
 
@@ -41,7 +41,7 @@ lint: venv
 	$(PY) -m mypy --strict $(MYPY_PATHS)
 
 demo: venv
-	$(PY) -m streams.demo
+	$(PY) -m streams_dev.demo
 
 bench: venv
 	@set -e; for script in bench/*.py; do \

@@ -45,7 +45,7 @@ from streams.core.customers import (
     CustomerPartial,
     DictCustomerTable,
 )
-from streams.core.ticket import to_us
+from streams.core.units import to_us
 from streams.events import CustomerLifecycle
 from streams.simulation import LifecycleOptions, generate
 

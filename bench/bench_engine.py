@@ -42,7 +42,8 @@ from machine import cpu_model, load_average
 from streams.core.kpis import EngineConfig
 from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
 from streams.core.store import KpiStore
-from streams.core.ticket import TicketState, to_us
+from streams.core.ticket import TicketState
+from streams.core.units import to_us
 from streams.events import (
     CHANNELS,
     EVENT_TYPES,

@@ -45,15 +45,10 @@ import json
 import os
 import platform
 import pstats
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,40 +58,28 @@ from typing import Any
 import aiohttp
 from machine import cpu_model, load_average
 
-from streams.broker import SHORT_SESSION_TIMEOUT_SECONDS, EmbeddedBroker, create_topics, free_port
 from streams.events import CHANNELS, EVENT_TYPES, PRIORITIES
 from streams.simulation import DEFAULT_TEAMS, SimOptions, SimRecord, generate, send_to_kafka
+from streams_dev.broker import (
+    SHORT_SESSION_TIMEOUT_SECONDS,
+    EmbeddedBroker,
+    create_topics,
+)
+from streams_dev.metrics import OVERALL, fetch_page, key, samples, series
+from streams_dev.processes import ChildProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE_AGENT = Path(__file__).resolve().parent / "bare_faust_agent.py"
 INPUT_KINDS = tuple(EVENT_TYPES)
 RATE = 3000.0  # simulated ticket arrivals per hour
-OVERALL = {"team": "all", "channel": "all", "priority": "all"}
 CREATED_15M = ("support_tickets_created", {**OVERALL, "window": "15m"})
 CREATED_24H = ("support_tickets_created", {**OVERALL, "window": "24h"})
 OPEN_OVERALL = ("support_open_tickets", OVERALL)
 # A /metrics scrape costs the worker ~20 ms of CPU (about 1,000 series): poll it at most once a
 # second while it works, or the benchmark itself slows it down measurably.
 WORKER_POLL_S = 1.0
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-_SAMPLE = re.compile(r"^(support_events_(?:processed|rejected)_total)\{([^}]*)\} (\S+)$", re.M)
+PROCESSED, REJECTED = "support_events_processed_total", "support_events_rejected_total"
 _DECODE_REJECTIONS_EXCLUDED = ("before_created",)  # counted as processed too
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def http_get(url: str, timeout: float = 5.0) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body: bytes = response.read()
-            return body.decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> float:
@@ -114,28 +97,19 @@ def metric_value(text: str | None, metric: tuple[str, dict[str, str]]) -> float 
     if text is None:
         return None
     name, labels = metric
-    head = "\n" + name + "{"
-    start = text.find(head)
-    while start >= 0:
-        end = text.find("\n", start + 1)
-        line = text[start + 1 : end if end > 0 else None]
-        label_text, _, value = line[len(head) - 1 :].rpartition("} ")
-        if dict(_LABEL.findall(label_text)) == labels:
-            return float(value)
-        start = text.find(head, start + 1)
-    return None
+    return series(text, names={name}).get(key(name, **labels))
 
 
 def records_counted(text: str) -> int:
     """Input records the worker is done with: valid events + records rejected at decoding."""
-    total = 0.0
-    for name, labels, value in _SAMPLE.findall(text):
-        if name.startswith("support_events_rejected") and any(
-            f'reason="{reason}"' in labels for reason in _DECODE_REJECTIONS_EXCLUDED
-        ):
-            continue
-        total += float(value)
-    return round(total)
+    return round(
+        sum(
+            sample.value
+            for sample in samples(text, names={PROCESSED, REJECTED})
+            if sample.name == PROCESSED
+            or sample.labels.get("reason") not in _DECODE_REJECTIONS_EXCLUDED
+        )
+    )
 
 
 # -- deployments and contender processes ------------------------------------------------------
@@ -165,18 +139,18 @@ class Deployment:
         return asyncio.run(send_to_kafka(records, self.bootstrap, topics=self.rename))
 
 
-class Contender:
+class Contender(ChildProcess):
     """A contender child process in its own session and working directory."""
 
     kind = ""
     ready_line = ""
 
     def __init__(self, deployment: Deployment) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.kind}-"))
+        super().__init__(self.kind, workdir / "process.log")
         self.deployment = deployment
         self.port = free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.kind}-"))
-        self.log_path = self.workdir / "process.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir = workdir
         self.started_at = 0.0
 
     def command(self) -> list[str]:
@@ -186,28 +160,9 @@ class Contender:
         raise NotImplementedError
 
     def start(self) -> Contender:
-        with self.log_path.open("ab") as log:
-            self.started_at = time.time()
-            self.process = subprocess.Popen(
-                self.command(),
-                cwd=self.workdir,
-                env={**os.environ, **self.env()},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.started_at = time.time()
+        self.spawn(self.command(), cwd=self.workdir, env={**os.environ, **self.env()})
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def wait_ready(self, timeout: float = 90.0) -> float:
         """Wall time at which the ready line (assignment/recovery done) was first seen."""
@@ -222,23 +177,11 @@ class Contender:
         return wait_for(ready, timeout, f"{self.kind} ready")
 
     def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            tail = "\n".join(self.log().splitlines()[-40:])
-            raise RuntimeError(f"{self.kind} exited with {self.process.returncode}:\n{tail}")
-
-    def kill9(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.pid is not None and not self.alive():
+            raise RuntimeError(f"{self.kind} exited with {self.returncode}:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        super().stop(timeout)
 
     @property
     def url(self) -> str:
@@ -286,7 +229,7 @@ class Worker(Contender):
         return env
 
     def scrape(self) -> str | None:
-        return http_get(self.url)
+        return fetch_page(self.url)
 
     def counted(self) -> int:
         text = self.scrape()
@@ -316,7 +259,7 @@ class BareAgent(Contender):
         }
 
     def status(self) -> dict[str, Any] | None:
-        text = http_get(self.url)
+        text = fetch_page(self.url)
         if text is None:
             return None
         status: dict[str, Any] = json.loads(text)
@@ -486,7 +429,7 @@ def _throughput(
         figures.kpis_s = shown - ready
     else:
         figures.kpis_s = figures.throughput_s
-    figures.rss_after_stream = rss_bytes(contender.pid)
+    figures.rss_after_stream = contender.rss_bytes()
     figures.produced = asyncio.run(produced_records(contender.deployment))
     say(
         f"{kind}: ready {figures.start_to_ready_s:.1f}s after start, {len(records)} records in "
@@ -632,7 +575,7 @@ def memory_and_recovery(
         contender.wait_ready()
         time.sleep(3.0)
         figures.loads["memory"] = load_average()
-        figures.rss_by_tickets[0] = rss_bytes(contender.pid)
+        figures.rss_by_tickets[0] = contender.rss_bytes()
         loaded = 0
         for level in (args.tickets_mid, args.tickets):
             deployment.produce(tickets[loaded:level])
@@ -642,7 +585,7 @@ def memory_and_recovery(
                 shown = _wait_open(contender, level)
                 figures.open_lag_s[level] = shown - counted
             time.sleep(2.0)  # settle
-            figures.rss_by_tickets[level] = rss_bytes(contender.pid)
+            figures.rss_by_tickets[level] = contender.rss_bytes()
             say(
                 f"{kind}: RSS {figures.rss_by_tickets[level] / 2**20:.1f} MiB at {level} tickets"
                 f" (open tickets shown {figures.open_lag_s.get(level, 0):.1f}s after counted;"
@@ -670,7 +613,7 @@ def _wait_open(worker: Worker, expected: int) -> float:
 
 def _worker_recovery(worker: Worker, figures: Figures) -> None:
     figures.open_before_kill = _open_overall(worker)
-    worker.kill9()
+    worker.kill()
     worker.port = free_port()
     worker.start()
     ready = worker.wait_ready(timeout=180)
@@ -690,7 +633,7 @@ def _worker_recovery(worker: Worker, figures: Figures) -> None:
 
 def _bare_recovery(bare: Contender, figures: Figures) -> None:
     assert isinstance(bare, BareAgent)
-    bare.kill9()
+    bare.kill()
     marker = created_record("probe-after-kill", time.time(), 0)
     bare.deployment.produce([marker])
     bare.port = free_port()

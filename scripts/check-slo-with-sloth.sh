@@ -1,7 +1,7 @@
 #!/bin/sh
 # On demand (not in `make test`): check the example SLO spec with Sloth itself.
 # Sloth is a Go binary that no registry this project can reach packages, so the committed
-# rules are written by tests/slo_rules.py in Sloth's layout and the test suite validates them
+# rules are written by streams_dev/slo_rules.py in Sloth's layout and the test suite validates them
 # without Sloth. Where a `sloth` binary is on PATH, this script validates the spec with it,
 # generates the rules, runs `promtool check rules` on them and checks that every rule the
 # committed file records or alerts on is also one Sloth generates.

@@ -39,7 +39,6 @@ from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 from streams.consumer import KpiTransport
-from streams.core.aggregate import US
 from streams.core.firsts import FirstDerivations
 from streams.core.kpis import EngineConfig
 from streams.core.partition import (
@@ -51,7 +50,8 @@ from streams.core.partition import (
     batch_updates,
 )
 from streams.core.store import KpiReading, KpiStore
-from streams.core.ticket import Held, TicketState, to_us
+from streams.core.ticket import Held, TicketState
+from streams.core.units import US, to_us
 from streams.decoding import Rejection, RejectionReason, decode
 from streams.outputs.cumulative import CumulativeKpis
 from streams.outputs.guard import RecordGuard

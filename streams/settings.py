@@ -8,7 +8,6 @@ Durations accept ``ms``, ``s``, ``m``, ``h`` and ``d`` suffixes (``90s``, ``15m`
 from __future__ import annotations
 
 import importlib
-import re
 import typing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,24 +36,15 @@ from streams.core.kpis import (
     SLA_CLOCKS,
     EngineConfig,
     SlaClock,
+    calendar_clocks,
 )
 from streams.core.today import TODAY, TODAY_MAX_SECONDS, time_zone
+from streams.durations import format_duration, parse_duration
 from streams.events import PRIORITIES
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message is one line meant for the operator."""
-
-
-def parse_duration(text: str) -> float:
-    """'15m' -> 900.0 seconds; a bare number is seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h or 7d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def _duration(value: object) -> object:
@@ -121,7 +111,7 @@ def _parse_clocks(value: object) -> object:
     """'business' (every priority) or 'urgent=business,low=calendar' (the rest: calendar)."""
     if not isinstance(value, str):
         return value
-    clocks: dict[str, str] = dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
+    clocks: dict[str, str] = dict(calendar_clocks())
     for part in value.split(","):
         priority, sep, clock = (text.strip() for text in part.partition("="))
         if not priority:
@@ -138,10 +128,6 @@ def _parse_clocks(value: object) -> object:
 
 
 _Clocks = Annotated[dict[str, SlaClock], NoDecode, BeforeValidator(_parse_clocks)]
-
-
-def _calendar_clocks() -> dict[str, SlaClock]:
-    return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
 
 
 def _lower(value: object) -> object:
@@ -252,9 +238,9 @@ class Settings(BaseSettings):
         dict[str, float], NoDecode, BeforeValidator(_parse_resolution_sla)
     ] = Field(default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS))
     """Resolution (requester wait) targets per priority; name only the ones you change."""
-    first_response_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    first_response_sla_clock: _Clocks = Field(default_factory=calendar_clocks)
     """Clock of the first-response SLA: calendar or business, for all or per priority."""
-    resolution_sla_clock: _Clocks = Field(default_factory=_calendar_clocks)
+    resolution_sla_clock: _Clocks = Field(default_factory=calendar_clocks)
     """Clock of the resolution SLA: calendar or business, for all or per priority."""
     calendars_file: Path | None = None
     """Business-hours calendar file (TOML); unset: everything is calendar time."""
@@ -383,7 +369,6 @@ class Settings(BaseSettings):
             windows=self.windows,
             bucket_seconds=self.bucket,
             grace_seconds=self.grace,
-            future_tolerance_seconds=self.future_tolerance,
             sla_targets=dict(self.sla_targets),
             orphan_hold_seconds=self.orphan_hold,
             retention_seconds=self.retention,
@@ -426,17 +411,6 @@ def load_settings(**overrides: object) -> Settings:
         else:
             message = f"invalid settings: {message}"
         raise SettingsError(message) from None
-
-
-def format_duration(seconds: float) -> str:
-    """900.0 -> '15m', 86400.0 -> '24h', 604800.0 -> '7d', 0.2 -> '200ms': the settings' syntax."""
-    if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        # Days only beyond one: '24h' reads better than '1d'.
-        if seconds >= size and seconds % size == 0 and (unit != "d" or seconds > size):
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def _is_duration(field: FieldInfo) -> bool:

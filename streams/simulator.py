@@ -18,12 +18,12 @@ import argparse
 import asyncio
 import math
 import random
-import re
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
 
+from streams.durations import positive_duration
 from streams.simulation import (
     DEFAULT_RATE,
     DEFAULT_TEAMS,
@@ -65,15 +65,6 @@ __all__ = [
 # first few in its first minutes), used only to pick a default --start for a --count backfill:
 # low, so that the count is reached before "now" and no event lies in the future.
 _EVENTS_PER_TICKET = 2.5
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h``, ``1d``, ``1.5h`` -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*", text.lower())
-    if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (e.g. 90s, 15m, 2h)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def parse_time(text: str) -> float:
@@ -148,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_RATE,
         help=f"ticket arrivals per hour (daily: the mid-day peak) [default {DEFAULT_RATE:g}]",
     )
-    p.add_argument("--duration", type=parse_duration, help="event-time length: 90s, 15m, 2h")
+    p.add_argument("--duration", type=positive_duration, help="event-time length: 90s, 15m, 2h")
     p.add_argument("--count", type=_count, help="stop after this many records")
     p.add_argument("--teams", default=",".join(DEFAULT_TEAMS), help="comma-separated team names")
     p.add_argument("--duplicate-rate", type=_fraction, default=0.0, help="share re-sent later")
@@ -182,13 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--incident-start",
-        type=parse_duration,
+        type=positive_duration,
         help="incident profile: start, after the run start [default: a third of the "
         "duration, or 10m]",
     )
     p.add_argument(
         "--incident-ramp",
-        type=parse_duration,
+        type=positive_duration,
         default=1500.0,
         help="incident profile: time to full strength [default 25m]",
     )

@@ -7,24 +7,28 @@
 - ``unique_prefix``: a name prefix unique to the test, for topics, group ids, Faust app
   ids, so tests sharing the session broker never see each other's data.
 - ``make_topics``: creates topics under the test's prefix with explicit partition counts.
+- ``workers``: a list the test appends the worker processes it starts to; each is stopped
+  (SIGTERM, then SIGKILL) and its working directory removed at the end.
 
-Under ``CI=true`` a skipped test fails (``tests/ci.py``): CI must not test less in silence.
+Under ``CI=true`` a skipped test fails (``tests/helpers/ci.py``): CI must not test less in silence.
 
 Clients talking to the broker should use a short consumer session timeout
-(``streams.broker.SHORT_SESSION_TIMEOUT_SECONDS``): Tansu's group join waits half of it.
+(``streams_dev.broker.SHORT_SESSION_TIMEOUT_SECONDS``): Tansu's group join waits half of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
-from ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
+from helpers.ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
+from helpers.pipeline import WorkerProcess
 
-from streams.broker import EmbeddedBroker, create_topics
+from streams_dev.broker import EmbeddedBroker, create_topics
 
 MakeTopics = Callable[..., dict[str, str]]
 
@@ -78,3 +82,12 @@ def make_topics(bootstrap_servers: str, unique_prefix: str) -> MakeTopics:
         return names
 
     return make
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+        shutil.rmtree(worker.workdir, ignore_errors=True)

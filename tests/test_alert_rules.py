@@ -10,13 +10,11 @@ promtool is required: CI installs it (Debian package `prometheus`).
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from prom import REPO, RULES_DIR, WORKER_JOB, find_binary
+from helpers.prom import REPO, RULES_DIR, WORKER_JOB, github_anchors, promtool
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 TESTS_DIR = PROMETHEUS_DIR / "tests"
@@ -36,22 +34,6 @@ ALERTS = {
     "InternalErrors",
     "BrokerLostData",
 }
-
-
-def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    binary = find_binary("promtool", "PROMTOOL_BIN")
-    if not binary:
-        pytest.fail(
-            "promtool is required to test the alert rules: apt-get install prometheus "
-            "(or set PROMTOOL_BIN to its path)"
-        )
-    return subprocess.run(
-        [binary, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_rule_and_test_files_exist() -> None:
@@ -88,17 +70,6 @@ def rules() -> list[dict[str, Any]]:
 
 def alerts() -> list[dict[str, Any]]:
     return [rule for rule in rules() if "alert" in rule]
-
-
-def github_anchors(markdown: str) -> set[str]:
-    """The anchors GitHub generates for a Markdown file's headings."""
-    anchors = set()
-    for line in markdown.splitlines():
-        match = re.match(r"#{1,6}\s+(.*?)\s*$", line)
-        if match:
-            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
-            anchors.add(slug)
-    return anchors
 
 
 def test_alerts_carry_severity_summary_description_runbook_and_links() -> None:

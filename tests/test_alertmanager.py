@@ -10,8 +10,9 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from prom import REPO, RULES_DIR, find_binary
-from test_compose import _missing, service
+from helpers.ci import missing_tool
+from helpers.compose import service
+from helpers.prom import REPO, RULES_DIR, find_binary
 
 ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
@@ -20,7 +21,7 @@ PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 def amtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     binary = find_binary("amtool", "AMTOOL_BIN")
     if not binary:
-        _missing("amtool (apt-get install prometheus-alertmanager)")
+        missing_tool("amtool (apt-get install prometheus-alertmanager)")
     return subprocess.run(
         [binary, *map(str, args)], capture_output=True, text=True, timeout=60, check=False
     )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import pytest
 from aiokafka.partitioner import murmur2
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,
@@ -23,8 +23,8 @@ from pipeline import (
     scrape_all,
     wait_until,
 )
-from reference import reference_kpis
-from strategies import Builder, encode, topic_of
+from helpers.reference import reference_kpis
+from helpers.strategies import Builder, encode, topic_of
 
 from streams.core import kpis as K
 from streams.core.kpis import ALL, LIVE_WINDOW, KpiKey, KpiValues

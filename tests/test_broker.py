@@ -20,13 +20,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.broker import (
+from streams_dev.broker import (
     SHORT_SESSION_TIMEOUT_SECONDS,
     BrokerStartError,
     EmbeddedBroker,
     create_topics,
-    free_port,
 )
+from streams_dev.processes import free_port
 
 MakeTopics = Callable[..., dict[str, str]]  # the ``make_topics`` fixture
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_create_topics_with_partition_counts(
 
     # idempotent: again, mixed with a new topic, and with a different count for one
     more = {**wanted, f"{unique_prefix}.new": 2}
-    with caplog.at_level(logging.WARNING, logger="streams.broker"):
+    with caplog.at_level(logging.WARNING, logger="streams_dev.broker"):
         asyncio.run(create_topics(bootstrap_servers, more))
         asyncio.run(create_topics(bootstrap_servers, {f"{unique_prefix}.one": 5}))
     assert partition_counts(bootstrap_servers, list(more)) == more
@@ -249,7 +249,7 @@ def test_start_failure_is_loud(broker: EmbeddedBroker) -> None:
 def test_cli_runs_until_interrupted() -> None:
     port = free_port()
     cli = subprocess.Popen(
-        [sys.executable, "-m", "streams.broker", "--port", str(port), "--topic", "x:2:compact"],
+        [sys.executable, "-m", "streams_dev.broker", "--port", str(port), "--topic", "x:2:compact"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -279,7 +279,7 @@ def test_broker_dies_with_killed_parent() -> None:
         pytest.skip("parent-death signal is Linux-only")
     script = (
         "import sys, time\n"
-        "from streams.broker import EmbeddedBroker\n"
+        "from streams_dev.broker import EmbeddedBroker\n"
         "b = EmbeddedBroker().start()\n"
         "print(b.pid, flush=True)\n"
         "time.sleep(60)\n"

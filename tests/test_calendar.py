@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from calendar_oracle import (
+from helpers.calendar_oracle import (
     US,
     oracle_business_us,
     oracle_working,

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import free_port
 from streams.logs import JsonFormatter
 from streams.settings import (
     Settings,
     SettingsError,
     default_text,
-    format_duration,
     load_settings,
 )
 from streams.version import VERSION, revision
+from streams_dev.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(sys.executable).parent / "support-kpi-worker"
@@ -233,16 +232,3 @@ def test_json_formatter_keeps_the_traceback_on_one_line() -> None:
     assert entry["level"] == "error"
     assert entry["time"].endswith("Z")
     assert "ValueError: boom" in entry["exception"]
-
-
-def test_format_duration_reads_like_the_settings() -> None:
-    assert [format_duration(s) for s in (0.2, 10, 60, 300, 3600, 86400, 604800, 90)] == [
-        "200ms",
-        "10s",
-        "1m",
-        "5m",
-        "1h",
-        "24h",
-        "7d",
-        "90s",
-    ]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from calendar_oracle import Spec, oracle_working, specs, to_calendar
+from helpers.calendar_oracle import Spec, oracle_working, specs, to_calendar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

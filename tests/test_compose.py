@@ -8,19 +8,23 @@ skipped locally and fail in CI (CI=true).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
-import sys
-from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
 
 import pytest
-from prom import REPO, WORKER_JOB, find_binary
+from helpers.compose import (
+    COMPOSE_FILE,
+    TEST_GRAFANA_PASSWORD,
+    clean_env,
+    compose_command,
+    compose_config,
+    environment,
+    load_yaml,
+    service,
+)
+from helpers.prom import REPO, WORKER_JOB, find_binary
 
-COMPOSE_FILE = REPO / "docker-compose.yml"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 CREATE_TOPICS = REPO / "deploy" / "kafka" / "create-topics.sh"
 INPUT_TOPICS = [
@@ -32,109 +36,6 @@ INPUT_TOPICS = [
     "customer-lifecycle",
 ]
 ALL_TOPICS = [*INPUT_TOPICS, "support-events-dlq", "support-kpis"]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-_YAML_TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
-
-
-def _missing(what: str) -> NoReturn:
-    message = f"{what} is not installed"
-    if IN_CI:
-        pytest.fail(f"{message} (required in CI)")
-    pytest.skip(f"{message}; install it to run this test (it is required in CI)")
-
-
-def compose_command() -> list[str]:
-    """docker-compose v1, else the `docker compose` plugin."""
-    if binary := shutil.which("docker-compose"):
-        return [binary]
-    docker = shutil.which("docker")
-    if docker:
-        probe = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, check=False
-        )
-        if probe.returncode == 0:
-            return [docker, "compose"]
-    _missing("docker-compose")
-
-
-#: The one variable the compose file requires (there is no default admin password).
-TEST_GRAFANA_PASSWORD = "compose-test-password"
-
-
-def _clean_env(*, grafana_password: bool = True) -> dict[str, str]:
-    """The environment without overrides of the compose file's variables (except the
-    required Grafana admin password, unless ``grafana_password`` is False)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SUPPORT_", "COMPOSE_", "GRAFANA_", "SIMULATOR_", "PROMETHEUS_"))
-    }
-    if grafana_password:
-        env["GRAFANA_ADMIN_PASSWORD"] = TEST_GRAFANA_PASSWORD
-    return env
-
-
-def _yaml_interpreters() -> list[str]:
-    """Python interpreters that may have PyYAML: ours, docker-compose's, the system's."""
-    candidates = [sys.executable]
-    if compose := shutil.which("docker-compose"):
-        with open(compose, "rb") as script:
-            first = script.readline().decode(errors="replace")
-        if first.startswith("#!"):
-            candidates.append(first[2:].split()[0])
-    candidates += [p for p in (shutil.which("python3"), "/usr/bin/python3") if p]
-    return list(dict.fromkeys(candidates))
-
-
-def load_yaml(text: str) -> Any:
-    """Parse YAML with PyYAML from any interpreter that has it (the venv may not)."""
-    for interpreter in _yaml_interpreters():
-        if not Path(interpreter).exists():
-            continue
-        result = subprocess.run(
-            [interpreter, "-c", _YAML_TO_JSON],
-            input=text,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode == 0:
-            return json.loads(result.stdout)
-    _missing("PyYAML (in any python3)")
-
-
-@cache
-def compose_config() -> dict[str, Any]:
-    """The normalized, interpolated compose model (as `docker compose up` would use it)."""
-    result = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=_clean_env(),
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    config: dict[str, Any] = load_yaml(result.stdout)
-    return config
-
-
-def service(name: str) -> dict[str, Any]:
-    services: dict[str, Any] = compose_config()["services"]
-    assert name in services, f"service {name!r} missing from docker-compose.yml"
-    svc: dict[str, Any] = services[name]
-    return svc
-
-
-def environment(name: str) -> dict[str, str]:
-    env = service(name).get("environment", {})
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: "" if v is None else str(v) for k, v in env.items()}
-
-
 # -- compose --------------------------------------------------------------------------
 
 
@@ -144,7 +45,7 @@ def test_compose_config_is_valid() -> None:
         capture_output=True,
         text=True,
         cwd=REPO,
-        env=_clean_env(),
+        env=clean_env(),
         check=False,
         timeout=60,
     )
@@ -167,7 +68,7 @@ def test_grafana_has_no_default_admin_password() -> None:
         capture_output=True,
         text=True,
         cwd=REPO,
-        env=_clean_env(grafana_password=False),
+        env=clean_env(grafana_password=False),
         check=False,
         timeout=60,
     )

@@ -1,6 +1,6 @@
 """No poison pill (issue 8, SPEC §2): on the real broker, a real worker process gets a
 5,000-level nested record and records that hit a deliberate fault in stage 1 and stage 2
-(``tests/faulty_worker.py``). Each lands on ``support-events-dlq`` exactly once with its
+(``tests/helpers/faulty_worker.py``). Each lands on ``support-events-dlq`` exactly once with its
 reason, is counted, the worker never crashes, and the KPIs equal the reference."""
 
 from __future__ import annotations
@@ -9,34 +9,28 @@ import base64
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faulty_worker import FAULTY_TICKET_PREFIX
-from pipeline import (
+from helpers.faulty_worker import FAULTY_TICKET_PREFIX
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,
     counter_total,
     decoded_events,
     expected_kpis,
+    produce_located,
+    read_topic,
     scrape_all,
+    simulated,
     wait_until,
 )
-from test_outputs import DLQ_SCHEMA, produce_located, read_topic, simulated
+from helpers.schemas import validator
 
 pytestmark = pytest.mark.integration
 
 DEEP = ('{"a":' * 5000 + "1" + "}" * 5000).encode()  # ~30 KB, well under the size limit
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
@@ -55,7 +49,7 @@ def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
     stream.insert(third, (deployment.topic("ticket-created"), b"deep", DEEP))
     stream.insert(2 * third, (deployment.topic("ticket-created"), poison_id.encode(), poison))
 
-    worker = WorkerProcess(deployment, "faulty", module="faulty_worker").start()
+    worker = WorkerProcess(deployment, "faulty", module="helpers.faulty_worker").start()
     workers.append(worker)
     worker.wait_ready()
     positions = produce_located(bootstrap_servers, stream)
@@ -87,7 +81,7 @@ def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
     assert len(letters) == 3, sorted(letters)
     for key, (reason, original) in wanted.items():
         (document,) = letters[key]
-        assert not list(DLQ_SCHEMA.iter_errors(document))
+        assert not list(validator("support-events-dlq").iter_errors(document))
         assert document["reason"] == reason
         assert base64.b64decode(document["original_base64"]) == original
         assert "secret" not in json.dumps({k: document[k] for k in ("detail", "field")})
@@ -96,7 +90,7 @@ def test_poison_records_dead_lettered_once_and_kpis_equal_reference(
     (stage2,) = next(v for k, v in letters.items() if k.startswith(partials_topic.encode()))
     assert stage2["reason"] == "internal_error"
     assert stage2["source"]["topic"] == partials_topic
-    assert not list(DLQ_SCHEMA.iter_errors(stage2))
+    assert not list(validator("support-events-dlq").iter_errors(stage2))
 
     scrape = scrape_all([worker])
     rejected = "support_events_rejected_total"

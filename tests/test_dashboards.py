@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prom import (
+from helpers.prom import (
     DASHBOARDS_DIR,
+    HEALTH_METRICS,
+    LIVE_METRICS,
+    PUBLIC_METRICS,
     REPO,
     RULES_DIR,
     WORKER_JOB,
@@ -29,109 +32,17 @@ from prom import (
     find_binary,
     iter_panels,
     load_dashboard,
+    metric_names,
     sample_value,
     substitute,
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from streams.broker import free_port
+from streams_dev.processes import free_port
 
 DATASOURCE_UID = "support-prometheus"  # the provisioned datasource; no dashboard names it
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 EXPECTED_UIDS = {"support-wallboard", "support-team-detail"}
-
-WINDOWED_METRICS = {
-    "support_tickets_created",
-    "support_tickets_solved",
-    "support_tickets_escalated",
-    "support_tickets_reopened",
-    "support_escalation_ratio",
-    "support_first_response_p50_seconds",
-    "support_first_response_p90_seconds",
-    "support_first_response_mean_seconds",
-    "support_first_responses",
-    "support_first_response_sla_attainment_ratio",
-    "support_resolution_p50_seconds",
-    "support_resolution_p90_seconds",
-    "support_resolution_mean_seconds",
-    "support_first_contact_resolution_ratio",
-    "support_csat_satisfied_ratio",
-    "support_csat_mean_score",
-    "support_csat_responses",
-    "support_nps_score",
-    "support_nps_responses",
-    "support_enps_score",
-    "support_enps_responses",
-}
-LIVE_METRICS = {
-    "support_open_tickets",
-    "support_unanswered_tickets",
-    "support_oldest_unanswered_age_seconds",
-    "support_unanswered_past_sla_tickets",
-}
-HEALTH_METRICS = {
-    "support_events_processed_total",
-    "support_events_rejected_total",
-    "support_events_late_total",
-    "support_events_duplicate_total",
-    "support_events_orphaned_total",
-    "support_last_event_timestamp_seconds",
-    "support_consumer_lag_messages",
-    "support_build_info",
-    "support_pipeline_ready",  # SPEC §5; added by the pipeline work
-}
-CUMULATIVE_METRICS = {
-    "support_tickets_created_total",
-    "support_tickets_solved_total",
-    "support_first_responses_total",
-    "support_first_responses_within_sla_total",
-    "support_first_response_duration_seconds_bucket",
-    "support_first_response_duration_seconds_sum",
-    "support_first_response_duration_seconds_count",
-}
-# Series Prometheus itself creates: per target, and for its alerts.
-PROMETHEUS_METRICS = {"up", "ALERTS"}
-PUBLIC_METRICS = (
-    WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | CUMULATIVE_METRICS | PROMETHEUS_METRICS
-)
-
-_KEYWORDS = {
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "atan2",
-    "inf",
-    "nan",
-}
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_MATCHERS = re.compile(r"\{[^{}]*\}")
-_RANGE = re.compile(r"\[[^\]]*\]")
-_LABEL_LIST = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
-_IDENTIFIER = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)\s*(\()?")
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names referenced by a PromQL expression (functions, keywords, label names
-    in matchers and grouping clauses, and durations are not metric names)."""
-    text = _STRING.sub('""', expr)
-    text = _MATCHERS.sub("", text)
-    text = _RANGE.sub("", text)
-    text = _LABEL_LIST.sub(" ", text)
-    names = set()
-    for match in _IDENTIFIER.finditer(text):
-        name, call = match.group(1), match.group(2)
-        if call or name.lower() in _KEYWORDS:
-            continue
-        names.add(name)
-    return names
 
 
 def all_dashboards() -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -489,12 +400,12 @@ def test_wallboard_lists_the_firing_alerts(prom: PrometheusServer) -> None:
 def test_harness_stops_cleanly() -> None:
     _require_prometheus()
     with PrometheusServer() as server:
-        process, workdir = server.process, server.workdir
-        assert process is not None
+        child, workdir = server.child, server.workdir
+        assert child is not None
         assert workdir is not None
         assert workdir.is_dir()
         assert server.query("vector(1)")
-    assert process.poll() is not None, "prometheus must be stopped on exit"
+    assert child.returncode is not None, "prometheus must be stopped on exit"
     assert not server.running
     assert not workdir.exists()
     with pytest.raises(PrometheusError, match="not running"):

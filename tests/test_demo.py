@@ -1,4 +1,4 @@
-"""The demo (``python -m streams.demo``, what ``make demo`` runs), end to end.
+"""The demo (``python -m streams_dev.demo``, what ``make demo`` runs), end to end.
 
 Runs the demo as a child process, scrapes its ``/metrics`` while it runs, waits for a summary
 with data, stops it with SIGINT (as Ctrl-C would), and checks that it exited 0 and left no
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from pipeline import listening_hosts
+from helpers.pipeline import listening_hosts
 
-from streams.demo import MISSING, Summary, format_summary, parse_metrics
+from streams_dev.demo import MISSING, Summary, format_summary
+from streams_dev.metrics import series
 
 DEMO_TIMEOUT = 80.0  # --duration: the demo stops by itself at the latest then
 
@@ -78,7 +79,7 @@ def test_demo_shows_live_kpis_and_stops_cleanly() -> None:
         [
             sys.executable,
             "-m",
-            "streams.demo",
+            "streams_dev.demo",
             f"--duration={DEMO_TIMEOUT:g}",
             "--port=0",
             "--seed=11",
@@ -171,7 +172,7 @@ def test_summary_reads_overall_series_and_totals() -> None:
             f'support_csat_satisfied_ratio{{window="24h",{overall}}} 0.8125',
         ]
     )
-    summary = Summary.from_series(parse_metrics(text))
+    summary = Summary.from_series(series(text))
     assert summary.waiting == 7.0
     assert summary.first_response_p50 == {"15m": None, "1h": 125.0, "24h": None}
     assert summary.created_1h == 42.0

@@ -1,4 +1,4 @@
-"""Differential tests: the pure core against the brute-force reference (``tests/reference.py``).
+"""Differential tests: the pure core against the brute-force reference (``helpers/reference.py``).
 
 Every generated stream first goes through the real decoder, as in the pipeline: far-future events
 are rejected there, and only accepted events reach the engine and the reference. The engine is
@@ -18,9 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import msgspec
-from hypothesis import event as note
-from hypothesis import given
-from reference import (
+from helpers.reference import (
     SAMPLE_KIND,
     US,
     Counts,
@@ -29,7 +27,16 @@ from reference import (
     reference_kpis,
     strict_differences,
 )
-from strategies import Builder, Scenario, encode, generated, scenarios, topic_of, ts
+from helpers.strategies import (
+    Builder,
+    Scenario,
+    decoded,
+    generated,
+    scenarios,
+    ts,
+)
+from hypothesis import event as note
+from hypothesis import given
 
 from streams.core import kpis as K
 from streams.core.attributes import is_record
@@ -37,31 +44,12 @@ from streams.core.kpis import ALL, LIVE_WINDOW, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import DictTicketStore, Outcome, PartitionEngine
 from streams.core.replay import partition_for, replay
 from streams.core.store import KpiStore
-from streams.core.ticket import to_us
-from streams.decoding import Rejection, decode
+from streams.core.units import to_us
 from streams.events import Event, event_time, routing_key
 
 # CI runs a fixed, reproducible set of examples: no example database, derandomized generation.
 SETTINGS = generated(60)
 _WIRE = msgspec.msgpack.Encoder()
-
-
-def decoded(scenario: Scenario) -> list[Event]:
-    """The scenario's arrivals as the decoder accepts them (far-future events dropped)."""
-    accepted: list[Event] = []
-    for event in scenario.arrivals:
-        result = decode(
-            topic_of(event),
-            encode(event),
-            now=scenario.wall,
-            future_tolerance_seconds=scenario.config.future_tolerance_seconds,
-        )
-        if isinstance(result, Rejection):
-            # The generator only produces valid events; the only expected rejection is the future.
-            assert result.reason == "future_timestamp", (result, event)
-            continue
-        accepted.append(result)
-    return accepted
 
 
 class EngineRun:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from faust.web import base as faust_web
+from helpers.pipeline import Deployment, WorkerProcess, listening_hosts
 from mode.utils.imports import symbol_by_name
-from pipeline import Deployment, WorkerProcess, listening_hosts
 
 from streams.app import KpiWorker
 from streams.settings import load_settings

@@ -8,7 +8,7 @@ processes; after each fault the KPIs must equal the brute-force reference.
   restarts, keeps serving /metrics, its health metrics show the stall, and it resumes;
 - the broker killed and restarted empty: the worker reports it (log and metric).
 
-The self-kills at exact points come from ``tests/crashing_worker.py`` (a test-only subclass).
+The self-kills at exact points come from ``helpers/crashing_worker.py`` (a test-only subclass).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from functools import partial
 
 import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     Scrape,
     WorkerProcess,
@@ -30,11 +30,12 @@ from pipeline import (
     decoded_events,
     expected_kpis,
     scrape_all,
+    simulated,
     wait_until,
 )
-from test_pipeline import simulated
 
-from streams.broker import EmbeddedBroker, free_port
+from streams_dev.broker import EmbeddedBroker
+from streams_dev.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,8 @@ PROCESSED = "support_events_processed_total"
 
 @pytest.fixture
 def workers() -> Iterator[list[WorkerProcess]]:
+    """Unlike conftest's ``workers``, kill -9 at the end: after a frozen or restarted broker a
+    graceful stop could wait for its full timeout."""
     started: list[WorkerProcess] = []
     yield started
     for worker in started:
@@ -111,7 +114,7 @@ def test_sigterm_kill_9_in_a_flush_and_in_recovery_lose_and_double_count_nothing
 
     # 2. kill -9 in the middle of sending a flush's partials (self-inflicted, exact point).
     second = WorkerProcess(
-        deployment, "second", module="crashing_worker", env={"TEST_CRASH_AT": "flush:30"}
+        deployment, "second", module="helpers.crashing_worker", env={"TEST_CRASH_AT": "flush:30"}
     ).start()
     workers.append(second)
     assert wait_dead(second, 120) == -signal.SIGKILL
@@ -119,7 +122,7 @@ def test_sigterm_kill_9_in_a_flush_and_in_recovery_lose_and_double_count_nothing
 
     # 3. kill -9 during recovery (after the changelog was read, while rebuilding).
     third = WorkerProcess(
-        deployment, "third", module="crashing_worker", env={"TEST_CRASH_AT": "recovery"}
+        deployment, "third", module="helpers.crashing_worker", env={"TEST_CRASH_AT": "recovery"}
     ).start()
     workers.append(third)
     assert wait_dead(third, 120) == -signal.SIGKILL

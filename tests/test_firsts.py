@@ -21,18 +21,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
+from helpers.reference import Total, reference_totals
+from helpers.strategies import Builder, Scenario, decoded, scenarios
 from hypothesis import HealthCheck, Phase, given, note, settings
-from reference import Total, reference_totals
-from strategies import Builder, Scenario, scenarios
-from test_differential import decoded
 
-from streams.core.aggregate import US
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import EngineConfig
 from streams.core.labels import team_label
 from streams.core.partition import DictTicketStore, PartitionEngine
 from streams.core.replay import partition_for
-from streams.core.ticket import Dims, Fact, to_us
+from streams.core.ticket import Dims, Fact
+from streams.core.units import US, to_us
 from streams.events import (
     Event,
     SurveySubmitted,

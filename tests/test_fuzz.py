@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from streams.core.kpis import EngineConfig
 from streams.core.partition import PartialUpdate, PartitionEngine, Source
 from streams.core.store import KpiStore
-from streams.core.ticket import TicketState, to_us
+from streams.core.ticket import TicketState
+from streams.core.units import to_us
 from streams.decoding import MAX_NESTING_DEPTH, REJECTION_REASONS, Rejection, decode
 from streams.events import EVENT_TYPES
 from streams.outputs.publisher import KpiPublisher

@@ -6,22 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
+from helpers.schemas import validator
 from prometheus_client import CollectorRegistry
 
 from streams.outputs.guard import RecordGuard, error_type
 from streams.outputs.health import PipelineHealth
 
-SCHEMA = Draft202012Validator(
-    json.loads(
-        (
-            Path(__file__).resolve().parents[1] / "schemas" / "support-events-dlq.schema.json"
-        ).read_text()
-    )
-)
+SCHEMA = validator("support-events-dlq")
 SECRET = "T-secret-4711"
 
 

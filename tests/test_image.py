@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from test_compose import compose_config
+from helpers.compose import compose_config
 
 import streams
 
@@ -146,7 +146,7 @@ def test_the_runtime_stage_takes_only_the_venv_and_runs_as_a_non_root_user() -> 
     assert RUNTIME.instructions[-1] == ("CMD", '["support-kpi-worker"]')
     assert RUNTIME.find("HEALTHCHECK"), "compose and orchestrators need a health check"
     ignored = (REPO / ".dockerignore").read_text().split()
-    assert {".git", ".venv", "tests", "*-data"} <= set(ignored)
+    assert {".git", ".venv", "tests", "streams_dev", "*-data"} <= set(ignored)  # no dev tooling
 
 
 def test_oci_labels_agree_with_the_package() -> None:

@@ -17,46 +17,45 @@ import json
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from jsonschema import Draft202012Validator
-from pipeline import (
+from helpers.pipeline import (
     INPUT_TOPICS,
     Deployment,
+    TopicRecord,
     WorkerProcess,
     assert_kpis_converge,
     counter_total,
     decoded_events,
     expected_kpis,
     parse_metrics,
+    produce_located,
+    read_topic,
     scrape_all,
+    simulated,
     wait_until,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from reference import differences, format_differences
+from helpers.reference import differences, format_differences
+from helpers.schemas import validator
 
-from streams.broker import create_topics
 from streams.core.kpis import ALL, OTHER, UNKNOWN, KpiKey
 from streams.core.labels import team_label
 from streams.decoding import REJECTION_REASONS
 from streams.events import Event, SurveySubmitted, TicketCreated, TicketEscalated
 from streams.records import DEFAULT_MAX_ORIGINAL_BYTES
-from streams.simulation.model import SimOptions, SimRecord
-from streams.simulator import generate
+from streams.simulation.model import SimRecord
+from streams_dev.broker import create_topics
+from streams_dev.metrics import samples
 
 pytestmark = pytest.mark.integration
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-KPI_SCHEMA = Draft202012Validator(json.loads((SCHEMAS / "support-kpis.schema.json").read_text()))
-DLQ_SCHEMA = Draft202012Validator(
-    json.loads((SCHEMAS / "support-events-dlq.schema.json").read_text())
-)
+KPI_SCHEMA = validator("support-kpis")
+DLQ_SCHEMA = validator("support-events-dlq")
 PUBLISH_INTERVAL = 1.0  # the harness sets SUPPORT_PUBLISH_INTERVAL=1s
 MAX_TEAMS = 20
 MAX_LABEL_LENGTH = 64
@@ -64,76 +63,6 @@ KPI_LABELS = ("window", "team", "channel", "priority")
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TopicRecord:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-def read_topic(bootstrap: str, topic: str) -> list[TopicRecord]:
-    """Every record of ``topic`` from the beginning to its current end (no consumer group)."""
-
-    async def read() -> list[TopicRecord]:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            await consumer.topics()  # fetches the cluster metadata
-            partitions = sorted(consumer.partitions_for_topic(topic) or ())
-            assert partitions, f"topic {topic} has no partitions"
-            tps = [TopicPartition(topic, p) for p in partitions]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            records: list[TopicRecord] = []
-            # The embedded broker's ListOffsets can report the start of the last batch as
-            # the end, so read past it until nothing new arrives for a while.
-            deadline = time.monotonic() + 30
-            idle_since = time.monotonic()
-            while True:
-                behind = [tp for tp in tps if await consumer.position(tp) < end[tp]]
-                if not behind and time.monotonic() - idle_since > 1.5:
-                    break
-                assert time.monotonic() < deadline, f"could not read {topic} to its end"
-                batches = await consumer.getmany(*tps, timeout_ms=300)
-                for tp, messages in batches.items():
-                    for m in messages:
-                        records.append(TopicRecord(tp.partition, m.offset, m.key, m.value))
-                        idle_since = time.monotonic()
-            return records
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
-
-
-def produce_located(
-    bootstrap: str, items: Sequence[tuple[str, bytes | None, bytes | None]]
-) -> list[tuple[int, int]]:
-    """Produce (actual topic, key, value) in order; return each record's (partition, offset)."""
-
-    async def send() -> list[tuple[int, int]]:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 2**20
-        )
-        await producer.start()
-        try:
-            futures = [await producer.send(t, value=v, key=k) for t, k, v in items]
-            metadata = await asyncio.gather(*futures)
-            return [(m.partition, m.offset) for m in metadata]
-        finally:
-            await producer.stop()
-
-    return asyncio.run(send())
 
 
 def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
@@ -226,39 +155,9 @@ def wait_for_topic_to_match(
     return found[0]
 
 
-def simulated(
-    seed: int,
-    hours: float = 1.0,
-    rate: float = 300.0,
-    teams: Sequence[str] | None = None,
-    **options: float,
-) -> list[SimRecord]:
-    start = time.time() - hours * 3600 - 600
-    extra: dict[str, Any] = {} if teams is None else {"teams": teams}
-    return list(
-        generate(
-            "steady",
-            seed=seed,
-            start=start,
-            duration_seconds=hours * 3600,
-            rate=rate,
-            options=SimOptions(**options),
-            **extra,
-        )
-    )
-
-
 def assert_never_crashed(worker: WorkerProcess) -> None:
     assert worker.alive(), f"{worker.name} died; log:\n{worker.log_tail()}"
     assert "Crashed" not in worker.log(), f"{worker.name} crashed; log:\n{worker.log_tail()}"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 # -- 1. the KPI topic -------------------------------------------------------------------------
@@ -279,7 +178,7 @@ def test_kpi_topic_records_compaction_and_idempotent_republish_after_kill_9(
             {deployment.topic(name): deployment.partitions for name in INPUT_TOPICS},
         )
     )
-    records = simulated(seed=41, duplicate_rate=0.02, out_of_order=0.05)
+    records = simulated(seed=41, hours=1.0, duplicate_rate=0.02, out_of_order=0.05)
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
 
     first = WorkerProcess(deployment, "first").start()
@@ -664,11 +563,7 @@ def _private_strings(values: Iterable[bytes]) -> set[str]:
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str]]]:
-    return [
-        (sample.name, dict(sample.labels))
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
+    return [(sample.name, sample.labels) for sample in samples(text)]
 
 
 def _unsafe(value: str) -> bool:

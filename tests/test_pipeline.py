@@ -4,10 +4,9 @@ checked against the brute-force reference computed from the same records."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,
@@ -15,32 +14,17 @@ from pipeline import (
     decoded_events,
     expected_kpis,
     scrape_all,
+    simulated,
     wait_until,
 )
-from reference import US, Reference, differences, format_differences
+from helpers.reference import US, Reference, differences, format_differences
 
 from streams.core import kpis
 from streams.core.kpis import KpiKey
-from streams.simulation.model import SimOptions, SimRecord
+from streams.simulation.model import SimOptions
 from streams.simulator import generate
 
 pytestmark = pytest.mark.integration
-
-
-def simulated(
-    seed: int, hours: float = 2.0, rate: float = 300.0, **options: float
-) -> list[SimRecord]:
-    start = time.time() - hours * 3600 - 600
-    return list(
-        generate(
-            "steady",
-            seed=seed,
-            start=start,
-            duration_seconds=hours * 3600,
-            rate=rate,
-            options=SimOptions(**options),
-        )
-    )
 
 
 @pytest.fixture
@@ -48,14 +32,6 @@ def deployment(bootstrap_servers: str, unique_prefix: str) -> Deployment:
     deployment = Deployment(bootstrap_servers, unique_prefix)
     deployment.create_topics()
     return deployment
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def test_created_tickets_reach_metrics(
@@ -80,7 +56,9 @@ def test_kpis_equal_reference_with_noise(
     deployment: Deployment, workers: list[WorkerProcess]
 ) -> None:
     """Duplicates, out-of-order delivery and bad input: every KPI equals the reference."""
-    records = simulated(seed=11, duplicate_rate=0.03, out_of_order=0.1, bad_input_rate=0.02)
+    records = simulated(
+        seed=11, hours=2.0, duplicate_rate=0.03, out_of_order=0.1, bad_input_rate=0.02
+    )
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
     worker = WorkerProcess(deployment).start()
     workers.append(worker)
@@ -98,7 +76,7 @@ def test_kill_9_mid_stream_then_restart(
     deployment: Deployment, workers: list[WorkerProcess]
 ) -> None:
     """kill -9 while processing, restart: the final KPIs equal an uninterrupted run."""
-    records = simulated(seed=23, duplicate_rate=0.02, out_of_order=0.05)
+    records = simulated(seed=23, hours=2.0, duplicate_rate=0.02, out_of_order=0.05)
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
     total = sum(1 for r in records if r.bad is None)
     first = WorkerProcess(deployment, "first").start()
@@ -123,7 +101,7 @@ def test_two_workers_rebalance_exactly_one_series_per_key(
 ) -> None:
     """A second worker joins mid-stream and leaves again: the union of both /metrics has
     exactly one series per key, with the reference values, before and after."""
-    records = simulated(seed=31, out_of_order=0.05)
+    records = simulated(seed=31, hours=2.0, out_of_order=0.05)
     half = len(records) // 2
     config = deployment.engine_config()
     one = WorkerProcess(deployment, "one").start()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,
@@ -35,7 +35,7 @@ from pipeline import (
     expected_kpis,
     scrape_all,
 )
-from prom import (
+from helpers.prom import (
     RULES_DIR,
     PrometheusServer,
     Sample,
@@ -43,14 +43,14 @@ from prom import (
     find_binary,
     sample_value,
 )
-from reference import Total, reference_totals
+from helpers.reference import Total, reference_totals
 
-from streams.broker import EmbeddedBroker
 from streams.core import kpis
 from streams.core.kpis import KpiKey, KpiValues
 from streams.settings import load_settings
 from streams.simulation.model import Profile, SimOptions, SimRecord
 from streams.simulator import generate
+from streams_dev.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from streams import version
 from streams.app import KpiWorker
 from streams.core.partition import DictTicketStore, PartitionEngine
 from streams.core.store import KpiStore
-from streams.core.ticket import to_us
+from streams.core.units import to_us
 from streams.decoding import Rejection, decode
 from streams.settings import Settings, load_settings
 from streams.simulator import generate

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     counter_total,
@@ -26,7 +25,7 @@ from pipeline import (
     scrape_all,
     wait_until,
 )
-from reference import differences, format_differences
+from helpers.reference import differences, format_differences
 
 from streams.simulation.model import SimOptions, SimRecord
 from streams.simulator import generate
@@ -36,14 +35,6 @@ pytestmark = pytest.mark.integration
 TICKETS = 200
 CHECKPOINT_RECORDS = 100
 _RECOVERED = re.compile(r"recovered (\d+) ticket records")
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def _event(kind: str, ticket: int, at: datetime, serial: str, **fields: object) -> bytes:

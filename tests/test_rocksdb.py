@@ -17,11 +17,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from pipeline import (
+from helpers.pipeline import (
     Deployment,
     WorkerProcess,
     assert_kpis_converge,
@@ -62,15 +60,6 @@ def test_rocksdb_is_refused_with_one_line_where_the_extra_is_missing(tmp_path: P
     assert lines[0].startswith("support-kpi-worker: invalid setting SUPPORT_STORE: " + REFUSAL)
     assert "pip install 'support-kpi-streams[rocksdb]'" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sitecustomize.py"]
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
-        shutil.rmtree(worker.workdir, ignore_errors=True)
 
 
 def test_rocksdb_worker_survives_kill_9_on_its_own_data(

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from streams.settings import SettingsError, load_settings, parse_duration
+from streams.settings import SettingsError, load_settings
 
 
 def test_defaults_match_the_spec() -> None:
@@ -24,14 +24,6 @@ def test_defaults_match_the_spec() -> None:
     assert settings.store == "memory://"
     assert settings.engine_config().horizon_seconds == 86400 + 300
     assert settings.engine_config().attribute_retention_seconds == 30 * 86400  # SPEC §3
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("250ms", 0.25), ("42", 42)],
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
 
 
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:

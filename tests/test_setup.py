@@ -206,7 +206,7 @@ def _pytest_on(path: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = str(REPO / "tests")
     if ci is not None:
         env["CI"] = ci
-    options = ["-q", "-p", "no:cacheprovider", "-p", "ci", "--rootdir", str(path.parent)]
+    options = ["-q", "-p", "no:cacheprovider", "-p", "helpers.ci", "--rootdir", str(path.parent)]
     return subprocess.run(
         [sys.executable, "-m", "pytest", *options, "-c", os.devnull, str(path)],
         capture_output=True,
@@ -236,7 +236,7 @@ def test_every_tool_the_tests_look_up_is_one_the_package_step_provides() -> None
     lookup = re.compile(r"""(?:find_binary|shutil\.which)\("([\w.-]+)\"""")
     wanted = {
         name: path.name
-        for path in sorted((REPO / "tests").glob("*.py"))
+        for path in sorted((REPO / "tests").rglob("*.py"))
         for name in lookup.findall(path.read_text())
     }
     # python3 is the given; `docker compose` is accepted in place of docker-compose.

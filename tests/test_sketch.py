@@ -8,9 +8,9 @@ import random
 from fractions import Fraction
 
 import pytest
+from helpers.strategies import generated
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import generated
 
 from streams.core.kpis import ALL, OTHER, UNKNOWN
 from streams.core.labels import MAX_LABEL_LENGTH, team_label

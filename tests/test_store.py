@@ -9,15 +9,16 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 import pytest
+from helpers.strategies import generated
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import generated
 
 from streams.core import kpis as K
-from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.aggregate import LiveAggregate, WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import HEARTBEAT_BUCKET, Group, PartialUpdate, dimension_of
 from streams.core.store import KpiReading, KpiStore
+from streams.core.units import US
 
 CFG = EngineConfig(
     windows=(("5m", 300.0), ("1h", 3600.0)),

@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core import kpis as K
-from streams.core.aggregate import US, WindowAggregate
+from streams.core.aggregate import WindowAggregate
 from streams.core.kpis import ALL, LIVE_WINDOW, OTHER, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import Group, PartialUpdate
 from streams.core.replay import replay
 from streams.core.store import KpiStore
+from streams.core.units import US
 from streams.events import TicketCreated
 from streams.outputs.publisher import to_record
 
@@ -214,7 +215,7 @@ def test_today_reading_becomes_a_record_with_the_midnight_start() -> None:
     now = us(datetime(2024, 11, 3, 20, 30, tzinfo=UTC))  # 15:30 EST, on a 25-hour day
     store.apply(update(OVERALL, 0, now // B_US, agg(created=2)))
     reading = next(r for r in store.read(now) if r.key == KpiKey(K.TICKETS_CREATED, "today"))
-    record = to_record(reading, datetime(2024, 11, 3, 20, 30, 5, tzinfo=UTC))
+    record = to_record(reading, datetime(2024, 11, 3, 20, 30, 5, tzinfo=UTC).timestamp())
     assert record.window_start == datetime(2024, 11, 3, 4, tzinfo=UTC)  # 00:00 EDT
     assert record.window_end == datetime(2024, 11, 3, 20, 31, tzinfo=UTC)
     assert record.value == 2.0

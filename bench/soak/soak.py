@@ -29,14 +29,10 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,15 +40,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ (machine.py)
 
 from machine import cpu_model, load_average
-from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import (
+from streams.durations import parse_duration
+from streams_dev.broker import (
     SHORT_SESSION_TIMEOUT_SECONDS,
     EmbeddedBroker,
     create_topics,
-    free_port,
 )
-from streams.settings import parse_duration
+from streams_dev.metrics import OVERALL, fetch_page, key, series, total
+from streams_dev.processes import ChildProcess, free_port
 
 APP_ID = "soak"
 INPUTS = (
@@ -126,33 +122,15 @@ class ChangelogTail:
             await consumer.stop()
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            body: bytes = response.read()
-            return body.decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return ""
+    return fetch_page(f"http://127.0.0.1:{port}/metrics", timeout=10) or ""
 
 
 def read_metrics(text: str) -> tuple[float, float]:
     """(overall open tickets, events processed) from a /metrics page."""
-    open_tickets = processed = 0.0
-    overall = {"team": "all", "channel": "all", "priority": "all"}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "support_open_tickets" and sample.labels == overall:
-                open_tickets = sample.value
-            elif sample.name == "support_events_processed_total":
-                processed += sample.value
-    return open_tickets, processed
+    page = series(text)
+    open_tickets = page.get(key("support_open_tickets", **OVERALL), 0.0)
+    return open_tickets, total(page, "support_events_processed_total") or 0.0
 
 
 def verdict(values: list[float]) -> str:
@@ -217,43 +195,33 @@ def main() -> None:
             "SUPPORT_ORPHAN_HOLD": args.retention,
             "SUPPORT_LOG_LEVEL": "warning",
         }
-        with (workdir / "worker.log").open("wb") as worker_log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.worker"],
-                cwd=workdir,
-                env=env,
-                stdout=worker_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = ChildProcess("worker", workdir / "worker.log")
+        worker.spawn([sys.executable, "-m", "streams.worker"], cwd=workdir, env=env)
         deadline = time.monotonic() + 120
         while not scrape(port):
-            if time.monotonic() > deadline or worker.poll() is not None:
+            if time.monotonic() > deadline or not worker.alive():
                 raise SystemExit(f"the worker did not start; see {workdir / 'worker.log'}")
             time.sleep(1)
-        with (workdir / "simulator.log").open("wb") as simulator_log:
-            simulator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams.simulator",
-                    "--bootstrap-servers",
-                    bootstrap,
-                    "--realtime",
-                    "--profile",
-                    "steady",
-                    f"--rate={args.rate}",
-                    f"--time-scale={args.time_scale}",
-                    f"--duration={int(duration) + 60}s",
-                    f"--seed={args.seed}",
-                    "--quiet",
-                ],
-                cwd=workdir,
-                env=env,
-                stdout=simulator_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        simulator = ChildProcess("simulator", workdir / "simulator.log")
+        simulator.spawn(
+            [
+                sys.executable,
+                "-m",
+                "streams.simulator",
+                "--bootstrap-servers",
+                bootstrap,
+                "--realtime",
+                "--profile",
+                "steady",
+                f"--rate={args.rate}",
+                f"--time-scale={args.time_scale}",
+                f"--duration={int(duration) + 60}s",
+                f"--seed={args.seed}",
+                "--quiet",
+            ],
+            cwd=workdir,
+            env=env,
+        )
         print(f"worker /metrics: http://127.0.0.1:{port}/metrics, logs in {workdir}", flush=True)
         tail = ChangelogTail(bootstrap)
         tail.start()
@@ -261,12 +229,12 @@ def main() -> None:
         try:
             while (elapsed := time.monotonic() - began) < duration:
                 time.sleep(max(0.0, args.every - (elapsed % args.every)))
-                if worker.poll() is not None:
+                if not worker.alive():
                     raise SystemExit(f"the worker exited; see {workdir / 'worker.log'}")
                 open_tickets, processed = read_metrics(scrape(port))
                 sample = Sample(
                     elapsed=time.monotonic() - began,
-                    rss=rss_bytes(worker.pid),
+                    rss=worker.rss_bytes(),
                     open_tickets=open_tickets,
                     processed=processed,
                     written=dict(tail.written),
@@ -283,14 +251,8 @@ def main() -> None:
                 )
         finally:
             tail.stop()
-            for process in (simulator, worker):
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(process.pid, signal.SIGKILL)
-                        process.wait()
+            for child in (simulator, worker):
+                child.stop(30)
     write_results(args, started, samples)
     print(f"results: {args.output}")
 

@@ -18,8 +18,7 @@ import msgspec
 
 from streams.core import kpis
 from streams.core.sketch import Sketch, add_value, merge_into, quantile_us
-
-US = 1_000_000
+from streams.core.units import US
 
 
 class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):

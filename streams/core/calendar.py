@@ -44,11 +44,12 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-US = 1_000_000
+from streams.core.units import US, to_us
+
 DAY = 86_400
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -208,7 +209,7 @@ def business_us(calendar: Calendar, start_us: int, end_us: int) -> int:
 
 def business_seconds(calendar: Calendar, start: datetime, end: datetime) -> float:
     """Working seconds between two aware datetimes (a convenience over :func:`business_us`)."""
-    return business_us(calendar, _to_us(start), _to_us(end)) / US
+    return business_us(calendar, to_us(start), to_us(end)) / US
 
 
 def business_deadline_us(calendar: Calendar, start_us: int, amount_us: int) -> int:
@@ -252,12 +253,6 @@ def business_us_uncached(calendar: Calendar, start_us: int, end_us: int) -> int:
     for a, b in _utc_intervals(calendar, lo_s, hi_s + 1):
         total += max(0, min(b * US, end_us) - max(a * US, start_us))
     return total
-
-
-def _to_us(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("an aware datetime is needed")
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def _block(calendar: Calendar, index: int) -> _Block:

@@ -48,11 +48,10 @@ import msgspec
 from streams.core import kpis
 from streams.core.kpis import ALL, OTHER, UNKNOWN, CustomerKpiKey
 from streams.core.labels import segment_label
-from streams.core.ticket import to_us
 from streams.core.today import TODAY, TODAY_MAX_SECONDS, day_start_us, time_zone
+from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle
 
-US = 1_000_000
 ACTIVE = "active"  # the series of a(t); the other series are named after their window
 # Partials of folded (older than the horizon) deltas carry this bucket, their deltas this time.
 BASE_BUCKET = -2

@@ -136,7 +136,8 @@ SlaClock = Literal["calendar", "business"]
 SLA_CLOCKS: tuple[SlaClock, ...] = ("calendar", "business")
 
 
-def _calendar_clocks() -> dict[str, SlaClock]:
+def calendar_clocks() -> dict[str, SlaClock]:
+    """Every priority's SLA on the calendar clock (the default)."""
     return dict.fromkeys(DEFAULT_SLA_TARGETS, "calendar")
 
 
@@ -149,8 +150,6 @@ class EngineConfig:
     bucket_seconds: float = 60.0
     # Events older than the longest window plus grace no longer count in windowed KPIs.
     grace_seconds: float = 300.0
-    # Events this far ahead of the wall clock are rejected.
-    future_tolerance_seconds: float = 300.0
     sla_targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLA_TARGETS))
     # Events of a ticket never created are held this long, then dropped as orphans.
     orphan_hold_seconds: float = 86400.0
@@ -163,8 +162,8 @@ class EngineConfig:
     resolution_sla_targets: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS)
     )
-    first_response_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
-    resolution_sla_clocks: dict[str, SlaClock] = field(default_factory=_calendar_clocks)
+    first_response_sla_clocks: dict[str, SlaClock] = field(default_factory=calendar_clocks)
+    resolution_sla_clocks: dict[str, SlaClock] = field(default_factory=calendar_clocks)
     # Business calendars (SUPPORT_CALENDARS_FILE); None: everything is calendar time.
     calendars: CalendarSet | None = None
     # IANA zone of the calendar-day window ``today`` (streams.core.today).

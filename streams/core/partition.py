@@ -23,7 +23,7 @@ from typing import Protocol
 
 import msgspec
 
-from streams.core.aggregate import US, LiveAggregate, WindowAggregate
+from streams.core.aggregate import LiveAggregate, WindowAggregate
 from streams.core.attributes import (
     is_record,
     known_only_as_attributes,
@@ -43,8 +43,8 @@ from streams.core.ticket import (
     creation_of,
     step_of,
     ticket_facts,
-    to_us,
 )
+from streams.core.units import US, to_us
 from streams.events import CustomerLifecycle, Event, SurveySubmitted, TicketCreated, routing_key
 
 Group = tuple[str, str, str]  # (team, channel, priority), "all" where not broken down

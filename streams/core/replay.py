@@ -12,11 +12,10 @@ from collections.abc import Iterable
 
 import msgspec
 
-from streams.core.aggregate import US
 from streams.core.kpis import EngineConfig, KpiValues
 from streams.core.partition import DictTicketStore, PartialUpdate, PartitionEngine
 from streams.core.store import KpiStore
-from streams.core.ticket import to_us
+from streams.core.units import US, to_us
 from streams.events import Event, routing_key
 
 _WIRE_ENCODER = msgspec.msgpack.Encoder()

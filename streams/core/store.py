@@ -19,10 +19,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from streams.core import kpis
-from streams.core.aggregate import US, LiveAggregate, WindowAggregate, live_values
+from streams.core.aggregate import LiveAggregate, WindowAggregate, live_values
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
 from streams.core.partition import Group, PartialBatch, PartialUpdate, dimension_of
 from streams.core.today import day_start_us, is_today, time_zone
+from streams.core.units import US
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ Times are integer microseconds since the epoch, so sums and differences are exac
 from __future__ import annotations
 
 from bisect import insort
-from datetime import UTC, datetime, timedelta
 from typing import Literal, NamedTuple
 
 import msgspec
 
 from streams.core.kpis import UNKNOWN
 from streams.core.labels import team_label
+from streams.core.units import to_us
 from streams.events import (
     SOLVED_STATUSES,
     Event,
@@ -28,17 +28,9 @@ from streams.events import (
     TicketStatusChanged,
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-
 # Order of events of one ticket that share a timestamp: a reply before an escalation before a
 # status change before a survey (so a reply and a solve in the same second count as one contact).
 RANK_CREATED, RANK_REPLY, RANK_ESCALATION, RANK_STATUS, RANK_SURVEY = range(5)
-
-
-def to_us(moment: datetime) -> int:
-    """Exact microseconds since the epoch of an aware datetime."""
-    return (moment - _EPOCH) // _ONE_US
 
 
 class Step(msgspec.Struct, array_like=True, frozen=True, order=True):

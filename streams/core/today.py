@@ -16,13 +16,14 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from streams.core.units import to_us
+
 TODAY = "today"
 # The longest a local day can last (a 2-hour DST shift, e.g. Antarctica/Troll): state and
 # buckets older than clock - TODAY_MAX_SECONDS can never be inside ``today``.
 TODAY_MAX_SECONDS = 26 * 3600.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 
 
 def time_zone(name: str) -> ZoneInfo:
@@ -42,16 +43,12 @@ def _local(at_us: int, zone: tzinfo) -> datetime:
     return (_EPOCH + timedelta(microseconds=at_us)).astimezone(zone)
 
 
-def _to_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // _ONE_US
-
-
 @lru_cache(maxsize=64)
 def _date_start_us(day: date, zone: tzinfo) -> int:
     """The first instant whose local date is ``day`` (cached: one search per day and zone)."""
     # Local midnight read with either offset of a transition: midnight itself when it exists;
     # when it falls in a gap, the later reading lies after the transition that starts the day.
-    upper = max(_to_us(datetime.combine(day, time(0, fold=fold), tzinfo=zone)) for fold in (0, 1))
+    upper = max(to_us(datetime.combine(day, time(0, fold=fold), tzinfo=zone)) for fold in (0, 1))
     # First instant with local date >= day in (upper - 3 h, upper]: no zone shifts by 3 h.
     low, high = upper - 3 * 3600 * 1_000_000, upper
     while high - low > 1:

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from streams.core.aggregate import US
 from streams.core.kpis import OTHER, UNKNOWN
 from streams.core.ticket import Fact
+from streams.core.units import US
 
 LABELS = ["team", "priority"]
 # First-response duration buckets (seconds) besides the SLA targets, which are always added.

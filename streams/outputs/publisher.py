@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime
 
-from streams.core.aggregate import US
 from streams.core.store import KpiReading
-from streams.records import Dimensions, KpiRecord, encode_record, utc_datetime
+from streams.core.units import US
+from streams.records import KpiRecord, encode_record, kpi_record
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ class KpiPublisher:
         exists (a team folded into ``other`` by the label cap, a group with no data left), so
         a reader of the compacted topic never keeps a value the board no longer shows."""
         out: list[tuple[bytes, bytes | None]] = []
-        computed_at = utc_datetime(now)
         seen: set[str] = set()
         for reading in readings:
             topic_key = reading.key.topic_key()
@@ -45,7 +43,7 @@ class KpiPublisher:
             if self._published.get(topic_key) == current:
                 continue
             try:
-                record = to_record(reading, computed_at)
+                record = to_record(reading, now)
             except ValueError as error:  # a value the KPI schema forbids: report, never crash
                 log.error("not publishing %s: %s", topic_key, error)
                 continue
@@ -57,17 +55,14 @@ class KpiPublisher:
         return out
 
 
-def to_record(reading: KpiReading, computed_at: datetime) -> KpiRecord:
-    key = reading.key
-    start = None if reading.window_start_us is None else utc_datetime(reading.window_start_us / US)
-    end = None if reading.window_end_us is None else utc_datetime(reading.window_end_us / US)
-    return KpiRecord(
-        kpi=key.kpi,
-        window=key.window,
-        dimensions=Dimensions(team=key.team, channel=key.channel, priority=key.priority),
+def to_record(reading: KpiReading, computed_at: float) -> KpiRecord:
+    """The KPI record of one store reading (built by :func:`streams.records.kpi_record`)."""
+    start, end = reading.window_start_us, reading.window_end_us
+    return kpi_record(
+        reading.key,
         value=reading.value,
         sample_size=reading.sample_size,
-        window_start=start,
-        window_end=end,
+        window_start=None if start is None else start / US,
+        window_end=None if end is None else end / US,
         computed_at=computed_at,
     )

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal, get_args
 
 import msgspec
 
+from streams.core.kpis import DEFAULT_SLA_TARGETS
 from streams.simulation.bad import kinds_for, make_bad
 from streams.simulation.timefmt import format_time
 
@@ -66,10 +67,8 @@ _FRT_CHANNEL = {
     "other": 1.0,
 }
 _FRT_SIGMA = 0.85
-# First-response targets (SPEC §4 defaults), used to make surveys after a slow answer worse.
 # Share of the incident backlog wait a ticket sees: urgent tickets jump the queue.
 _BACKLOG_SHARE = {"urgent": 0.25, "high": 0.6, "normal": 1.0, "low": 1.2}
-_SLA_TARGET = {"urgent": 900.0, "high": 3600.0, "normal": 14400.0, "low": 28800.0}
 # Chance of a bot auto-reply right after a customer creates a ticket, by channel.
 _BOT_REPLY = {
     "email": 0.6,
@@ -631,9 +630,9 @@ class _Simulation:
         r = self.rng
         assert tk.solved_at is not None
         if tk.created_by == "customer" and r.random() < _CSAT:
-            slow = (
-                tk.first_response_s is not None and tk.first_response_s > _SLA_TARGET[tk.priority]
-            )
+            # past the default first-response target: surveys after a slow answer are worse
+            target = DEFAULT_SLA_TARGETS[tk.priority]
+            slow = tk.first_response_s is not None and tk.first_response_s > target
             unhappy = slow or tk.reopened or tk.escalation_level > 0
             weights = _CSAT_UNHAPPY if unhappy else _CSAT_HAPPY
             t = tk.solved_at + max(1, round(self.lognormal(2400.0, 1.0) * self.scale * 1000))

@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
+from typing import NoReturn
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_tool(what: str) -> NoReturn:
+    """Skip the calling test because ``what`` is not installed; in CI, fail it."""
+    message = f"{what} is not installed"
+    if IN_CI:
+        pytest.fail(f"{message} (required in CI)")
+    pytest.skip(f"{message}; install it to run this test (it is required in CI)")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,7 +9,10 @@
         print(prom.query("up"), prom.alerts())
 
 ``dashboard_queries()`` lists every panel query of ``deploy/grafana/dashboards/*.json``
-with Grafana's template variables replaced by values Prometheus accepts.
+with Grafana's template variables replaced by values Prometheus accepts. ``promtool()`` runs
+promtool; ``metric_names()`` reads the metric names out of a PromQL expression, to compare
+with the public metric-name sets (``PUBLIC_METRICS``); ``github_anchors()`` gives the
+heading anchors that runbook links point at.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -30,9 +32,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from streams.broker import die_with_parent, free_port
+import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from streams_dev.processes import ChildProcess, free_port
+
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 # The scrape job of the workers in deploy/prometheus/prometheus.yml; rules and dashboards
@@ -86,7 +90,7 @@ class PrometheusServer:
         self.binary = binary if binary is not None else find_binary("prometheus", "PROMETHEUS_BIN")
         self.port = 0
         self.workdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: ChildProcess | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -114,7 +118,7 @@ class PrometheusServer:
         return json.dumps(config, indent=2) + "\n"
 
     def start(self) -> Self:
-        if self.process is not None:
+        if self.child is not None:
             raise PrometheusError("already started")
         if not self.binary:
             raise PrometheusError(
@@ -127,6 +131,7 @@ class PrometheusServer:
         self.workdir = Path(tempfile.mkdtemp(prefix="prometheus-test-"))
         config = self.workdir / "prometheus.yml"
         config.write_text(self.config_text())
+        self.child = ChildProcess("prometheus", self.workdir / "prometheus.log")
         try:
             for _attempt in range(3):  # the free port may be taken between probe and bind
                 self.port = free_port()
@@ -140,33 +145,26 @@ class PrometheusServer:
     def _launch(self, config: Path) -> bool:
         assert self.workdir is not None
         assert self.binary is not None
-        log = (self.workdir / "prometheus.log").open("ab")
-        try:
-            self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--web.enable-lifecycle",
-                    "--log.level=warn",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(signal.SIGTERM),  # only prctl(): safe before exec
-            )
-        finally:
-            log.close()
+        assert self.child is not None
+        self.child.spawn(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ]
+        )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.process = None
+            if not self.child.alive():
+                self.child.stop()  # reaped
                 return False
             if self._ready():
                 return True
             time.sleep(0.05)
-        self._terminate()
+        self.child.stop(10)
         raise PrometheusError(
             f"prometheus not ready after {self.startup_timeout}s:\n{self.log_tail()}"
         )
@@ -178,35 +176,21 @@ class PrometheusServer:
         except OSError:
             return False
 
-    def _terminate(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
     def stop(self) -> None:
         """Stop Prometheus (SIGTERM, then SIGKILL after 10 s) and delete its files."""
-        self._terminate()
+        if self.child is not None:
+            self.child.stop(10)
+            self.child = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.child is not None and self.child.alive()
 
     def log_tail(self, lines: int = 40) -> str:
-        if self.workdir is None:
-            return ""
-        log = self.workdir / "prometheus.log"
-        if not log.exists():
-            return ""
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        return "" if self.child is None else self.child.log_tail(lines)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -383,3 +367,129 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
                 if expr:
                     queries.append((dashboard["uid"], panel["title"], substitute(expr, values)))
     return queries
+
+
+# -- rules and metric names ----------------------------------------------------------
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``promtool *args`` (required: the test fails without it)."""
+    binary = find_binary("promtool", "PROMTOOL_BIN")
+    if not binary:
+        pytest.fail(
+            "promtool is required to test the alert rules: apt-get install prometheus "
+            "(or set PROMTOOL_BIN to its path)"
+        )
+    return subprocess.run(
+        [binary, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub generates for a Markdown file's headings."""
+    anchors = set()
+    for line in markdown.splitlines():
+        match = re.match(r"#{1,6}\s+(.*?)\s*$", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+# The metric names a worker exports (and Prometheus adds), as dashboards and rules use them.
+WINDOWED_METRICS = {
+    "support_tickets_created",
+    "support_tickets_solved",
+    "support_tickets_escalated",
+    "support_tickets_reopened",
+    "support_escalation_ratio",
+    "support_first_response_p50_seconds",
+    "support_first_response_p90_seconds",
+    "support_first_response_mean_seconds",
+    "support_first_responses",
+    "support_first_response_sla_attainment_ratio",
+    "support_resolution_p50_seconds",
+    "support_resolution_p90_seconds",
+    "support_resolution_mean_seconds",
+    "support_first_contact_resolution_ratio",
+    "support_csat_satisfied_ratio",
+    "support_csat_mean_score",
+    "support_csat_responses",
+    "support_nps_score",
+    "support_nps_responses",
+    "support_enps_score",
+    "support_enps_responses",
+}
+LIVE_METRICS = {
+    "support_open_tickets",
+    "support_unanswered_tickets",
+    "support_oldest_unanswered_age_seconds",
+    "support_unanswered_past_sla_tickets",
+}
+HEALTH_METRICS = {
+    "support_events_processed_total",
+    "support_events_rejected_total",
+    "support_events_late_total",
+    "support_events_duplicate_total",
+    "support_events_orphaned_total",
+    "support_last_event_timestamp_seconds",
+    "support_consumer_lag_messages",
+    "support_build_info",
+    "support_pipeline_ready",  # SPEC §5; added by the pipeline work
+}
+CUMULATIVE_METRICS = {
+    "support_tickets_created_total",
+    "support_tickets_solved_total",
+    "support_first_responses_total",
+    "support_first_responses_within_sla_total",
+    "support_first_response_duration_seconds_bucket",
+    "support_first_response_duration_seconds_sum",
+    "support_first_response_duration_seconds_count",
+}
+# Series Prometheus itself creates: per target, and for its alerts.
+PROMETHEUS_METRICS = {"up", "ALERTS"}
+PUBLIC_METRICS = (
+    WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | CUMULATIVE_METRICS | PROMETHEUS_METRICS
+)
+
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+}
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_LABEL_LIST = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENTIFIER = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)\s*(\()?")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names referenced by a PromQL expression (functions, keywords, label names
+    in matchers and grouping clauses, and durations are not metric names)."""
+    text = _STRING.sub('""', expr)
+    text = _MATCHERS.sub("", text)
+    text = _RANGE.sub("", text)
+    text = _LABEL_LIST.sub(" ", text)
+    names = set()
+    for match in _IDENTIFIER.finditer(text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in _KEYWORDS:
+            continue
+        names.add(name)
+    return names

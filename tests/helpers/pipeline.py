@@ -11,28 +11,25 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-from reference import differences, format_differences, reference_kpis
-
-from streams.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics, free_port
+from helpers.reference import differences, format_differences, reference_kpis
 from streams.core import kpis
 from streams.core.kpis import EngineConfig, KpiKey, KpiValues
 from streams.decoding import Rejection, decode
 from streams.events import EVENT_TYPES, Event
 from streams.settings import load_settings
-from streams.simulation.model import SimRecord
-from streams.simulator import send_to_kafka
+from streams.simulation.model import SimOptions, SimRecord
+from streams.simulator import generate, send_to_kafka
+from streams_dev.broker import SHORT_SESSION_TIMEOUT_SECONDS, create_topics
+from streams_dev.metrics import fetch_page, samples
+from streams_dev.processes import ChildProcess, free_port
 
 INPUT_TOPICS = tuple(EVENT_TYPES)  # default topic names = logical kinds
 _KPI_METRICS = {"support_" + name for name in (*kpis.WINDOWED_KPIS, *kpis.LIVE_KPIS)}
@@ -100,12 +97,36 @@ class Deployment:
         asyncio.run(send())
 
 
+def simulated(
+    seed: int,
+    hours: float,
+    rate: float = 300.0,
+    teams: Sequence[str] | None = None,
+    **options: float,
+) -> list[SimRecord]:
+    """Steady simulator traffic over ``hours``, ending ten minutes ago (``options``: the
+    :class:`~streams.simulation.model.SimOptions` noise: duplicates, out of order, bad input)."""
+    start = time.time() - hours * 3600 - 600
+    extra: dict[str, Any] = {} if teams is None else {"teams": teams}
+    return list(
+        generate(
+            "steady",
+            seed=seed,
+            start=start,
+            duration_seconds=hours * 3600,
+            rate=rate,
+            options=SimOptions(**options),
+            **extra,
+        )
+    )
+
+
 def _setting_name(topic: str) -> str:
     special = {"support-kpis": "KPIS", "support-events-dlq": "DLQ"}
     return special.get(topic, topic.replace("-", "_").upper())
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """``python -m streams.worker`` as a child process with its own working directory."""
 
     def __init__(
@@ -115,16 +136,15 @@ class WorkerProcess:
         module: str = "streams.worker",
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``module``: the worker's entry point, e.g. a test module under ``tests/`` that runs
+        """``module``: the worker's entry point, e.g. a module under ``tests/helpers/`` that runs
         a subclass of the worker (fault injection in a real process, never in production code)."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        super().__init__(name, workdir / "worker.log")
         self.deployment = deployment
-        self.name = name
         self.module = module
         self.env = dict(env or {})
         self.port = free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-        self.log_path = self.workdir / "worker.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir = workdir
 
     @property
     def url(self) -> str:
@@ -133,18 +153,9 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.deployment.worker_env(self.port), **self.env}
         if self.module != "streams.worker":
-            tests = str(Path(__file__).resolve().parent)
+            tests = str(Path(__file__).resolve().parents[1])  # tests/: ``helpers.*`` importable
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            cwd=self.workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.spawn([sys.executable, "-m", self.module], env=env, cwd=self.workdir)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -157,39 +168,7 @@ class WorkerProcess:
         wait_until(ready, timeout, lambda: f"{self.name} not ready; log:\n{self.log_tail()}")
 
     def scrape(self) -> str | None:
-        try:
-            with urllib.request.urlopen(self.url, timeout=5) as response:
-                body: bytes = response.read()
-                return body.decode()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return None
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, no commit, no flush."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
+        return fetch_page(self.url)
 
 
 def wait_until(
@@ -219,20 +198,19 @@ def parse_metrics(texts: Iterable[str]) -> Scrape:
     duplicates: list[KpiKey] = []
     counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for text in texts:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name not in _KPI_METRICS:
-                    key_labels = tuple(sorted(labels.items()))
-                    counter_key = (sample.name, key_labels)
-                    counters[counter_key] = counters.get(counter_key, 0.0) + sample.value
-                    continue
-                kpi = sample.name.removeprefix("support_")
-                window = labels.get("window", kpis.LIVE_WINDOW)
-                key = KpiKey(kpi, window, labels["team"], labels["channel"], labels["priority"])
-                if key in values:
-                    duplicates.append(key)
-                values[key] = sample.value
+        for sample in samples(text):
+            labels = sample.labels
+            if sample.name not in _KPI_METRICS:
+                key_labels = tuple(sorted(labels.items()))
+                counter_key = (sample.name, key_labels)
+                counters[counter_key] = counters.get(counter_key, 0.0) + sample.value
+                continue
+            kpi = sample.name.removeprefix("support_")
+            window = labels.get("window", kpis.LIVE_WINDOW)
+            key = KpiKey(kpi, window, labels["team"], labels["channel"], labels["priority"])
+            if key in values:
+                duplicates.append(key)
+            values[key] = sample.value
     return Scrape(values, duplicates, counters)
 
 
@@ -307,3 +285,76 @@ def listening_hosts(port: int) -> set[str]:
             else:
                 hosts.add(str(ipaddress.IPv6Address(words)))
     return hosts
+
+
+# -- reading and writing topics directly ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def read_topic(bootstrap: str, topic: str) -> list[TopicRecord]:
+    """Every record of ``topic`` from the beginning to its current end (no consumer group)."""
+
+    async def read() -> list[TopicRecord]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the cluster metadata
+            partitions = sorted(consumer.partitions_for_topic(topic) or ())
+            assert partitions, f"topic {topic} has no partitions"
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            records: list[TopicRecord] = []
+            # The embedded broker's ListOffsets can report the start of the last batch as
+            # the end, so read past it until nothing new arrives for a while.
+            deadline = time.monotonic() + 30
+            idle_since = time.monotonic()
+            while True:
+                behind = [tp for tp in tps if await consumer.position(tp) < end[tp]]
+                if not behind and time.monotonic() - idle_since > 1.5:
+                    break
+                assert time.monotonic() < deadline, f"could not read {topic} to its end"
+                batches = await consumer.getmany(*tps, timeout_ms=300)
+                for tp, messages in batches.items():
+                    for m in messages:
+                        records.append(TopicRecord(tp.partition, m.offset, m.key, m.value))
+                        idle_since = time.monotonic()
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def produce_located(
+    bootstrap: str, items: Sequence[tuple[str, bytes | None, bytes | None]]
+) -> list[tuple[int, int]]:
+    """Produce (actual topic, key, value) in order; return each record's (partition, offset)."""
+
+    async def send() -> list[tuple[int, int]]:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 2**20
+        )
+        await producer.start()
+        try:
+            futures = [await producer.send(t, value=v, key=k) for t, k, v in items]
+            metadata = await asyncio.gather(*futures)
+            return [(m.partition, m.offset) for m in metadata]
+        finally:
+            await producer.stop()
+
+    return asyncio.run(send())

@@ -1,6 +1,6 @@
 """A worker process that kills itself (SIGKILL, as ``kill -9``) at a chosen point, for the
 fault-matrix tests (``test_faults.py``). Test code only: the harness runs it as
-``python -m crashing_worker`` with ``tests/`` on ``PYTHONPATH``.
+``python -m helpers.crashing_worker`` with ``tests/`` on ``PYTHONPATH``.
 
 ``TEST_CRASH_AT`` (read here, never by production code):
 

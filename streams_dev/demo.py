@@ -1,4 +1,4 @@
-"""``python -m streams.demo`` (``make demo``): the whole pipeline on one machine, live.
+"""``python -m streams_dev.demo`` (``make demo``): the whole pipeline on one machine, live.
 
 Starts, in this order:
 
@@ -32,32 +32,18 @@ import io
 import logging
 import os
 import random
-import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from streams.broker import (
-    SHORT_SESSION_TIMEOUT_SECONDS,
-    BrokerStartError,
-    EmbeddedBroker,
-    TopicCreationError,
-    create_topics,
-    die_with_parent,
-    free_port,
-)
+from streams.durations import non_negative_duration, positive_duration
 from streams.simulation import (
     DEFAULT_RATE,
     PROFILES,
@@ -67,9 +53,17 @@ from streams.simulation import (
     generate,
     send_to_kafka,
 )
-from streams.simulator import parse_duration
+from streams_dev.broker import (
+    SHORT_SESSION_TIMEOUT_SECONDS,
+    BrokerStartError,
+    EmbeddedBroker,
+    TopicCreationError,
+    create_topics,
+)
+from streams_dev.metrics import OVERALL, Series, fetch_page, key, series, total
+from streams_dev.processes import ChildProcess, free_port
 
-__all__ = ["Summary", "format_summary", "main", "parse_metrics"]
+__all__ = ["Summary", "format_summary", "main"]
 
 DEFAULT_WEB_PORT = 6066
 DEFAULT_PARTITIONS = 4
@@ -85,24 +79,10 @@ SIMULATOR_STOP_TIMEOUT = 10.0
 LOG_TAIL_LINES = 30
 MISSING = "—"
 
-log = logging.getLogger("streams.demo")
+log = logging.getLogger("streams_dev.demo")
 
 
-# --- reading /metrics ------------------------------------------------------------------------
-
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse_metrics(text: str) -> Series:
-    """Prometheus text exposition -> {(sample name, labels): value}."""
-    series: Series = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            series[(sample.name, frozenset(sample.labels.items()))] = float(sample.value)
-    return series
-
-
-_OVERALL = {"team": "all", "channel": "all", "priority": "all"}
+# --- the summary ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -124,13 +104,9 @@ class Summary:
     ready: float | None = None
 
     @classmethod
-    def from_series(cls, series: Series, windows: Sequence[str] = ("15m", "1h", "24h")) -> Summary:
+    def from_series(cls, page: Series, windows: Sequence[str] = ("15m", "1h", "24h")) -> Summary:
         def overall(name: str, **labels: str) -> float | None:
-            return series.get((name, frozenset({**_OVERALL, **labels}.items())))
-
-        def total(name: str) -> float | None:
-            values = [value for (sample, _), value in series.items() if sample == name]
-            return sum(values) if values else None
+            return page.get(key(name, **OVERALL, **labels))
 
         return cls(
             waiting=overall("support_unanswered_tickets"),
@@ -144,9 +120,9 @@ class Summary:
             created_1h=overall("support_tickets_created", window="1h"),
             solved_1h=overall("support_tickets_solved", window="1h"),
             escalation_ratio_1h=overall("support_escalation_ratio", window="1h"),
-            processed_total=total("support_events_processed_total"),
-            rejected_total=total("support_events_rejected_total"),
-            ready=series.get(("support_pipeline_ready", frozenset())),
+            processed_total=total(page, "support_events_processed_total"),
+            rejected_total=total(page, "support_events_rejected_total"),
+            ready=page.get(key("support_pipeline_ready")),
         )
 
 
@@ -201,12 +177,6 @@ def format_summary(summary: Summary, elapsed: float) -> list[str]:
     ]
 
 
-def scrape(url: str, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body: bytes = response.read()
-    return body.decode("utf-8")
-
-
 # --- child processes -------------------------------------------------------------------------
 
 
@@ -219,24 +189,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)  # the child leads its own session: pgid == pid
-
-
-_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a child's log, without terminal control sequences."""
-    try:
-        text = path.read_bytes()[-20000:].decode("utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    text = _TERMINAL_CONTROL.sub("", text)
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
 class ChildDied(RuntimeError):
@@ -352,7 +304,8 @@ class Demo:
         self.worker_log = self.workdir / "worker.log"
         self.broker_log = self.workdir / "broker.log"
         self.broker = EmbeddedBroker(log_path=self.broker_log)
-        self.worker: subprocess.Popen[bytes] | None = None
+        # stopped by the demo itself, after the simulator; SIGTERM if the demo dies
+        self.worker = ChildProcess("worker", self.worker_log)
         self.simulator: asyncio.Task[None] | None = None
         self.sim_state = SimulatorState()
         self.stop_requested = asyncio.Event()
@@ -423,7 +376,7 @@ class Demo:
             SUPPORT_APP_ID=APP_ID,
             SUPPORT_LOG_LEVEL="warning",
         )
-        self.worker = self._spawn_worker(env)
+        self.worker.spawn([sys.executable, "-m", "streams.worker"], env=env)  # main thread
         self.say(f"worker:    pid {self.worker.pid}, log {self.worker_log}")
         await self._wait_for_metrics()
         if self.stop_requested.is_set():
@@ -448,19 +401,6 @@ class Demo:
             f"{_duration(opts.backfill)}, then live{live} (Ctrl-C stops everything)"
         )
 
-    def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        # From the main thread (the parent-death signal belongs to the forking thread).
-        with self.worker_log.open("wb") as log_file:
-            return subprocess.Popen(
-                [sys.executable, "-m", "streams.worker"],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # we stop it ourselves, after the simulator
-                preexec_fn=die_with_parent(signal.SIGTERM),
-            )
-
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}/metrics"
@@ -479,17 +419,14 @@ class Demo:
         deadline = time.monotonic() + WORKER_READY_TIMEOUT
         while not self.stop_requested.is_set():
             self._check_children()
-            try:
-                await asyncio.to_thread(scrape, self.metrics_url, 1.0)
+            if await asyncio.to_thread(fetch_page, self.metrics_url, 1.0) is not None:
                 self.metrics_answered = True
                 return
-            except (OSError, urllib.error.URLError):
-                pass
             if time.monotonic() > deadline:
                 raise ChildDied(
                     f"the worker did not serve {self.metrics_url} within "
                     f"{WORKER_READY_TIMEOUT:g}s; last lines of {self.worker_log}:\n"
-                    f"{log_tail(self.worker_log)}"
+                    f"{self.worker.log_tail(LOG_TAIL_LINES)}"
                 )
             await self._sleep(0.3)
 
@@ -497,12 +434,12 @@ class Demo:
         if not self.broker.running:
             raise ChildDied(
                 f"the broker stopped; last lines of its log ({self.broker_log}):\n"
-                f"{log_tail(self.broker_log)}"
+                f"{self.broker.log_tail(LOG_TAIL_LINES)}"
             )
-        if self.worker is not None and self.worker.poll() is not None:
+        if self.worker.pid is not None and not self.worker.alive():
             raise ChildDied(
                 f"the worker exited with code {self.worker.returncode}; last lines of "
-                f"{self.worker_log}:\n{log_tail(self.worker_log)}"
+                f"{self.worker_log}:\n{self.worker.log_tail(LOG_TAIL_LINES)}"
             )
         sim = self.simulator
         if sim is not None and sim.done() and not sim.cancelled():
@@ -526,13 +463,12 @@ class Demo:
             if self.stop_requested.is_set():
                 break
             self._check_children()
-            try:
-                text = await asyncio.to_thread(scrape, self.metrics_url)
-            except (OSError, urllib.error.URLError) as exc:
-                self.say(f"(no answer from {self.metrics_url}: {exc})")
+            text = await asyncio.to_thread(fetch_page, self.metrics_url, 2.0)
+            if text is None:
+                self.say(f"(no answer from {self.metrics_url})")
             else:
                 self.metrics_answered = True
-                summary = Summary.from_series(parse_metrics(text))
+                summary = Summary.from_series(series(text))
                 self._draw(format_summary(summary, time.monotonic() - began))
             if deadline is not None and time.monotonic() >= deadline:
                 self.say(f"--duration {opts.duration:g}s reached: stopping…")
@@ -554,22 +490,20 @@ class Demo:
         if sim is not None:
             self.say(f"simulator: stopped after {self.sim_state.sent} events")
         worker = self.worker
-        if worker is not None:
-            if worker.poll() is None:
-                _signal_group(worker, signal.SIGTERM)
+        if worker.pid is not None:
+            if worker.alive():
+                worker.signal(signal.SIGTERM)
                 if not await self._wait_exit(worker, WORKER_STOP_TIMEOUT):
                     self.say("worker:    still running; killing it")
-                    _signal_group(worker, signal.SIGKILL)
-                    await asyncio.to_thread(worker.wait)
-            _signal_group(worker, signal.SIGKILL)  # anything left in its process group
+            await asyncio.to_thread(worker.stop, 0)  # reaped; nothing left in its group
             self.say(f"worker:    stopped (exit code {worker.returncode})")
         if self.broker.pid is not None:
             await asyncio.to_thread(self.broker.stop)
             self.say("broker:    stopped")
 
-    async def _wait_exit(self, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    async def _wait_exit(self, child: ChildProcess, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
-        while proc.poll() is None:
+        while child.alive():
             if self.hurry.is_set() or time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.1)
@@ -577,17 +511,6 @@ class Demo:
 
 
 # --- command line ----------------------------------------------------------------------------
-
-
-def _seconds(text: str) -> float:
-    return parse_duration(text)
-
-
-def _non_negative_seconds(text: str) -> float:
-    """Like :func:`_seconds`, but zero (``0``, ``0s``, ``0m``, ...) is allowed."""
-    if re.fullmatch(r"\s*0*\.?0*\s*[smhd]?\s*", text.lower()) and re.search(r"\d", text):
-        return 0.0
-    return parse_duration(text)
 
 
 def _port(text: str) -> int:
@@ -612,7 +535,7 @@ def _partitions(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m streams.demo",
+        prog="python -m streams_dev.demo",
         description="Run the support-KPI pipeline locally: embedded broker, one worker and "
         "the traffic simulator; print live KPIs and serve /metrics. Ctrl-C stops everything.",
     )
@@ -631,12 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"[default {DEFAULT_WEB_PORT}]",
     )
     p.add_argument(
-        "--duration", type=_seconds, help="stop by itself after this long (90s, 5m, ...)"
+        "--duration", type=positive_duration, help="stop by itself after this long (90s, 5m, ...)"
     )
     p.add_argument("--seed", type=int, help="simulator seed (default: random, printed)")
     p.add_argument(
         "--backfill",
-        type=_non_negative_seconds,
+        type=non_negative_duration,
         default=7200.0,
         help="history sent at start, so the long windows have data (0: none) [default 2h]",
     )
@@ -647,7 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ticket arrivals per hour [default {DEFAULT_RATE:g}]",
     )
     p.add_argument(
-        "--interval", type=_seconds, default=3.0, help="seconds between summaries [default 3]"
+        "--interval",
+        type=positive_duration,
+        default=3.0,
+        help="seconds between summaries [default 3]",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     return p
