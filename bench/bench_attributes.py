@@ -34,7 +34,8 @@ from machine import load_average, machine_lines
 from streams.core.attributes import is_record
 from streams.core.kpis import EngineConfig
 from streams.core.partition import DictTicketStore, PartitionEngine
-from streams.core.ticket import TicketState, to_us
+from streams.core.ticket import TicketState
+from streams.core.units import to_us
 from streams.events import (
     CHANNELS,
     PRIORITIES,

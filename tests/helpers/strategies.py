@@ -300,9 +300,10 @@ def configs(draw: st.DrawFn) -> EngineConfig:
     )
 
 
-# Attribute retention beyond the retention. 0: nothing is kept beyond the state; 1 h: less
-# than a stream (attributes expire during the after-retirement events); 30 d: the default.
-_EXTRA_ATTRIBUTES = (0.0, 3600.0, 3 * 86400.0, 30 * 86400.0)
+# Attribute retention beyond the retention (the simplest draw first: the default). 30 d: the
+# default; 1 h: less than a stream (attributes expire during the after-retirement events);
+# 0: nothing is kept beyond the state.
+_EXTRA_ATTRIBUTES = (30 * 86400.0, 3 * 86400.0, 3600.0, 0.0)
 
 
 def longest_window(config: EngineConfig) -> float:
@@ -471,7 +472,7 @@ def _after_retirement(g: _Gen, tickets: list[tuple[str, int, list[Event]]]) -> N
     for tid, _, _ in picked:
         # Soon after the retirement (a late survey, a reopen after a week), or after the
         # attribute retention (the ticket is forgotten: an orphan).
-        if _d(g, st.integers(0, 3)):
+        if _d(g, st.integers(0, 3)) < 3:
             t = retired_at + 600 + _d(g, st.sampled_from((0.0, 60.0, 3600.0)))
         else:
             t = max(retired_at, forgotten_at) + 600
