@@ -196,8 +196,8 @@ def main() -> None:
         "",
         f"- The record itself is {m['record']:.0f} bytes of msgpack (the team at retirement is "
         "the only string; channel, priority and creator are one-byte codes; creation and last "
-        "event times 9 bytes each), against the full state's hundreds: the changelog and every "
-        "checkpoint shrink by that much per finished ticket.",
+        "event times and the requester wait so far 5-9 bytes each), against the full state's "
+        "hundreds: the changelog and every checkpoint shrink by that much per finished ticket.",
         "- In the worker's memory a retired ticket costs the bytes objects of its key and value "
         "in the in-memory table store (33 bytes of object header each) and their dict slot, "
         "plus the engine's (due, key) entry of its retirement heap (a tuple, an int and a str) "

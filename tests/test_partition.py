@@ -34,6 +34,7 @@ from streams.core.attributes import (
     retire,
     revive,
 )
+from streams.core.clocks import requester_wait
 from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
 from streams.core.partition import (
     HEARTBEAT_BUCKET,
@@ -1056,7 +1057,7 @@ def test_a_retired_ticket_keeps_a_record_of_a_few_dozen_bytes(b: Builder) -> Non
     assert record.retired.answered
     assert record.retired.escalated
     encoded = _STATE_ENCODER.encode(record)
-    assert len(encoded) <= 48, len(encoded)  # the changelog record's value
+    assert len(encoded) <= 56, len(encoded)  # the changelog record's value
     assert len(encoded) * 4 < len(_STATE_ENCODER.encode(full))
     assert _STATE_DECODER.decode(encoded) == record
 
@@ -1065,6 +1066,33 @@ def test_revived_ticket_retires_to_the_same_record(b: Builder) -> None:
     h = _retired(b)
     record = h.tickets.data["T-2026-000123"]
     assert retire(revive(record)) == record
+
+
+def test_requester_wait_of_a_resolution_after_revival_goes_on_from_the_retired_one(
+    b: Builder,
+) -> None:
+    """The history's requester wait (in new/open/on_hold, not pending or solved: 120 s before
+    a pending, 100 s after it, 0 while solved) is kept; a reopen and a solve after the revival
+    add their own stretch, as on the full state (streams.core.clocks.requester_wait)."""
+    h = Harness()
+    history = _history(b)
+    h.feed_all([*history[:5], b.status("T-2026-000123", 200, "pending")])
+    h.feed_all(history[5:])
+    full = h.tickets.data["T-2026-000123"]
+    h.feed(b.created("x", 900 + 7200))
+    record = h.tickets.data["T-2026-000123"]
+    assert record.retired is not None
+    assert record.retired.waited_us == us(200) - us(0) + us(600) - us(400)
+    later = [("open", us(20_000)), ("solved", us(20_500))]
+
+    def statuses(state: TicketState) -> list[tuple[str, int]]:
+        return [(s.status, s.at_us) for s in state.steps if s.status is not None] + later
+
+    def wait(state: TicketState) -> int:
+        elapsed = requester_wait(us(0), us(20_500), statuses(state), team="billing-emea")
+        return elapsed.calendar_us
+
+    assert wait(revive(record)) == wait(full) == record.retired.waited_us + us(500) - us(0)
 
 
 def test_survey_of_a_retired_ticket_revives_it_and_it_retires_again(b: Builder) -> None:

@@ -4,9 +4,9 @@ A finished ticket's full state (every event, every event id) is dropped after
 ``retention_seconds``. What replaces it, under the same key and in the same table and
 changelog, is a :class:`~streams.core.ticket.Retired` record of a few dozen bytes: the team at
 retirement, channel, priority, creator, creation time, the time ``L`` of the ticket's last event,
-whether it was answered and escalated, and how many resolutions it had. The record is kept for
-``attribute_retention_seconds`` after ``L``, then forgotten (a later event is held and becomes
-an orphan, as for any unknown ticket).
+whether it was answered and escalated, how many resolutions it had and its requester wait so
+far. The record is kept for ``attribute_retention_seconds`` after ``L``, then forgotten (a
+later event is held and becomes an orphan, as for any unknown ticket).
 
 An event for a retired ticket:
 
@@ -16,12 +16,16 @@ An event for a retired ticket:
   new event that old (dated before the ticket's own last known activity, and arriving at least
   the retention after it) is ignored too. Its windowed facts could not count anyway: at
   retirement the clock is past ``L`` by more than the horizon;
-* any later event *revives* the ticket: :func:`revive` rebuilds a state whose steps, all at
-  ``L``, reproduce exactly what later events depend on (current team, answered, escalated,
-  solved, the number of resolutions), and the event is applied to it as to any ticket. A late
-  survey counts with the ticket's team, channel and priority; a reopen is counted and the ticket
-  is back in the live backlog, its next resolution measured from the original creation and not
-  a first resolution (no second first-contact resolution).
+* any later event *revives* the ticket: :func:`revive` rebuilds a state whose steps (at or
+  before ``L``) reproduce exactly what later events depend on (current team, answered,
+  escalated, solved, the number of resolutions, the requester wait so far), and the event is
+  applied to it as to any ticket. A late survey counts with the ticket's team, channel and
+  priority; a reopen is counted and the ticket is back in the live backlog, its next
+  resolution measured from the original creation (its requester wait going on from the one
+  kept) and not a first resolution (no second first-contact resolution). Business time is not
+  kept: with calendars, the business times of a revived ticket's later facts are approximate
+  (its time before retirement counts on the calendar of its team at retirement, its requester
+  wait as one stretch from the creation).
 
 The facts of the summary steps are at or before ``L``, so out of every window; the engine
 leaves them out of its aggregates (:func:`windowed_facts`). A revived ticket keeps its record
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 from itertools import count
 
+from streams.core.clocks import WAITING_STATUSES
 from streams.core.ticket import (
     RANK_ESCALATION,
     RANK_REPLY,
@@ -66,8 +71,9 @@ def retire(state: TicketState) -> TicketState:
     assert creation is not None, "only a created ticket retires to attributes"
     team = creation.team
     answered = escalated = False
-    resolutions = 0
+    resolutions = waited = 0
     status = "new"
+    waiting_since: int | None = creation.at_us  # None: the requester is not waiting
     for step in state.steps:
         if step.rank == RANK_REPLY:
             answered = answered or (step.author_type == "agent" and step.public)
@@ -79,6 +85,9 @@ def retire(state: TicketState) -> TicketState:
             if step.status in SOLVED_STATUSES and status not in SOLVED_STATUSES:
                 resolutions += 1
             status = step.status
+            if waiting_since is not None:
+                waited += step.at_us - waiting_since
+            waiting_since = step.at_us if status in WAITING_STATUSES else None
     record = Retired(
         creation.at_us,
         state.last_event_us(),
@@ -89,6 +98,7 @@ def retire(state: TicketState) -> TicketState:
         answered,
         escalated,
         resolutions,
+        waited,
     )
     return TicketState(partition=state.partition, retired=record)
 
@@ -99,7 +109,8 @@ def revive(record: TicketState) -> TicketState:
     Every step is at the record's ``last_us``: a public agent reply if it was answered, an
     escalation if it was escalated, then its resolutions (reopened in between), so that the
     next reply, escalation, reopen or resolution derives exactly the facts it would have
-    derived from the full state.
+    derived from the full state. Except one: ``pending`` at creation + the requester wait so
+    far, so that the wait of a later resolution goes on from it.
     """
     r = record.retired
     assert r is not None
@@ -113,7 +124,7 @@ def revive(record: TicketState) -> TicketState:
     )
     at = r.last_us
     ids = (_SUMMARY_ID.format(n) for n in count())
-    steps: list[Step] = []
+    steps: list[Step] = [Step(r.created_us + r.waited_us, RANK_STATUS, next(ids), status="pending")]
     if r.answered:
         steps.append(Step(at, RANK_REPLY, next(ids), author_type="agent"))
     if r.escalated:

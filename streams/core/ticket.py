@@ -84,6 +84,9 @@ class Retired(msgspec.Struct, array_like=True, frozen=True):
     answered: bool  # had a public agent reply
     escalated: bool
     resolutions: int  # transitions into solved/closed (identities of the cumulative series)
+    # Requester wait so far (µs in new, open or on_hold): a later resolution's wait goes on
+    # from it (calendar time; business time is not kept).
+    waited_us: int = 0
 
 
 class TicketState(msgspec.Struct, array_like=True, kw_only=True):
