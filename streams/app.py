@@ -18,6 +18,10 @@ Two stages, both partitioned, both on Kafka:
    followed by all its partials), so stage 2 recovers from state, not from history. What a
    worker owns in stage 2 is exactly what it exports on ``/metrics`` and publishes to
    ``support-kpis``.
+
+``customer-lifecycle`` (keyed by customer) goes through the same agents into a stage of its
+own, :mod:`streams.customer_stage`, with its own table, partials topic and readiness; the
+changelogged tables of both share :mod:`streams.changelog`.
 """
 
 from __future__ import annotations
@@ -26,19 +30,19 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import aiokafka
 import faust
 import msgspec
 from aiokafka.partitioner import murmur2
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
+from streams.changelog import FaustStateStore, RecoveryAwareTable, StateLog, internal_topic
 from streams.consumer import KpiTransport
+from streams.core.customers import CustomerReading
 from streams.core.firsts import FirstDerivations
 from streams.core.kpis import EngineConfig
 from streams.core.partition import (
@@ -52,7 +56,9 @@ from streams.core.partition import (
 from streams.core.store import KpiReading, KpiStore
 from streams.core.ticket import Held, TicketState
 from streams.core.units import US, to_us
+from streams.customer_stage import STAGE2_KEY, CustomerStage
 from streams.decoding import Rejection, RejectionReason, decode
+from streams.events import CustomerLifecycle
 from streams.outputs.cumulative import CumulativeKpis
 from streams.outputs.guard import RecordGuard
 from streams.outputs.health import ConsumerLagCollector, PipelineHealth
@@ -66,9 +72,7 @@ log = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
 
 _TICKET_DECODER = msgspec.msgpack.Decoder(TicketState)
-_TICKET_ENCODER = msgspec.msgpack.Encoder()
 _LAGGING_FLUSH_S = 1.0
-_CHECKPOINT_SENTINEL = b"\x00checkpoint"  # a tombstone that marks where a checkpoint starts
 _BROKER_PROBE_S = 2.0  # how often the worker checks that the broker answers
 _BATCH_DECODER = msgspec.msgpack.Decoder(PartialBatch)
 _BATCH_ENCODER = msgspec.msgpack.Encoder()
@@ -82,146 +86,11 @@ def dimension_partition(dimension: str, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-class _RecoveryAwareTable(faust.Table[bytes, bytes]):
-    """A table that tells its owner which partitions it holds after each recovery."""
-
-    def __init__(
-        self,
-        *args: Any,
-        source_topics: Iterable[str],
-        on_recovered: Callable[[set[int]], None],
-        on_revoked: Callable[[set[int]], None],
-        on_assigned: Callable[[set[TP]], None],
-        read_checkpoints: Callable[[set[int]], Awaitable[dict[int, int]]],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._source_topics = frozenset(source_topics)
-        self._on_recovered = on_recovered
-        self._on_revoked = on_revoked
-        self._on_assigned = on_assigned
-        self._read_checkpoints = read_checkpoints
-        # changelog partition -> offset from which the changelog holds the complete state
-        self.checkpoints: dict[int, int] = {}
-        self.recovered_records = 0  # changelog records read since the last rebalance
-
-    def persisted_offset(self, tp: TP) -> int | None:
-        """Where recovery starts reading: the latest complete checkpoint, not offset 0 (the
-        changelog is not compacted on every broker, e.g. the embedded Tansu)."""
-        stored: int | None = super().persisted_offset(tp)
-        if stored is not None:
-            # A RocksDB table holds the state up to its own persisted offset (the in-memory
-            # store never has one): a checkpoint further on would skip the tombstones of
-            # tickets deleted in between, which the local copy still holds.
-            return stored
-        return self.checkpoints.get(tp.partition)
-
-    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        events = list(batch)
-        self.recovered_records += len(events)
-        super().apply_changelog_batch(events)
-
-    async def on_rebalance(
-        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
-    ) -> None:
-        # Stop using revoked partitions at once, before the new owner starts.
-        self._on_revoked({tp.partition for tp in revoked if tp.topic in self._source_topics})
-        self._on_assigned(assigned)
-        self.recovered_records = 0
-        mine = {tp.partition for tp in assigned if tp.topic in self._source_topics}
-        self.checkpoints = await self._read_checkpoints(mine)
-        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
-
-    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        await super().on_recovery_completed(active_tps, standby_tps)
-        name = self.changelog_topic_name
-        self._on_recovered({tp.partition for tp in active_tps if tp.topic == name})
-
-
-class FaustTicketStore:
-    """TicketStore over the Faust ``tickets`` table, with a write-behind record cache.
-
-    Tickets changed since the last commit are kept decoded in ``dirty``; all others are msgpack
-    bytes in the table's store (one copy, no decoded duplicate). :meth:`flush` runs just
-    before the consumer commits input offsets: it encodes each dirty ticket once, puts it in
-    the store and sends one changelog record (a tombstone for a deleted ticket), so a ticket
-    changed by many events between two commits costs one changelog write, and the changelog
-    always holds the state of every offset that gets committed.
-    """
+class FaustTicketStore(FaustStateStore[TicketState]):
+    """TicketStore over the Faust ``tickets`` table (:class:`FaustStateStore`)."""
 
     def __init__(self, table: faust.Table[bytes, bytes]) -> None:
-        self.table = table
-        self.dirty: dict[str, tuple[int, TicketState | None]] = {}
-        self.writes = 0  # changelog records sent
-
-    def get(self, key: str) -> TicketState | None:
-        cached = self.dirty.get(key)
-        if cached is not None:
-            return cached[1]
-        raw = self.table.data.get(key.encode())
-        return None if raw is None else _TICKET_DECODER.decode(raw)
-
-    def put(self, key: str, state: TicketState) -> None:
-        self.dirty[key] = (state.partition, state)
-
-    def delete(self, key: str) -> None:
-        state = self.get(key)
-        if state is not None:
-            self.dirty[key] = (state.partition, None)
-
-    def states(self) -> Iterable[tuple[str, TicketState]]:
-        found = {
-            key.decode(): _TICKET_DECODER.decode(raw) for key, raw in list(self.table.data.items())
-        }
-        for key, (_, state) in self.dirty.items():
-            if state is None:
-                found.pop(key, None)
-            else:
-                found[key] = state
-        return list(found.items())
-
-    def flush(self, partitions: set[int] | None = None) -> set[int]:
-        """Write the dirty tickets (of ``partitions``, default all) to the store and the
-        changelog; returns the partitions written to."""
-        store = self.table.data
-        sent = 0
-        written: set[int] = set()
-        for key, (partition, state) in list(self.dirty.items()):
-            if partitions is not None and partition not in partitions:
-                continue
-            del self.dirty[key]
-            encoded = key.encode()
-            if state is None:
-                store.pop(encoded, None)
-                value = None
-            else:
-                value = _TICKET_ENCODER.encode(state)
-                self._store_put(partition, encoded, value)
-            self.table.send_changelog(partition, encoded, value)
-            written.add(partition)
-            sent += 1
-        self.writes += sent
-        return written
-
-    def _store_put(self, partition: int, key: bytes, value: bytes) -> None:
-        """Put one ticket into the store of its changelog partition.
-
-        Faust's RocksDB store picks the partition database from the event being processed
-        (``current_event()``) and asserts there is one; flushes run outside any event (before
-        a commit, in the checkpoint timer, at revocation), so a RocksDB table gets the put
-        in its partition's database directly. The in-memory store has no partitions."""
-        store: Any = self.table.data
-        db_for_partition = getattr(store, "_db_for_partition", None)
-        if db_for_partition is None:
-            store[key] = value
-            return
-        db_for_partition(partition).put(key, value)
-        store._key_index[key] = partition
-
-    def forget(self, partitions: set[int]) -> None:
-        """Drop cached changes of partitions this worker no longer owns (after a flush)."""
-        for key in [k for k, (p, _) in self.dirty.items() if p in partitions]:
-            del self.dirty[key]
+        super().__init__(table, _TICKET_DECODER)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -250,6 +119,13 @@ class KpiWorker:
         self.settings = settings
         self.config: EngineConfig = settings.engine_config()
         self.input_kinds = settings.input_topics()
+        # The ticket topics (co-partitioned, keyed by ticket); customer-lifecycle has its own
+        # stage (streams.customer_stage), keyed by customer.
+        self.ticket_kinds = {
+            topic: kind
+            for topic, kind in self.input_kinds.items()
+            if topic != settings.topic_customer_lifecycle
+        }
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.health = PipelineHealth(self.registry, self.input_kinds)
         self.guard = RecordGuard(self.registry, self.health.rejected)
@@ -275,8 +151,8 @@ class KpiWorker:
         self._recovering = True  # from a rebalance until stage 1 has rebuilt its engines
         self._broker_answered = time.monotonic()  # last answer to the broker probe
         self._caught_up: dict[int, bool] = {}  # stage-1 partition -> last flag sent
-        self._writes_at_checkpoint = 0
         self._flushed_at: dict[int, float] = {}  # stage-1 partition -> monotonic time
+        self.customers = CustomerStage(self, dimension_partition(STAGE2_KEY, settings.partitions))
         self.app = self._build_app()
 
     # -- construction -------------------------------------------------------------------------
@@ -333,20 +209,8 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.partials = app.topic(
-            f"{s.app_id}-kpi-partials",
-            partitions=s.partitions,
-            internal=True,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.checkpoint_topic = app.topic(
-            f"{s.app_id}-tickets-checkpoints",
-            partitions=s.partitions,
-            internal=True,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
+        self.partials = internal_topic(app, f"{s.app_id}-kpi-partials", s.partitions)
+        self.checkpoint_topic = internal_topic(app, f"{s.app_id}-tickets-checkpoints", s.partitions)
         self.kpi_topic = app.topic(
             s.topic_kpis,
             partitions=s.partitions,
@@ -362,22 +226,30 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.tickets = _RecoveryAwareTable(
+        self.tickets = RecoveryAwareTable(
             app,
             name="tickets",
             partitions=s.partitions,
             key_type=bytes,  # bytes key/value types make Faust use the raw codec
             value_type=bytes,
             beacon=app.tables.beacon,
-            source_topics=self.input_kinds,
+            source_topics=self.ticket_kinds,
             on_recovered=self._tickets_recovered,
             on_revoked=self._tickets_revoked,
             on_assigned=self._assigned,
-            read_checkpoints=self._read_checkpoints,
+            read_checkpoints=lambda partitions: self.ticket_log.read_checkpoints(partitions),
         )
         app.tables.add(self.tickets)
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
-        self.ticket_store = FaustTicketStore(self.tickets)
+        self.ticket_log = StateLog(
+            "tickets",
+            app,
+            self.tickets,
+            FaustTicketStore(self.tickets),
+            self.checkpoint_topic,
+            s.kafka_bootstrap,
+        )
+        self.customers.build(app)
         app.agent(self.inputs, name="process-events")(self._process_events)
         app.agent(self.partials, name="merge-partials")(self._merge_partials)
         app.timer(s.flush_interval, name="flush-partials")(self._flush_partials)
@@ -397,11 +269,26 @@ class KpiWorker:
         async def declare_output_topics() -> None:
             # Agents declare their input topics; topics the worker only writes to are
             # declared here so they get the configured partitions and compaction.
-            for topic in (self.kpi_topic, self.dlq_topic, self.checkpoint_topic):
+            topics = (
+                self.kpi_topic,
+                self.dlq_topic,
+                self.checkpoint_topic,
+                self.customers.checkpoint_topic,
+            )
+            for topic in topics:
                 await topic.maybe_declare()
 
         app.task(declare_output_topics)
         return app
+
+    @property
+    def ticket_store(self) -> FaustStateStore[TicketState]:
+        """The ticket record cache (tests substitute a faulty one)."""
+        return self.ticket_log.store
+
+    @ticket_store.setter
+    def ticket_store(self, store: FaustStateStore[TicketState]) -> None:
+        self.ticket_log.store = store
 
     # -- clocks ---------------------------------------------------------------------------------
 
@@ -442,7 +329,10 @@ class KpiWorker:
             letter = self.guard.dead_letter(
                 error, stage="events", topic=topic, partition=partition, offset=offset, raw=raw
             )
-            self._rebuild_engine(partition)
+            if topic == self.customers.topic:
+                self.customers.rebuild(partition)
+            else:
+                self._rebuild_engine(partition)
             return [letter]
 
     def _rebuild_engine(self, partition: int) -> None:
@@ -460,8 +350,8 @@ class KpiWorker:
         self, topic: str, partition: int, offset: int, raw: bytes
     ) -> list[tuple[bytes, bytes]]:
         """Process one input record; returns dead letters to send."""
-        engine = self.engines.get(partition)
-        if engine is None:
+        customers = topic == self.customers.topic
+        if not (self.customers.owns(partition) if customers else partition in self.engines):
             # A partition revoked in a rebalance while its records were in flight: its new
             # owner processes them from the committed offset. Touching its tickets or sending
             # its partials here could overwrite the new owner's newer values.
@@ -488,7 +378,11 @@ class KpiWorker:
                 rejected_at=now,
             )
             return [(dead_letter_key(topic, partition, offset), encode_record(record))]
+        if isinstance(decoded, CustomerLifecycle):
+            self.customers.process(decoded, partition)
+            return []
 
+        engine = self.engines[partition]
         at_us = to_us(decoded.occurred_at)
         clock = self.clock_us(max(engine.stream_time_us, at_us))
         result = engine.process(decoded, clock, Source(topic, partition, offset, raw))
@@ -542,7 +436,7 @@ class KpiWorker:
             self.engines[partition] = engine
             engine.rebuild(self.clock_us(0) if wall else None, states)
         self._recovering = False
-        self._writes_at_checkpoint = self.ticket_store.writes
+        self.ticket_log.recovered()
         log.info(
             "stage 1 owns input partitions %s; recovered %d ticket records (%d tickets) "
             "from checkpoints %s",
@@ -566,100 +460,20 @@ class KpiWorker:
         self.engines.clear()
         self._recovering = True
         await self._write_tickets()
-
-    async def _read_checkpoints(self, partitions: set[int]) -> dict[int, int]:
-        """The latest checkpoint of each tickets-changelog partition (empty on any error or
-        after 10 s: recovery then reads the changelog from its start, correct but slower)."""
-        if not partitions:
-            return {}
-        try:
-            return await asyncio.wait_for(self._fetch_checkpoints(partitions), 10.0)
-        except Exception as error:  # a missing topic, a broker hiccup: read everything
-            log.warning("no tickets checkpoints read (%r); recovering from offset 0", error)
-            return {}
-
-    async def _fetch_checkpoints(self, partitions: set[int]) -> dict[int, int]:
-        topic = self.checkpoint_topic.get_topic_name()
-        conf = self.app.conf
-        consumer = aiokafka.AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-            request_timeout_ms=5000,
-            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
-        )
-        found: dict[int, int] = {}
-        await consumer.start()
-        try:
-            tps = [aiokafka.TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                # A few records back: some brokers (Tansu) report the end before the last batch.
-                consumer.seek(tp, max(0, ends[tp] - 4))
-            while True:
-                batch = await consumer.getmany(timeout_ms=300)
-                if not batch:
-                    break
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.value:
-                            found[tp.partition] = int(record.value)
-        finally:
-            await consumer.stop()
-        return found
+        await self.customers.revoke_all()
 
     async def _checkpoint_tickets(self) -> None:
-        """Re-write every ticket of the owned partitions to the changelog, then record where
-        that copy starts: recovery reads from there, so it reads at most the state plus the
-        writes since (bounded by SUPPORT_CHECKPOINT_RECORDS), never the whole history."""
-        store = self.ticket_store
-        keys = len(self.tickets.data)
-        since = store.writes - self._writes_at_checkpoint
-        if since < max(self.settings.checkpoint_records, keys) or self._recovering:
-            return
-        owned = set(self.engines)
-        if not owned:
-            return
-        store.flush()  # the store now holds every current state; nothing below awaits
-        starts = {p: self.tickets.send_changelog(p, _CHECKPOINT_SENTINEL, None) for p in owned}
-        written = 0
-        for key, raw in list(self.tickets.data.items()):
-            partition = _TICKET_DECODER.decode(raw).partition
-            if partition in starts:
-                self.tickets.send_changelog(partition, key, raw)
-                written += 1
-        self._writes_at_checkpoint = store.writes
-        await self.app.producer.flush()
-        for partition in starts:
-            self.tickets.send_changelog(partition, _CHECKPOINT_SENTINEL, None)  # the fence
-        for partition, future in starts.items():
-            metadata = await future
-            await self.checkpoint_topic.send(
-                key=str(partition).encode(),
-                value=str(metadata.offset).encode(),
-                partition=partition,
-            )
-        log.info("tickets checkpoint: %d records for partitions %s", written, sorted(owned))
+        if not self._recovering:
+            await self.ticket_log.checkpoint(set(self.engines), self.settings.checkpoint_records)
 
     async def _before_commit(self) -> None:
         """Runs just before input offsets are committed: the state they imply goes first."""
         await self._write_tickets()
+        await self.customers.log.write()
 
     async def _write_tickets(self, partitions: set[int] | None = None) -> None:
-        """Write the ticket record cache to the changelog and wait until it is stored.
-
-        Then a *fence* (a tombstone of a key no ticket has) in a later batch of every
-        partition written: the embedded Tansu broker reports a partition's end offset
-        without its last batch, and Faust's recovery reads only up to that end offset, so the
-        last batch must never be one that matters.
-        """
-        written = self.ticket_store.flush(partitions)
-        if written:
-            await self.app.producer.flush()
-            for partition in written:
-                self.tickets.send_changelog(partition, _CHECKPOINT_SENTINEL, None)
-            await self.app.producer.flush()
+        """Write the ticket record cache to the changelog (:meth:`StateLog.write`)."""
+        await self.ticket_log.write(partitions)
 
     async def _flush_partials(self) -> None:
         # Buffered sends: the consumer flushes the producer before it commits offsets, and a
@@ -693,10 +507,13 @@ class KpiWorker:
                     partition=dimension_partition(batch.dimension, partitions),
                 )
 
-    def _source_caught_up(self, partition: int, was: bool) -> bool:
-        """Whether stage 1 of this input partition has (almost) no backlog: lag at most
-        SUPPORT_READY_MAX_LAG to become caught up, more than 10x that to stop being so."""
-        lag = self._lag(self.input_kinds, partition)
+    def _source_caught_up(
+        self, partition: int, was: bool, topics: Iterable[str] | None = None
+    ) -> bool:
+        """Whether stage 1 of this input partition (of ``topics``, default the ticket topics)
+        has (almost) no backlog: lag at most SUPPORT_READY_MAX_LAG to become caught up, more
+        than 10x that to stop being so."""
+        lag = self._lag(self.ticket_kinds if topics is None else topics, partition)
         if lag is None:
             return False
         limit = self.settings.ready_max_lag
@@ -726,8 +543,9 @@ class KpiWorker:
         does not answer (down, frozen, unreachable) the worker is not ready: its KPIs stop
         following the events without anything else showing it."""
         partials = self.partials.get_topic_name()
-        tps = [TP(topic, p) for p in list(self.engines) for topic in self.input_kinds]
+        tps = [TP(topic, p) for p in list(self.engines) for topic in self.ticket_kinds]
         tps += [TP(partials, p) for p in list(self.kpi_stores)]
+        tps += self.customers.owned_tps()
         if tps:
             try:
                 await asyncio.wait_for(
@@ -745,7 +563,7 @@ class KpiWorker:
         """support_pipeline_ready: the broker answers, recovered, stage 1 caught up, and every
         owned stage-2 partition holds a complete snapshot from every caught-up source
         partition."""
-        if self._recovering or not self.broker_answering():
+        if self._recovering or not self.broker_answering() or not self.customers.ready():
             return False
         if not all(self._caught_up.get(p, False) for p in self.engines):
             return False
@@ -794,7 +612,10 @@ class KpiWorker:
         next snapshot, after any rebalance) replaces.
         """
         try:
-            self._apply_partial(partition, raw)
+            if topic == self.customers.partials_topic:
+                self.customers.apply_partial(partition, raw)
+            else:
+                self._apply_partial(partition, raw)
         except Exception as error:
             letter = self.guard.dead_letter(
                 error, stage="partials", topic=topic, partition=partition, offset=offset, raw=raw
@@ -827,8 +648,10 @@ class KpiWorker:
         consumer = self.app.consumer
         partials = self.partials.get_topic_name()
         for (topic, partition), position in list(self._positions.items()):
-            owned = self.kpi_stores if topic == partials else self.engines
-            if partition not in owned:
+            mine = self.customers.owns_position(topic, partition)
+            if mine is None:
+                mine = partition in (self.kpi_stores if topic == partials else self.engines)
+            if not mine:
                 continue
             try:
                 highwater = consumer.highwater(TP(topic, partition))
@@ -846,7 +669,9 @@ class KpiWorker:
             return  # publish only complete, current values (the topic keeps the last ones)
         now = time.time()
         try:
-            changes = self.publisher.changes(self.readings(), now)
+            readings: list[KpiReading | CustomerReading] = [*self.readings()]
+            readings.extend(self.customers.readings())
+            changes = self.publisher.changes(readings, now)
         except Exception as error:  # contained: the next tick tries again
             self.guard.report(error, "publish", "the KPI publish tick, skipped")
             return

@@ -16,11 +16,14 @@ import msgspec
 
 from streams.core.kpis import (
     ALL,
+    CUSTOMER_LIVE_KPIS,
+    CUSTOMER_WINDOWED_KPIS,
     LIVE_KPIS,
     LIVE_WINDOW,
     TEAM_ONLY_KPIS,
     UNKNOWN,
     WINDOWED_KPIS,
+    CustomerKpiKey,
     KpiKey,
 )
 from streams.decoding import REJECTION_REASONS, Rejection, RejectionReason
@@ -29,7 +32,13 @@ from streams.events import CHANNELS, PRIORITIES
 RECORD_SCHEMA_VERSION: Final = 1
 
 #: Every KPI name a KPI record may carry.
-KPI_NAMES: Final[tuple[str, ...]] = WINDOWED_KPIS + LIVE_KPIS
+KPI_NAMES: Final[tuple[str, ...]] = (
+    WINDOWED_KPIS + LIVE_KPIS + CUSTOMER_WINDOWED_KPIS + CUSTOMER_LIVE_KPIS
+)
+#: Customer KPIs: broken down by ``segment`` only (key ``kpi|window|segment``).
+CUSTOMER_KPIS: Final[frozenset[str]] = frozenset(CUSTOMER_WINDOWED_KPIS + CUSTOMER_LIVE_KPIS)
+#: KPIs with window ``live`` (no window bounds).
+LIVE_KPI_NAMES: Final[frozenset[str]] = frozenset(LIVE_KPIS + CUSTOMER_LIVE_KPIS)
 #: Allowed ``dimensions.channel`` / ``dimensions.priority`` values.
 CHANNEL_VALUES: Final[tuple[str, ...]] = (*CHANNELS, ALL, UNKNOWN)
 PRIORITY_VALUES: Final[tuple[str, ...]] = (*PRIORITIES, ALL, UNKNOWN)
@@ -118,12 +127,16 @@ class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
         _aware("rejected_at", self.rejected_at)
 
 
-class Dimensions(msgspec.Struct, frozen=True, kw_only=True):
-    """The breakdown of a KPI value; ``all`` where not broken down (at most one is not)."""
+class Dimensions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The breakdown of a KPI value; ``all`` where not broken down (at most one is not).
 
-    team: str
-    channel: str
-    priority: str
+    Ticket KPIs carry ``team``, ``channel`` and ``priority``; customer KPIs ``segment`` only.
+    """
+
+    team: str | None = None
+    channel: str | None = None
+    priority: str | None = None
+    segment: str | None = None
 
 
 class KpiRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,7 +164,7 @@ class KpiRecord(msgspec.Struct, frozen=True, kw_only=True):
         if _WINDOW.match(self.window) is None:
             raise ValueError('window must be "live" or a size like "15m"')
         live = self.window == LIVE_WINDOW
-        if live != (self.kpi in LIVE_KPIS):
+        if live != (self.kpi in LIVE_KPI_NAMES):
             raise ValueError('window must be "live" exactly for live KPIs')
         if live != (self.window_start is None) or live != (self.window_end is None):
             raise ValueError("window_start/window_end must be None exactly for live KPIs")
@@ -167,7 +180,15 @@ class KpiRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     def _check_dimensions(self) -> None:
         dims = self.dimensions
-        if not 1 <= len(dims.team) <= 128:
+        if self.kpi in CUSTOMER_KPIS:
+            if dims.team is not None or dims.channel is not None or dims.priority is not None:
+                raise ValueError(f"{self.kpi} is broken down by segment only")
+            if dims.segment is None or not 1 <= len(dims.segment) <= 128:
+                raise ValueError("dimensions.segment must be 1-128 characters")
+            return
+        if dims.segment is not None:
+            raise ValueError("dimensions.segment is for customer KPIs only")
+        if dims.team is None or not 1 <= len(dims.team) <= 128:
             raise ValueError("dimensions.team must be 1-128 characters")
         if dims.channel not in CHANNEL_VALUES:
             raise ValueError("dimensions.channel must be one of CHANNEL_VALUES")
@@ -208,17 +229,28 @@ def dead_letter_key(topic: str, partition: int, offset: int) -> bytes:
 
 
 def kpi_record_key(record: KpiRecord) -> bytes:
-    """``kpi|window|team|channel|priority``, the compaction key on ``support-kpis``."""
+    """``kpi|window|team|channel|priority`` (customer KPIs: ``kpi|window|segment``), the
+    compaction key on ``support-kpis``."""
     dims = record.dimensions
-    return (
-        KpiKey(record.kpi, record.window, dims.team, dims.channel, dims.priority)
-        .topic_key()
-        .encode()
-    )
+    key: KpiKey | CustomerKpiKey
+    if record.kpi in CUSTOMER_KPIS:
+        key = CustomerKpiKey(record.kpi, record.window, dims.segment or ALL)
+    else:
+        key = KpiKey(
+            record.kpi, record.window, dims.team or ALL, dims.channel or ALL, dims.priority or ALL
+        )
+    return key.topic_key().encode()
+
+
+def dimensions_of(key: KpiKey | CustomerKpiKey) -> Dimensions:
+    """The ``dimensions`` of a KPI record with this key."""
+    if isinstance(key, CustomerKpiKey):
+        return Dimensions(segment=key.segment)
+    return Dimensions(team=key.team, channel=key.channel, priority=key.priority)
 
 
 def kpi_record(
-    key: KpiKey,
+    key: KpiKey | CustomerKpiKey,
     *,
     value: float | None,
     sample_size: int,
@@ -230,7 +262,7 @@ def kpi_record(
     return KpiRecord(
         kpi=key.kpi,
         window=key.window,
-        dimensions=Dimensions(team=key.team, channel=key.channel, priority=key.priority),
+        dimensions=dimensions_of(key),
         value=value,
         sample_size=sample_size,
         window_start=None if window_start is None else utc_datetime(window_start),

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from streams.durations import non_negative_duration, positive_duration
 from streams.simulation import (
@@ -102,6 +102,13 @@ class Summary:
     rejected_total: float | None = None
     # support_pipeline_ready: 0 while the worker recovers or catches up (no KPI values then)
     ready: float | None = None
+    # churn and retention (only with customer-lifecycle traffic, e.g. --profile churn)
+    customer_window: str | None = None
+    customers_active: float | None = None
+    customers_churned: float | None = None
+    customers_new: float | None = None
+    churn_ratio: float | None = None
+    retention_ratio: float | None = None
 
     @classmethod
     def from_series(cls, page: Series, windows: Sequence[str] = ("15m", "1h", "24h")) -> Summary:
@@ -123,7 +130,32 @@ class Summary:
             processed_total=total(page, "support_events_processed_total"),
             rejected_total=total(page, "support_events_rejected_total"),
             ready=page.get(key("support_pipeline_ready")),
+            **_customers(page),
         )
+
+
+def _customers(series: Series) -> dict[str, Any]:
+    """The overall customer KPIs of one window (7d if exported, else the first one)."""
+    windows = sorted(
+        dict(labels)["window"]
+        for name, labels in series
+        if name == "support_customers_active_at_start" and ("segment", "all") in labels
+    )
+    if not windows:
+        return {}
+    window = "7d" if "7d" in windows else windows[0]
+
+    def value(name: str, **labels: str) -> float | None:
+        return series.get(key(name, segment="all", **labels))
+
+    return {
+        "customer_window": window,
+        "customers_active": value("support_customers_active"),
+        "customers_churned": value("support_customers_churned", window=window),
+        "customers_new": value("support_customers_new", window=window),
+        "churn_ratio": value("support_customer_churn_ratio", window=window),
+        "retention_ratio": value("support_customer_retention_ratio", window=window),
+    }
 
 
 def _count(value: float | None) -> str:
@@ -156,7 +188,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def format_summary(summary: Summary, elapsed: float) -> list[str]:
-    """Three short lines (each under 100 characters for typical values)."""
+    """Three short lines (each under 100 characters for typical values), and a fourth with
+    churn and retention when the worker exports customer KPIs."""
     stamp = f"[{_duration(elapsed):>6}]"
     pad = " " * len(stamp)
     p50 = " · ".join(f"{w} {_duration(v)}" for w, v in summary.first_response_p50.items())
@@ -165,7 +198,7 @@ def format_summary(summary: Summary, elapsed: float) -> list[str]:
             f"{stamp} catching up: events {_count(summary.processed_total)} processed, "
             f"{_count(summary.rejected_total)} rejected; KPIs show once complete"
         ]
-    return [
+    lines = [
         f"{stamp} waiting now {_count(summary.waiting)} · oldest "
         f"{_duration(summary.oldest_waiting_seconds)} · created/solved 1h "
         f"{_count(summary.created_1h)}/{_count(summary.solved_1h)} · escalation 1h "
@@ -175,6 +208,15 @@ def format_summary(summary: Summary, elapsed: float) -> list[str]:
         f"events {_count(summary.processed_total)} processed, "
         f"{_count(summary.rejected_total)} rejected",
     ]
+    window = summary.customer_window
+    if window is not None:
+        lines.append(
+            f"{pad} customers active {_count(summary.customers_active)} · {window}: churn "
+            f"{_percent(summary.churn_ratio)} ({_count(summary.customers_churned)}) · "
+            f"retention {_percent(summary.retention_ratio)} · new "
+            f"{_count(summary.customers_new)}"
+        )
+    return lines
 
 
 # --- child processes -------------------------------------------------------------------------

@@ -1,38 +1,39 @@
 """Customer churn and retention: the incremental engine and store against a brute-force oracle.
 
-The oracle below is written from the definitions (SPEC §4) and shares no code with
-``streams.core.customers``: it keeps every delivered lifecycle event per customer and, at a read
-instant, asks of each customer "is its latest change at or before t an activation?" for the
-window start and the clock. The only engine rule it mirrors is the documented retirement: an
-event that arrives for a customer whose latest change is a churn older than the horizon starts
-that customer's history afresh.
+The oracle is :class:`reference.CustomerReference`, written from the definitions (SPEC §4) and
+sharing no code with ``streams.core.customers``: it keeps every delivered lifecycle event per
+customer and, at a read instant, asks of each customer "is its latest change at or before t an
+activation?" for the window start and the clock. The only engine rule it mirrors is the
+documented retirement: an event that arrives for a customer whose latest change is a churn
+older than the horizon starts that customer's history afresh.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
+from helpers.reference import CustomerReference, customer_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core import kpis
 from streams.core.customers import (
     BASE_BUCKET,
+    CustomerBatch,
     CustomerConfig,
     CustomerEngine,
     CustomerKpiStore,
     CustomerOutcome,
-    CustomerPartial,
     CustomerState,
     DictCustomerTable,
+    customer_batches,
 )
 from streams.core.kpis import ALL, OTHER, UNKNOWN, CustomerKpiKey
-from streams.core.labels import segment_label
 from streams.events import CustomerLifecycle
 
 US = 1_000_000
@@ -75,81 +76,6 @@ def event(
     )
 
 
-# -- the oracle ------------------------------------------------------------------------------
-
-Record = tuple[int, str, bool, str | None]  # (time µs, event id, activated?, segment)
-
-
-@dataclass
-class Oracle:
-    horizon_us: int
-    customers: dict[str, dict[str, Record]] = field(default_factory=dict)
-
-    def deliver(self, ev: CustomerLifecycle, clock_us: int) -> None:
-        history = self.customers.setdefault(ev.customer_id, {})
-        if history:
-            latest = max(history.values())
-            if not latest[2] and latest[0] <= clock_us - self.horizon_us:
-                history.clear()  # retired: the customer starts afresh
-        if ev.event_id not in history:
-            at = to_us(ev.occurred_at)
-            history[ev.event_id] = (at, ev.event_id, ev.change == "activated", ev.segment)
-
-    @staticmethod
-    def active(history: dict[str, Record], at_us: int) -> bool:
-        before = [record for record in history.values() if record[0] <= at_us]
-        return bool(before) and max(before)[2]
-
-    @staticmethod
-    def segment(history: dict[str, Record]) -> str:
-        named = [record for record in history.values() if record[3] is not None]
-        return segment_label(max(named)[3]) if named else UNKNOWN
-
-    def counts(
-        self, now_us: int, zone: ZoneInfo
-    ) -> dict[str, tuple[list[tuple[int, int, int]], int]]:
-        """segment (and all) -> ([(|S|, |E|, |S ∩ E|) per window], live active)."""
-        starts = []
-        for name, size in WINDOWS:
-            if name == "today":
-                day = from_us(now_us).astimezone(zone).date()
-                starts.append(to_us(datetime.combine(day, time(0), tzinfo=zone)))
-            else:
-                starts.append(now_us - round(size * US))
-        result: dict[str, tuple[list[tuple[int, int, int]], int]] = {}
-        for history in self.customers.values():
-            if not history:
-                continue
-            end = self.active(history, now_us)
-            for group in (ALL, self.segment(history)):
-                windows, live = result.get(group, ([(0, 0, 0)] * len(WINDOWS), 0))
-                updated = []
-                for (s, e, r), start in zip(windows, starts, strict=True):
-                    begin = self.active(history, start)
-                    updated.append((s + begin, e + end, r + (begin and end)))
-                result[group] = (updated, live + end)
-        return result
-
-
-def expected_values(
-    counts: dict[str, tuple[list[tuple[int, int, int]], int]],
-) -> dict[CustomerKpiKey, float | None]:
-    values: dict[CustomerKpiKey, float | None] = {}
-    for group, (windows, live) in counts.items():
-        for (name, _), (s, e, r) in zip(WINDOWS, windows, strict=True):
-            values[CustomerKpiKey(kpis.CUSTOMERS_ACTIVE_AT_START, name, group)] = s
-            values[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, name, group)] = s - r
-            values[CustomerKpiKey(kpis.CUSTOMERS_NEW, name, group)] = e - r
-            values[CustomerKpiKey(kpis.CUSTOMER_CHURN_RATIO, name, group)] = (
-                (s - r) / s if s else None
-            )
-            values[CustomerKpiKey(kpis.CUSTOMER_RETENTION_RATIO, name, group)] = (
-                r / s if s else None
-            )
-        values[CustomerKpiKey(kpis.CUSTOMERS_ACTIVE, kpis.LIVE_WINDOW, group)] = live
-    return values
-
-
 # -- the system under test: two partitions, stage 2, restarts -------------------------------
 
 
@@ -174,10 +100,13 @@ class System:
 
     def flush(self) -> None:
         for engine in self.engines:
-            for partial in engine.flush():
-                # through the wire format, as the worker would send it
-                wire = msgspec.msgpack.encode(partial)
-                self.store.apply(msgspec.msgpack.decode(wire, type=CustomerPartial))
+            partials = engine.flush()
+            # in batches, through the wire format, as the worker sends them
+            for batch in customer_batches(
+                engine.partition, partials, engine.stream_time_us, max_partials=3
+            ):
+                wire = msgspec.msgpack.encode(batch)
+                self.store.apply_batch(msgspec.msgpack.decode(wire, type=CustomerBatch))
 
     def restart(self, partition: int, clock_us: int) -> None:
         """kill -9 of one engine: its table survives (changelog), its partials are rebuilt."""
@@ -202,12 +131,16 @@ class System:
         return values
 
 
-def compare(system: System, oracle: Oracle, now_us: int, zone: ZoneInfo) -> None:
-    expected_counts = oracle.counts(now_us, zone)
+def oracle_for(config: CustomerConfig) -> CustomerReference:
+    return CustomerReference(config.windows, config.time_zone, config.grace_seconds)
+
+
+def compare(system: System, oracle: CustomerReference, now_us: int, zone: ZoneInfo) -> None:
+    expected_counts = oracle.counts(now_us)
     groups = set(expected_counts) | set(system.store.groups) | {ALL}
     for group in groups:
         expected_counts.setdefault(group, ([(0, 0, 0)] * len(WINDOWS), 0))
-    expected = expected_values(expected_counts)
+    expected = customer_values(expected_counts, [name for name, _ in WINDOWS])
     actual = system.values(now_us, groups)
     wrong = {k: (actual.get(k), v) for k, v in expected.items() if actual.get(k) != v}
     assert not wrong, f"at {from_us(now_us).astimezone(zone)}: {sorted(wrong.items())[:6]}"
@@ -298,11 +231,11 @@ def test_incremental_customers_equal_the_oracle(scenario: Scenario) -> None:
     )
     zone = ZoneInfo(scenario.zone)
     system = System(config)
-    oracle = Oracle(round(config.horizon_seconds * US))
+    oracle = oracle_for(config)
     clock = 0
     for (ev, clock), action in zip(scenario.deliveries, scenario.actions, strict=True):
         system.process(ev, clock)
-        oracle.deliver(ev, clock)
+        oracle.feed(ev, clock)
         if action == "housekeep":
             system.housekeeping(clock)
         elif action == "flush":
@@ -498,7 +431,7 @@ def test_a_late_event_before_the_folded_state_changes_nothing() -> None:
     horizon = round(config.horizon_seconds * US)
     zone = ZoneInfo("UTC")
     system = System(config)
-    oracle = Oracle(horizon)
+    oracle = oracle_for(config)
     churn = T0 + HOUR_US
     back = churn + horizon - MINUTE_US  # arrives while the churn is inside the horizon
     later = churn + horizon + MINUTE_US  # the churn is folded, the return is not
@@ -511,7 +444,7 @@ def test_a_late_event_before_the_folded_state_changes_nothing() -> None:
     for ev, clock in deliveries:
         system.housekeeping(clock)
         system.process(ev, clock)
-        oracle.deliver(ev, clock)
+        oracle.feed(ev, clock)
     system.flush()
     compare(system, oracle, later, zone)
     assert system.store.counts(ALL, later)[0][0].at_start == 0  # 2h window: not active then
@@ -544,3 +477,67 @@ def test_today_resets_at_local_midnight_on_a_23_hour_day() -> None:
     # one microsecond earlier it is still the 29th
     before = run(events, midnight + 23 * HOUR_US - 1, config)
     assert before[CustomerKpiKey(kpis.CUSTOMERS_CHURNED, "today", ALL)] == 1
+
+
+# -- stage-2 messages: batches, snapshots, completeness ----------------------------------------
+
+
+def test_batches_carry_a_snapshot_that_completes_with_its_last_chunk() -> None:
+    config = CustomerConfig(windows=WINDOWS, grace_seconds=GRACE)
+    table = DictCustomerTable()
+    engine = CustomerEngine(1, table, config)
+    for index in range(30):
+        engine.process(event(f"e{index}", f"c{index}", "activated", T0 + index * HOUR_US), T0)
+    engine.flush()
+    engine.rebuild(T0 + 30 * HOUR_US)  # a recovery: the next flush is a reset and a snapshot
+    partials = engine.flush()
+    assert any(p.reset for p in partials)
+    batches = customer_batches(1, partials, engine.stream_time_us, max_partials=7)
+    assert len(batches) > 2
+    assert [b.reset for b in batches] == [True] + [False] * (len(batches) - 1)
+    assert [b.complete for b in batches] == [False] * (len(batches) - 1) + [True]
+    assert not any(p.reset for b in batches for p in b.partials)
+    assert sum(len(b.partials) for b in batches) == len(partials) - 1
+
+    store = CustomerKpiStore(config)
+    reference = CustomerKpiStore(config)
+    for partial in partials:
+        reference.apply(partial)
+    assert not store.complete(2)
+    for batch in batches[:-1]:
+        wire = msgspec.msgpack.encode(batch)
+        store.apply_batch(msgspec.msgpack.decode(wire, type=CustomerBatch))
+        assert store.sources[1] == (False, True)
+    store.apply_batch(batches[-1])
+    assert store.sources[1] == (True, True)
+    assert not store.complete(2), "partition 0 has sent nothing"
+    store.apply_batch(CustomerBatch(0, T0, [], reset=True, caught_up=False))
+    assert not store.complete(2), "partition 0 is not caught up"
+    store.apply_batch(CustomerBatch(0, T0, [], caught_up=True))
+    assert store.complete(2)
+    now = T0 + 31 * HOUR_US
+    assert store.values(now) == reference.values(now)
+    assert store.values(now)[CustomerKpiKey(kpis.CUSTOMERS_ACTIVE, kpis.LIVE_WINDOW)] == 30
+
+
+def test_a_batch_without_a_reset_never_makes_a_source_complete() -> None:
+    store = CustomerKpiStore(CustomerConfig(windows=WINDOWS))
+    store.apply_batch(CustomerBatch(0, T0, [], complete=True, caught_up=True))
+    assert not store.complete(1)
+    assert customer_batches(0, [], T0, caught_up=False) == [
+        CustomerBatch(0, T0, [], reset=False, complete=True, caught_up=False)
+    ]
+
+
+def test_a_reset_batch_drops_what_stage_2_held_from_that_partition() -> None:
+    config = CustomerConfig(windows=WINDOWS, grace_seconds=GRACE)
+    engine = CustomerEngine(0, DictCustomerTable(), config)
+    engine.process(event("e1", "a", "activated", T0, "pro"), T0)
+    store = CustomerKpiStore(config)
+    store.apply_batch(customer_batches(0, engine.flush(), T0)[0])
+    assert CustomerKpiKey(kpis.CUSTOMERS_ACTIVE, kpis.LIVE_WINDOW, "pro") in store.values(T0)
+    # The partition's state was lost (its new owner has no customers): a reset, nothing else.
+    empty = CustomerEngine(0, DictCustomerTable(), config)
+    empty.rebuild(T0)
+    store.apply_batch(customer_batches(0, empty.flush(), T0)[0])
+    assert store.values(T0) == {}

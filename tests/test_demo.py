@@ -191,3 +191,32 @@ def test_summary_without_any_series_prints_dashes() -> None:
     lines = format_summary(Summary.from_series({}), 0.0)
     assert all(MISSING in line for line in lines)
     assert not any(re.search(r"\d+\.\d+", line) for line in lines)
+
+
+def test_summary_shows_churn_and_retention_when_customers_are_exported() -> None:
+    text = "\n".join(
+        [
+            "# TYPE support_customers_active_at_start gauge",
+            'support_customers_active_at_start{window="30d",segment="all"} 900.0',
+            'support_customers_active_at_start{window="7d",segment="all"} 800.0',
+            'support_customers_active_at_start{window="7d",segment="pro"} 100.0',
+            "# TYPE support_customers_churned gauge",
+            'support_customers_churned{window="7d",segment="all"} 40.0',
+            'support_customers_churned{window="30d",segment="all"} 90.0',
+            "# TYPE support_customers_new gauge",
+            'support_customers_new{window="7d",segment="all"} 25.0',
+            "# TYPE support_customer_churn_ratio gauge",
+            'support_customer_churn_ratio{window="7d",segment="all"} 0.05',
+            "# TYPE support_customer_retention_ratio gauge",
+            'support_customer_retention_ratio{window="7d",segment="all"} 0.95',
+            "# TYPE support_customers_active gauge",
+            'support_customers_active{segment="all"} 785.0',
+            'support_customers_active{segment="pro"} 99.0',
+        ]
+    )
+    summary = Summary.from_series(series(text))
+    assert summary.customer_window == "7d"
+    *_, customers = format_summary(summary, 3.0)
+    assert "customers active 785 · 7d: churn 5.0% (40) · retention 95.0% · new 25" in customers
+    # Without customer series (no customer-lifecycle traffic): no customer line at all.
+    assert len(format_summary(Summary.from_series({}), 0.0)) == 3

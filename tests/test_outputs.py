@@ -33,6 +33,7 @@ from helpers.pipeline import (
     counter_total,
     decoded_events,
     expected_kpis,
+    latest_by_key,
     parse_metrics,
     produce_located,
     read_topic,
@@ -84,15 +85,6 @@ def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
             for entry in resource[4]:
                 config[entry[0]] = entry[1]
     return config
-
-
-def latest_by_key(records: Iterable[TopicRecord]) -> dict[bytes, bytes | None]:
-    """What a compacted topic means: the last value of every key, in offset order."""
-    latest: dict[bytes, bytes | None] = {}
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        assert record.key is not None, f"record without key at {record.partition}@{record.offset}"
-        latest[record.key] = record.value
-    return latest
 
 
 def check_kpi_records(records: Sequence[TopicRecord]) -> dict[KpiKey, float | None]:

@@ -153,10 +153,14 @@ def reference(values: KpiValues, key: KpiKey) -> float:
 
 @pytest.fixture(scope="module")
 def steady(broker: EmbeddedBroker) -> Iterator[Stack]:
-    """~2 h of steady traffic (300 tickets/h, surveys included) processed by one worker,
-    scraped every second by a Prometheus that evaluates deploy/prometheus/rules/support.yml
-    and the example SLO rules of deploy/slo."""
+    """~2 h of steady traffic (300 tickets/h, surveys included, customer lifecycle events)
+    processed by one worker, scraped every second by a Prometheus that evaluates
+    deploy/prometheus/rules/support.yml and the example SLO rules of deploy/slo."""
     records = simulate("steady", seed=41, hours=2.0, rate=300.0, options=SimOptions())
+    # Customer lifecycle traffic as well (the churn profile's, with its customer base), so
+    # the wallboard's customer panels have data; the ticket reference ignores it.
+    churn = simulate("churn", seed=41, hours=2.0, rate=60.0, options=SimOptions())
+    records += [r for r in churn if r.topic == "customer-lifecycle"]
     stack = start_stack(broker, "prom-steady", records, [RULES_FILE, SLO_RULES])
     try:
         stack.deployment.produce(records)

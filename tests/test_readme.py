@@ -13,10 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams import version
 from streams.app import KpiWorker
+from streams.core.customers import CustomerEngine, CustomerKpiStore, DictCustomerTable
 from streams.core.partition import DictTicketStore, PartitionEngine
 from streams.core.store import KpiStore
 from streams.core.units import to_us
 from streams.decoding import Rejection, decode
+from streams.events import CustomerLifecycle
 from streams.settings import Settings, load_settings
 from streams.simulator import generate
 from streams.version import revision
@@ -43,16 +45,23 @@ def _full_page() -> bytes:
     config = settings.engine_config()
     store = KpiStore(config)
     engine = PartitionEngine(0, DictTicketStore(), config)
+    customers = CustomerEngine(0, DictCustomerTable(), settings.customer_config())
     start = time.time() - 3 * 3600
-    for record in generate("steady", seed=3, start=start, duration_seconds=3 * 3600, rate=300):
+    for record in generate("churn", seed=3, start=start, duration_seconds=3 * 3600, rate=300):
         event = decode(record.topic, record.value, now=time.time(), future_tolerance_seconds=300)
         if isinstance(event, Rejection):
+            continue
+        if isinstance(event, CustomerLifecycle):
+            customers.process(event, max(customers.stream_time_us, to_us(event.occurred_at)))
             continue
         result = engine.process(event, max(engine.stream_time_us, to_us(event.occurred_at)))
         worker.cumulative.count(result.derived)
     for update in engine.flush():
         store.apply(update)
     worker.kpi_stores[0] = store
+    worker.customers.store = CustomerKpiStore(settings.customer_config())
+    for partial in customers.flush():
+        worker.customers.store.apply(partial)
     setattr(worker, "ready", lambda: True)  # noqa: B010  # as if recovered and caught up
     return generate_latest(worker.registry)
 

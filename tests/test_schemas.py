@@ -27,16 +27,20 @@ from jsonschema import Draft202012Validator
 
 from streams.core.kpis import (
     ALL,
+    CUSTOMER_LIVE_KPIS,
+    CUSTOMER_WINDOWED_KPIS,
     LIVE_KPIS,
     LIVE_WINDOW,
     TEAM_ONLY_KPIS,
     UNKNOWN,
     WINDOWED_KPIS,
+    CustomerKpiKey,
     KpiKey,
 )
 from streams.decoding import REJECTION_REASONS, RFC3339_PATTERN, Rejection, decode
 from streams.events import CHANNELS, EVENT_TYPES, PRIORITIES
 from streams.records import (
+    KPI_NAMES,
     RATIO_KPIS,
     SCORE_KPIS,
     DeadLetterRecord,
@@ -218,7 +222,7 @@ def test_input_schema_mirrors_its_struct(topic: str) -> None:
 
 def test_kpi_schema_enumerates_every_kpi_and_the_dlq_schema_every_reason() -> None:
     kpis = load_schema("support-kpis")["properties"]["kpi"]["enum"]
-    assert kpis == list(WINDOWED_KPIS + LIVE_KPIS)
+    assert kpis == list(KPI_NAMES)
     reasons = load_schema("support-events-dlq")["properties"]["reason"]["enum"]
     assert reasons == list(REJECTION_REASONS)
 
@@ -639,8 +643,16 @@ def kpi_keys(draw: st.DrawFn) -> KpiKey:
 
 
 @st.composite
+def customer_kpi_keys(draw: st.DrawFn) -> CustomerKpiKey:
+    kpi = draw(st.sampled_from(CUSTOMER_WINDOWED_KPIS + CUSTOMER_LIVE_KPIS))
+    live = kpi in CUSTOMER_LIVE_KPIS
+    window = LIVE_WINDOW if live else draw(st.sampled_from(["7d", "30d", "today"]))
+    return CustomerKpiKey(kpi, window, draw(st.just(ALL) | TEAMS))
+
+
+@st.composite
 def kpi_records(draw: st.DrawFn) -> KpiRecord:
-    key = draw(kpi_keys())
+    key: KpiKey | CustomerKpiKey = draw(kpi_keys() | customer_kpi_keys())
     if key.kpi in RATIO_KPIS:
         values = st.floats(0.0, 1.0)
     elif key.kpi in SCORE_KPIS:

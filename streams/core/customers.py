@@ -230,6 +230,51 @@ class CustomerPartial(msgspec.Struct, array_like=True):
     reset: bool = False
 
 
+class CustomerBatch(msgspec.Struct, array_like=True):
+    """One stage-2 message: every changed partial of one source partition (all segments go
+    to one stage-2 partition, so one worker sees every segment and can cap the label).
+
+    ``reset``: stage 2 first drops everything it holds from this source; the batches that
+    follow, up to the one marked ``complete``, are a full snapshot. ``caught_up``: the source
+    partition had (almost) no input lag when it was sent.
+    """
+
+    partition: int
+    stream_time_us: int
+    partials: list[CustomerPartial]
+    reset: bool = False
+    complete: bool = True
+    caught_up: bool = True
+
+
+def customer_batches(
+    partition: int,
+    partials: list[CustomerPartial],
+    stream_time_us: int,
+    *,
+    caught_up: bool = True,
+    max_partials: int = 1000,
+) -> list[CustomerBatch]:
+    """Chunk one flush (:meth:`CustomerEngine.flush`) into batches of at most
+    ``max_partials``; a reset partial marks the first batch, and the snapshot it starts is
+    ``complete`` only with the last chunk. Always at least one batch (it carries the stream
+    time and ``caught_up``)."""
+    reset = any(p.reset for p in partials)
+    mine = [p for p in partials if not p.reset]
+    chunks = [mine[i : i + max_partials] for i in range(0, len(mine), max_partials)] or [[]]
+    return [
+        CustomerBatch(
+            partition,
+            stream_time_us,
+            chunk,
+            reset=reset and index == 0,
+            complete=index == len(chunks) - 1,
+            caught_up=caught_up,
+        )
+        for index, chunk in enumerate(chunks)
+    ]
+
+
 class CustomerTable(Protocol):
     """Where customer states live: a Faust table in the worker, a dict in tests."""
 
@@ -553,6 +598,8 @@ class CustomerKpiStore:
     config: CustomerConfig
     groups: dict[str, _Group] = field(default_factory=dict)
     stream_time_us: int = 0
+    # source partition -> (snapshot complete since a reset, source caught up)
+    sources: dict[int, tuple[bool, bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.zone = self.config.zone()
@@ -562,6 +609,25 @@ class CustomerKpiStore:
     def clear(self) -> None:
         self.groups.clear()
         self.stream_time_us = 0
+        self.sources.clear()
+
+    def apply_batch(self, batch: CustomerBatch) -> None:
+        """Apply one stage-1 flush (idempotent, like :meth:`apply`)."""
+        self.stream_time_us = max(self.stream_time_us, batch.stream_time_us)
+        if batch.reset:
+            self.reset(batch.partition)
+        for partial in batch.partials:
+            self.apply(partial)
+        known = self.sources.get(batch.partition)
+        if batch.reset:
+            self.sources[batch.partition] = (batch.complete, batch.caught_up)
+        elif known is not None:  # only a snapshot since a reset makes a source complete
+            self.sources[batch.partition] = (known[0] or batch.complete, batch.caught_up)
+
+    def complete(self, partitions: int) -> bool:
+        """Whether every source partition's snapshot has arrived since this store started,
+        and every source said it was caught up at its last flush."""
+        return all(self.sources.get(p) == (True, True) for p in range(partitions))
 
     def apply(self, partial: CustomerPartial) -> None:
         """Take the latest value of one partial (idempotent)."""
@@ -676,6 +742,7 @@ __all__ = [
     "BASE_BUCKET",
     "HEARTBEAT_BUCKET",
     "Change",
+    "CustomerBatch",
     "CustomerConfig",
     "CustomerCounts",
     "CustomerEngine",
@@ -688,6 +755,7 @@ __all__ = [
     "CustomerState",
     "CustomerTable",
     "DictCustomerTable",
+    "customer_batches",
     "customer_facts",
     "customer_key",
 ]

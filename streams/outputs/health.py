@@ -111,7 +111,7 @@ class ConsumerLagCollector(Collector):
         family = GaugeMetricFamily(
             "support_consumer_lag_messages",
             "Records in an owned partition not processed yet by this worker: the input "
-            "topics (stage 1) and <app>-kpi-partials (stage 2).",
+            "topics (stage 1) and <app>-kpi-partials, <app>-customer-partials (stage 2).",
             labels=["topic", "partition"],
         )
         for (topic, partition), lag in sorted(self._lag().items()):

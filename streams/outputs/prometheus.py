@@ -13,12 +13,16 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from streams.core import kpis
+from streams.core.customers import CustomerReading
+from streams.core.kpis import CustomerKpiKey, KpiKey
 from streams.core.store import KpiReading
 
-ReadingSource = Callable[[], Iterable[KpiReading]]
+Reading = KpiReading | CustomerReading
+ReadingSource = Callable[[], Iterable[Reading]]
 
 WINDOW_LABELS = ["window", "team", "channel", "priority"]
 LIVE_LABELS = ["team", "channel", "priority"]
+CUSTOMER_LIVE_LABELS = ["segment"]
 
 # metric name -> help text (the README's metrics catalog says the same, longer)
 METRIC_HELP: dict[str, str] = {
@@ -55,12 +59,33 @@ METRIC_HELP: dict[str, str] = {
     "support_oldest_unanswered_age_seconds": "Age of the oldest unanswered ticket (0 when none).",
     "support_unanswered_past_sla_tickets": "Unanswered tickets already past their "
     "first-response SLA target.",
+    "support_customers_active_at_start": "Customers active at the start of the window (|S|).",
+    "support_customers_churned": "Customers active at the window start and not now (|S \\ E|).",
+    "support_customers_new": "Customers active now and not at the window start (|E \\ S|).",
+    "support_customer_churn_ratio": "Churned / active at the window start (0-1); absent when "
+    "no customer was active at the start.",
+    "support_customer_retention_ratio": "Active at the window start and now / active at the "
+    "start (0-1); absent when no customer was active at the start.",
+    "support_customers_active": "Customers active now (latest lifecycle change: activated).",
 }
 
 
 def metric_for(kpi: str) -> str:
     """The metric name a KPI is exported as: ``support_`` + the KPI topic's name (SPEC §5)."""
     return "support_" + kpi
+
+
+def labels_of(key: KpiKey | CustomerKpiKey) -> tuple[list[str], list[str]]:
+    """Label names and values of a KPI's series: ``window`` unless live, then the breakdown
+    (``team``, ``channel``, ``priority``; customers: ``segment``)."""
+    if isinstance(key, CustomerKpiKey):
+        names, values = list(CUSTOMER_LIVE_LABELS), [key.segment]
+    else:
+        names, values = list(LIVE_LABELS), [key.team, key.channel, key.priority]
+    if key.window != kpis.LIVE_WINDOW:
+        names.insert(0, "window")
+        values.insert(0, key.window)
+    return names, values
 
 
 class KpiCollector(Collector):
@@ -77,12 +102,9 @@ class KpiCollector(Collector):
                 continue  # no sample: the series is absent, never 0 or NaN
             key = reading.key
             name = metric_for(key.kpi)
+            names, values = labels_of(key)
             family = families.get(name)
             if family is None:
-                labels = LIVE_LABELS if key.window == kpis.LIVE_WINDOW else WINDOW_LABELS
-                family = families[name] = GaugeMetricFamily(name, METRIC_HELP[name], labels=labels)
-            values = [key.team, key.channel, key.priority]
-            if key.window != kpis.LIVE_WINDOW:
-                values.insert(0, key.window)
+                family = families[name] = GaugeMetricFamily(name, METRIC_HELP[name], labels=names)
             family.add_metric(values, reading.value)
         yield from families.values()

@@ -1,4 +1,5 @@
-"""The KPI topic ``support-kpis`` (SPEC §5): compacted, keyed ``kpi|window|team|channel|priority``.
+"""The KPI topic ``support-kpis`` (SPEC §5): compacted, keyed ``kpi|window|team|channel|priority``
+(customer KPIs: ``kpi|window|segment``).
 
 The publisher derives every record from engine state, so a replay or a restart re-publishes
 values, never increments: a consumer that reads the topic from the beginning always ends on
@@ -11,9 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from streams.core.customers import CustomerReading
 from streams.core.store import KpiReading
 from streams.core.units import US
 from streams.records import KpiRecord, encode_record, kpi_record
+
+Reading = KpiReading | CustomerReading
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,7 @@ class KpiPublisher:
         no longer owns are not tombstoned: their new owner publishes them."""
         self._published.clear()
 
-    def changes(
-        self, readings: Iterable[KpiReading], now: float
-    ) -> list[tuple[bytes, bytes | None]]:
+    def changes(self, readings: Iterable[Reading], now: float) -> list[tuple[bytes, bytes | None]]:
         """(key, value) of every KPI record whose value changed since it was last published,
         and (key, None) — a tombstone — for every key this worker published that no longer
         exists (a team folded into ``other`` by the label cap, a group with no data left), so
@@ -55,7 +57,7 @@ class KpiPublisher:
         return out
 
 
-def to_record(reading: KpiReading, computed_at: float) -> KpiRecord:
+def to_record(reading: Reading, computed_at: float) -> KpiRecord:
     """The KPI record of one store reading (built by :func:`streams.records.kpi_record`)."""
     start, end = reading.window_start_us, reading.window_end_us
     return kpi_record(

@@ -338,6 +338,15 @@ def read_topic(bootstrap: str, topic: str) -> list[TopicRecord]:
     return asyncio.run(read())
 
 
+def latest_by_key(records: Iterable[TopicRecord]) -> dict[bytes, bytes | None]:
+    """What a compacted topic means: the last value of every key, in offset order."""
+    latest: dict[bytes, bytes | None] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        assert record.key is not None, f"record without key at {record.partition}@{record.offset}"
+        latest[record.key] = record.value
+    return latest
+
+
 def produce_located(
     bootstrap: str, items: Sequence[tuple[str, bytes | None, bytes | None]]
 ) -> list[tuple[int, int]]:

@@ -441,6 +441,14 @@ HEALTH_METRICS = {
     "support_build_info",
     "support_pipeline_ready",  # SPEC §5; added by the pipeline work
 }
+CUSTOMER_METRICS = {
+    "support_customers_active_at_start",
+    "support_customers_churned",
+    "support_customers_new",
+    "support_customer_churn_ratio",
+    "support_customer_retention_ratio",
+    "support_customers_active",
+}
 CUMULATIVE_METRICS = {
     "support_tickets_created_total",
     "support_tickets_solved_total",
@@ -453,7 +461,12 @@ CUMULATIVE_METRICS = {
 # Series Prometheus itself creates: per target, and for its alerts.
 PROMETHEUS_METRICS = {"up", "ALERTS"}
 PUBLIC_METRICS = (
-    WINDOWED_METRICS | LIVE_METRICS | HEALTH_METRICS | CUMULATIVE_METRICS | PROMETHEUS_METRICS
+    WINDOWED_METRICS
+    | LIVE_METRICS
+    | CUSTOMER_METRICS
+    | HEALTH_METRICS
+    | CUMULATIVE_METRICS
+    | PROMETHEUS_METRICS
 )
 
 _KEYWORDS = {

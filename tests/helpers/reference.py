@@ -47,9 +47,19 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
+from zoneinfo import ZoneInfo
 
 from streams.core import kpis as K
-from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
+from streams.core.kpis import (
+    ALL,
+    LIVE_WINDOW,
+    UNKNOWN,
+    CustomerKpiKey,
+    EngineConfig,
+    KpiKey,
+    KpiValues,
+)
 from streams.events import (
     CustomerLifecycle,
     Event,
@@ -728,3 +738,149 @@ def reference_totals(arrivals: Iterable[Event], config: EngineConfig) -> Counter
             if m.kind == "first_response" and m.flag:
                 totals[("first_responses_within_sla", m.team, m.priority)] += 1
     return totals
+
+
+# -- customers: churn and retention (SPEC §4) ---------------------------------------------------
+#
+# Rules, from SPEC §4 and the README where the SPEC is silent:
+#
+# * A customer is active at instant t when its latest change at or before t is ``activated``
+#   (changes at the same instant: the one with the greatest event id wins).
+# * Window at clock ``now``: S = active at the start (``now - size``; ``today``: local midnight
+#   of ``now`` in the configured zone), E = active at ``now``. churned = |S \ E|,
+#   new = |E \ S|, churn ratio = |S \ E| / |S|, retention = |S ∩ E| / |S|, no ratio when
+#   |S| = 0. Live: |E|. Exact to the microsecond: windows are not aligned to buckets.
+# * De-duplication per customer by ``event_id`` (arrival order: the first wins).
+# * A customer counts in the segment of its latest event (by time, then event id) naming one,
+#   ``unknown`` if none; overall is ``all``. A segment whose name is a reserved label value
+#   (all, other, unknown in any case but ``unknown`` itself) is reported as ``segment-<name>``.
+# * Retirement: when an event arrives for a customer whose latest change is a churn older than
+#   its partition's clock minus the horizon (longest customer window + grace; ``today`` counts
+#   as 26 h), the customer's history starts afresh.
+# * Series: every group (``all`` and each segment) that holds a customer with a history is
+#   reported; a count that is 0 is reported as 0.
+
+Record = tuple[int, str, bool, str | None]  # (time µs, event id, activated?, segment)
+_RESERVED = frozenset({ALL, K.OTHER, UNKNOWN})
+TODAY_SPAN_US = 26 * 3600 * US
+
+
+def reference_segment(segment: str | None) -> str:
+    if segment is None:
+        return UNKNOWN
+    if segment.lower() in _RESERVED and segment != UNKNOWN:
+        return f"segment-{segment}"
+    return segment
+
+
+class CustomerReference:
+    """Feed ``customer-lifecycle`` events in arrival order; read customer KPIs at any clock.
+
+    ``windows``: (name, seconds) pairs, ``today`` allowed; ``clock_of``: the engine clock of
+    an arrival (default: its partition's stream time, the latest event time seen there).
+    """
+
+    def __init__(
+        self,
+        windows: Sequence[tuple[str, float]],
+        zone: str,
+        grace_seconds: float,
+        partition_of: Callable[[CustomerLifecycle], int] | None = None,
+    ) -> None:
+        self.windows = [(name, round(size * US)) for name, size in windows]
+        self.zone = ZoneInfo(zone)
+        spans = [TODAY_SPAN_US if name == "today" else size for name, size in self.windows]
+        self.horizon_us = max(spans) + round(grace_seconds * US)
+        self.partition_of = partition_of or (lambda _event: 0)
+        self.clocks: dict[int, int] = {}
+        self.customers: dict[str, dict[str, Record]] = {}
+
+    def feed(self, event: CustomerLifecycle, clock_us: int | None = None) -> None:
+        partition = self.partition_of(event)
+        at = time_of(event)
+        if clock_us is None:
+            clock_us = max(self.clocks.get(partition, 0), at)
+        self.clocks[partition] = max(self.clocks.get(partition, 0), clock_us)
+        history = self.customers.setdefault(event.customer_id, {})
+        if history:
+            latest = max(history.values())
+            if not latest[2] and latest[0] <= clock_us - self.horizon_us:
+                history.clear()  # retired: the customer starts afresh
+        if event.event_id not in history:
+            activated = event.change == "activated"
+            history[event.event_id] = (at, event.event_id, activated, event.segment)
+
+    @staticmethod
+    def active(history: Mapping[str, Record], at_us: int) -> bool:
+        before = [record for record in history.values() if record[0] <= at_us]
+        return bool(before) and max(before)[2]
+
+    @staticmethod
+    def segment(history: Mapping[str, Record]) -> str:
+        named = [record for record in history.values() if record[3] is not None]
+        return reference_segment(max(named)[3]) if named else UNKNOWN
+
+    def window_starts(self, now_us: int) -> list[int]:
+        starts = []
+        for name, size in self.windows:
+            if name == "today":
+                day = (_EPOCH + timedelta(microseconds=now_us)).astimezone(self.zone).date()
+                midnight = datetime.combine(day, dt_time(0), tzinfo=self.zone)
+                starts.append(micros(midnight))
+            else:
+                starts.append(now_us - size)
+        return starts
+
+    def counts(self, now_us: int) -> dict[str, tuple[list[tuple[int, int, int]], int]]:
+        """group -> ([(|S|, |E|, |S ∩ E|) per window], live active)."""
+        starts = self.window_starts(now_us)
+        result: dict[str, tuple[list[tuple[int, int, int]], int]] = {}
+        for history in self.customers.values():
+            if not history:
+                continue
+            end = self.active(history, now_us)
+            for group in (ALL, self.segment(history)):
+                windows, live = result.get(group, ([(0, 0, 0)] * len(starts), 0))
+                updated = []
+                for (s, e, r), start in zip(windows, starts, strict=True):
+                    begin = self.active(history, start)
+                    updated.append((s + begin, e + end, r + (begin and end)))
+                result[group] = (updated, live + end)
+        return result
+
+    def kpis(self, now_us: int) -> dict[CustomerKpiKey, float | None]:
+        return customer_values(self.counts(now_us), [name for name, _ in self.windows])
+
+
+def customer_values(
+    counts: Mapping[str, tuple[Sequence[tuple[int, int, int]], int]], windows: Sequence[str]
+) -> dict[CustomerKpiKey, float | None]:
+    """Every customer KPI of the given counts (:meth:`CustomerReference.counts`)."""
+    values: dict[CustomerKpiKey, float | None] = {}
+    for group, (per_window, live) in counts.items():
+        for name, (s, e, r) in zip(windows, per_window, strict=True):
+            values[CustomerKpiKey(K.CUSTOMERS_ACTIVE_AT_START, name, group)] = s
+            values[CustomerKpiKey(K.CUSTOMERS_CHURNED, name, group)] = s - r
+            values[CustomerKpiKey(K.CUSTOMERS_NEW, name, group)] = e - r
+            values[CustomerKpiKey(K.CUSTOMER_CHURN_RATIO, name, group)] = (s - r) / s if s else None
+            values[CustomerKpiKey(K.CUSTOMER_RETENTION_RATIO, name, group)] = r / s if s else None
+        values[CustomerKpiKey(K.CUSTOMERS_ACTIVE, LIVE_WINDOW, group)] = live
+    return values
+
+
+def reference_customer_kpis(
+    arrivals: Iterable[Event],
+    windows: Sequence[tuple[str, float]],
+    zone: str,
+    grace_seconds: float,
+    *,
+    now: float,
+    partition_of: Callable[[CustomerLifecycle], int] | None = None,
+) -> dict[CustomerKpiKey, float | None]:
+    """Every customer KPI at ``now`` (POSIX seconds) for decoded ``arrivals`` (arrival order;
+    events of other topics are skipped)."""
+    reference = CustomerReference(windows, zone, grace_seconds, partition_of)
+    for event in arrivals:
+        if isinstance(event, CustomerLifecycle):
+            reference.feed(event)
+    return reference.kpis(round(now * US))

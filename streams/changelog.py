@@ -1,0 +1,307 @@
+"""Changelogged state: a table that reports its recoveries, a write-behind record cache and
+checkpoints. Tickets and customers use the same mechanisms (:mod:`streams.app`,
+:mod:`streams.customer_stage`).
+
+- :class:`RecoveryAwareTable`: a Faust table of msgpack bytes that tells its owner which
+  partitions it holds after each rebalance and recovery, and recovers from the latest
+  checkpoint instead of offset 0.
+- :class:`FaustStateStore`: the record cache over it; states reach the changelog just before
+  the input offsets that produced them are committed.
+- :class:`StateLog`: writing the cache (with a fence for brokers that report an end offset
+  without the last batch), and periodic checkpoints (every state of the owned partitions
+  re-written, and where that copy starts recorded in a checkpoint topic), so recovery reads
+  the state plus the writes since, never the whole history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar
+
+import aiokafka
+import faust
+import msgspec
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SENTINEL = b"\x00checkpoint"  # a tombstone that marks where a checkpoint starts
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class Partitioned(Protocol):
+    """A state that knows the partition it belongs to (of its input and changelog)."""
+
+    @property
+    def partition(self) -> int: ...
+
+
+StateT = TypeVar("StateT", bound=Partitioned)
+
+
+def internal_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    """An internal topic of raw bytes (created by the worker) with ``partitions`` partitions."""
+    return app.topic(
+        name, partitions=partitions, internal=True, key_serializer="raw", value_serializer="raw"
+    )
+
+
+class RecoveryAwareTable(faust.Table[bytes, bytes]):
+    """A table that tells its owner which partitions it holds after each recovery."""
+
+    def __init__(
+        self,
+        *args: Any,
+        source_topics: Iterable[str],
+        on_recovered: Callable[[set[int]], None],
+        on_revoked: Callable[[set[int]], None],
+        on_assigned: Callable[[set[TP]], None],
+        read_checkpoints: Callable[[set[int]], Awaitable[dict[int, int]]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._source_topics = frozenset(source_topics)
+        self._on_recovered = on_recovered
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+        self._read_checkpoints = read_checkpoints
+        # changelog partition -> offset from which the changelog holds the complete state
+        self.checkpoints: dict[int, int] = {}
+        self.recovered_records = 0  # changelog records read since the last rebalance
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """Where recovery starts reading: the latest complete checkpoint, not offset 0 (the
+        changelog is not compacted on every broker, e.g. the embedded Tansu)."""
+        stored: int | None = super().persisted_offset(tp)
+        if stored is not None:
+            # A RocksDB table holds the state up to its own persisted offset (the in-memory
+            # store never has one): a checkpoint further on would skip the tombstones of
+            # tickets deleted in between, which the local copy still holds.
+            return stored
+        return self.checkpoints.get(tp.partition)
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        events = list(batch)
+        self.recovered_records += len(events)
+        super().apply_changelog_batch(events)
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        # Stop using revoked partitions at once, before the new owner starts.
+        self._on_revoked({tp.partition for tp in revoked if tp.topic in self._source_topics})
+        self._on_assigned(assigned)
+        self.recovered_records = 0
+        mine = {tp.partition for tp in assigned if tp.topic in self._source_topics}
+        self.checkpoints = await self._read_checkpoints(mine)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        name = self.changelog_topic_name
+        self._on_recovered({tp.partition for tp in active_tps if tp.topic == name})
+
+
+class FaustStateStore(Generic[StateT]):
+    """A state store over a Faust table of msgpack bytes, with a write-behind record cache.
+
+    States changed since the last commit are kept decoded in ``dirty``; all others are
+    msgpack bytes in the table's store (one copy, no decoded duplicate). :meth:`flush` runs
+    just before the consumer commits input offsets: it encodes each dirty state once, puts it
+    in the store and sends one changelog record (a tombstone for a deleted state), so a state
+    changed by many events between two commits costs one changelog write, and the changelog
+    always holds the state of every offset that gets committed.
+    """
+
+    def __init__(
+        self, table: faust.Table[bytes, bytes], decoder: msgspec.msgpack.Decoder[StateT]
+    ) -> None:
+        self.table = table
+        self.decoder = decoder
+        self.dirty: dict[str, tuple[int, StateT | None]] = {}
+        self.writes = 0  # changelog records sent
+
+    def get(self, key: str) -> StateT | None:
+        cached = self.dirty.get(key)
+        if cached is not None:
+            return cached[1]
+        raw = self.table.data.get(key.encode())
+        return None if raw is None else self.decoder.decode(raw)
+
+    def put(self, key: str, state: StateT) -> None:
+        self.dirty[key] = (state.partition, state)
+
+    def delete(self, key: str) -> None:
+        state = self.get(key)
+        if state is not None:
+            self.dirty[key] = (state.partition, None)
+
+    def states(self) -> Iterable[tuple[str, StateT]]:
+        found = {
+            key.decode(): self.decoder.decode(raw) for key, raw in list(self.table.data.items())
+        }
+        for key, (_, state) in self.dirty.items():
+            if state is None:
+                found.pop(key, None)
+            else:
+                found[key] = state
+        return list(found.items())
+
+    def flush(self, partitions: set[int] | None = None) -> set[int]:
+        """Write the dirty states (of ``partitions``, default all) to the store and the
+        changelog; returns the partitions written to."""
+        store = self.table.data
+        sent = 0
+        written: set[int] = set()
+        for key, (partition, state) in list(self.dirty.items()):
+            if partitions is not None and partition not in partitions:
+                continue
+            del self.dirty[key]
+            encoded = key.encode()
+            if state is None:
+                store.pop(encoded, None)
+                value = None
+            else:
+                value = _ENCODER.encode(state)
+                self._store_put(partition, encoded, value)
+            self.table.send_changelog(partition, encoded, value)
+            written.add(partition)
+            sent += 1
+        self.writes += sent
+        return written
+
+    def _store_put(self, partition: int, key: bytes, value: bytes) -> None:
+        """Put one state into the store of its changelog partition.
+
+        Faust's RocksDB store picks the partition database from the event being processed
+        (``current_event()``) and asserts there is one; flushes run outside any event (before
+        a commit, in the checkpoint timer, at revocation), so a RocksDB table gets the put
+        in its partition's database directly. The in-memory store has no partitions."""
+        store: Any = self.table.data
+        db_for_partition = getattr(store, "_db_for_partition", None)
+        if db_for_partition is None:
+            store[key] = value
+            return
+        db_for_partition(partition).put(key, value)
+        store._key_index[key] = partition
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop cached changes of partitions this worker no longer owns (after a flush)."""
+        for key in [k for k, (p, _) in self.dirty.items() if p in partitions]:
+            del self.dirty[key]
+
+
+class StateLog(Generic[StateT]):
+    """A changelogged table with its record cache and its checkpoint topic."""
+
+    def __init__(
+        self,
+        name: str,
+        app: faust.App,
+        table: RecoveryAwareTable,
+        store: FaustStateStore[StateT],
+        checkpoint_topic: faust.TopicT,
+        bootstrap: str,
+    ) -> None:
+        self.name = name
+        self.app = app
+        self.table = table
+        self.store = store
+        self.checkpoint_topic = checkpoint_topic
+        self.bootstrap = bootstrap
+        self.writes_at_checkpoint = 0
+
+    async def write(self, partitions: set[int] | None = None) -> None:
+        """Write the record cache to the changelog and wait until it is stored.
+
+        Then a *fence* (a tombstone of a key no state has) in a later batch of every
+        partition written: the embedded Tansu broker reports a partition's end offset
+        without its last batch, and Faust's recovery reads only up to that end offset, so the
+        last batch must never be one that matters.
+        """
+        written = self.store.flush(partitions)
+        if written:
+            await self.app.producer.flush()
+            for partition in written:
+                self.table.send_changelog(partition, CHECKPOINT_SENTINEL, None)
+            await self.app.producer.flush()
+
+    async def read_checkpoints(self, partitions: set[int]) -> dict[int, int]:
+        """The latest checkpoint of each changelog partition (empty on any error or after
+        10 s: recovery then reads the changelog from its start, correct but slower)."""
+        if not partitions:
+            return {}
+        try:
+            return await asyncio.wait_for(self._fetch_checkpoints(partitions), 10.0)
+        except Exception as error:  # a missing topic, a broker hiccup: read everything
+            log.warning("no %s checkpoints read (%r); recovering from offset 0", self.name, error)
+            return {}
+
+    async def _fetch_checkpoints(self, partitions: set[int]) -> dict[int, int]:
+        topic = self.checkpoint_topic.get_topic_name()
+        conf = self.app.conf
+        consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap.split(","),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            request_timeout_ms=5000,
+            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+        )
+        found: dict[int, int] = {}
+        await consumer.start()
+        try:
+            tps = [aiokafka.TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                # A few records back: some brokers (Tansu) report the end before the last batch.
+                consumer.seek(tp, max(0, ends[tp] - 4))
+            while True:
+                batch = await consumer.getmany(timeout_ms=300)
+                if not batch:
+                    break
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.value:
+                            found[tp.partition] = int(record.value)
+        finally:
+            await consumer.stop()
+        return found
+
+    def recovered(self) -> None:
+        """A recovery completed: count writes towards the next checkpoint from here."""
+        self.writes_at_checkpoint = self.store.writes
+
+    async def checkpoint(self, owned: set[int], min_records: int) -> None:
+        """Re-write every state of the owned partitions to the changelog, then record where
+        that copy starts: recovery reads from there, so it reads at most the state plus the
+        writes since (bounded by ``min_records``), never the whole history. Only once
+        ``max(min_records, states held)`` writes happened since the last one."""
+        store = self.store
+        table = self.table
+        since = store.writes - self.writes_at_checkpoint
+        if since < max(min_records, len(table.data)) or not owned:
+            return
+        store.flush()  # the store now holds every current state; nothing below awaits
+        starts = {p: table.send_changelog(p, CHECKPOINT_SENTINEL, None) for p in owned}
+        written = 0
+        for key, raw in list(table.data.items()):
+            partition = store.decoder.decode(raw).partition
+            if partition in starts:
+                table.send_changelog(partition, key, raw)
+                written += 1
+        self.writes_at_checkpoint = store.writes
+        await self.app.producer.flush()
+        for partition in starts:
+            table.send_changelog(partition, CHECKPOINT_SENTINEL, None)  # the fence
+        for partition, future in starts.items():
+            metadata = await future
+            await self.checkpoint_topic.send(
+                key=str(partition).encode(),
+                value=str(metadata.offset).encode(),
+                partition=partition,
+            )
+        log.info("%s checkpoint: %d records for partitions %s", self.name, written, sorted(owned))
