@@ -80,16 +80,16 @@ def _expected(events: Sequence[Event], deployment: Deployment) -> KpiValues:
     return reference_kpis(events, deployment.engine_config(), now=now, partition_of=partition_of)
 
 
-def _start(request: pytest.FixtureRequest, deployment: Deployment, name: str) -> WorkerProcess:
+def _start(workers: list[WorkerProcess], deployment: Deployment, name: str) -> WorkerProcess:
     worker = WorkerProcess(deployment, name)
-    request.addfinalizer(worker.stop)
+    workers.append(worker)  # conftest's fixture stops it
     worker.start().wait_ready(120)
     return worker
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
-    bootstrap_servers: str, unique_prefix: str, request: pytest.FixtureRequest, store: str
+    bootstrap_servers: str, unique_prefix: str, workers: list[WorkerProcess], store: str
 ) -> None:
     env = {**SETTINGS, "SUPPORT_STORE": store}
     deployment = Deployment(bootstrap_servers, unique_prefix, PARTITIONS, env=env)
@@ -112,7 +112,7 @@ def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
     retire = _clock_pushers(b, 4400)
     late_survey = b.survey(4800, "csat", 5, ticket="T1")
 
-    first = _start(request, deployment, "first")
+    first = _start(workers, deployment, "first")
     _produce(deployment, first, [*solved, *retire])
     _produce(deployment, first, [late_survey])
     events = [*solved, *retire, late_survey]
@@ -126,7 +126,7 @@ def test_late_survey_and_reopen_after_retirement_count_also_after_kill_9(
     # consumer commits, and the ticket record cache is written, every few seconds).
     time.sleep(4)
     first.kill()
-    second = _start(request, deployment, "second")
+    second = _start(workers, deployment, "second")
     later: list[Event] = [
         b.survey(5000, "csat", 2, ticket="T2"),
         b.status("T3", 5100, "open"),
