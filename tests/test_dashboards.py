@@ -166,11 +166,16 @@ def test_wallboard_reports_data_age_pipeline_state_and_firing_alerts() -> None:
     }
     assert texts == {"READY", "RECOVERING"}
     assert 'ALERTS{alertstate="firing"}' in panels["Alerts firing"]["targets"][0]["expr"]
-    # A rolling 24 h window is not "today".
+    # A panel says "today" exactly when it reads the calendar-day window (a rolling 24 h
+    # window is not "today").
     for panel in iter_panels(board):
-        assert "today" not in panel["title"].lower(), panel["title"]
-        for target in panel.get("targets", []):
-            assert "today" not in target.get("legendFormat", "").lower()
+        exprs = [target.get("expr", "") for target in panel.get("targets", [])]
+        says_today = "today" in panel["title"].lower() or any(
+            "today" in target.get("legendFormat", "").lower() for target in panel.get("targets", [])
+        )
+        reads_today = any('window="today"' in expr for expr in exprs)
+        assert says_today == reads_today, panel["title"]
+    assert 'window="today"' in panels["Created / solved today"]["targets"][0]["expr"]
 
 
 def test_metric_name_extraction() -> None:

@@ -4,6 +4,7 @@ checked against the brute-force reference computed from the same records."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 from helpers.pipeline import (
@@ -128,14 +129,27 @@ def test_two_workers_rebalance_exactly_one_series_per_key(
     assert not scrape_all([one]).duplicates
 
 
+def zone_of_this_hours_midnight() -> str:
+    """A whole-hour IANA zone (``Etc/GMT…``) whose local midnight was at the start of the
+    current UTC hour."""
+    hour = datetime.now(UTC).hour
+    hours = -hour if hour <= 12 else 24 - hour  # the UTC offset that makes it 00:MM locally
+    return f"Etc/GMT{-hours:+d}"  # the Etc zones' sign is inverted (Etc/GMT+5 is UTC-5)
+
+
 def test_wall_clock_kpis_equal_reference_at_the_read_instant(
     deployment: Deployment, workers: list[WorkerProcess]
 ) -> None:
     """``SUPPORT_CLOCK=wall``, the production default: 50 minutes of events ending 3 minutes
     ago, noisy delivery; every exported KPI equals the reference computed at the instant
     /metrics was read (windows and live ages move with the wall clock: read at the stream
-    time, 3 minutes earlier, windows and ages would differ)."""
+    time, 3 minutes earlier, windows and ages would differ), ``today`` included."""
     deployment.env["SUPPORT_CLOCK"] = "wall"
+    # The calendar-day window too, in a zone whose local midnight fell at the start of this
+    # UTC hour: inside the stream unless the test runs in the first 3 or the last 6 minutes
+    # of an hour, so yesterday's events must leave ``today``.
+    deployment.env["SUPPORT_WINDOWS"] = "15m,1h,24h,today"
+    deployment.env["SUPPORT_TIMEZONE"] = zone_of_this_hours_midnight()
     start = time.time() - 53 * 60
     records = list(
         generate(

@@ -102,7 +102,12 @@ def start_stack(
     """Topics, a worker (stream clock), Prometheus scraping it; records not yet produced."""
     if not broker.running:
         pytest.fail(f"the session broker has died; its output:\n{broker.log_tail()}")
-    deployment = Deployment(broker.bootstrap_servers, f"{name}-{uuid.uuid4().hex[:8]}")
+    # The production windows of the compose file (the wallboard reads today).
+    deployment = Deployment(
+        broker.bootstrap_servers,
+        f"{name}-{uuid.uuid4().hex[:8]}",
+        env={"SUPPORT_WINDOWS": "15m,1h,24h,today"},
+    )
     deployment.create_topics()
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
     worker = WorkerProcess(deployment, name).start()

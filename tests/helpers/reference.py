@@ -32,7 +32,9 @@ Rules, from SPEC §3-§4 and the decisions the README records where the SPEC is 
   any unknown ticket's (README "Memory tracks open work").
 * A ticket's events are ordered by ``(time, rank, event_id)``, rank created < reply <
   escalation < status < survey.
-* Windows at clock ``now`` cover ``[end - size, end)`` with ``end = (floor(now / B) + 1) * B``.
+* Windows at clock ``now`` cover ``[end - size, end)`` with ``end = (floor(now / B) + 1) * B``;
+  ``today`` covers ``[m, end)``, m = the first multiple of B at or after local midnight (in
+  ``time_zone``) of the day ``now`` is in.
 * Series: a group (overall, one team, one channel, one priority) is reported, with every
   windowed KPI of every window, while it has a measurement whose bucket has not left the
   horizon of its partition's clock, or an open ticket; live KPIs while it has an open ticket.
@@ -107,6 +109,7 @@ class Rules:
     hold: int
     retention: int
     attribute_retention: int
+    zone: ZoneInfo  # of the calendar-day window ``today``
 
     @staticmethod
     def of(config: EngineConfig) -> Rules:
@@ -119,11 +122,26 @@ class Rules:
             hold=round(config.orphan_hold_seconds * US),
             retention=round(config.retention_seconds * US),
             attribute_retention=round(config.attribute_retention_seconds * US),
+            zone=ZoneInfo(config.time_zone),
         )
 
     def bounds(self, now: int) -> list[tuple[str, int, int]]:
         end = (now // self.bucket + 1) * self.bucket
-        return [(name, end - size, end) for name, size in self.windows]
+        bounds = []
+        for name, size in self.windows:
+            if name == "today":
+                # From the first bucket edge at or after local midnight of the day ``now`` is in.
+                start = -(-local_midnight(now, self.zone) // self.bucket) * self.bucket
+            else:
+                start = end - size
+            bounds.append((name, start, end))
+        return bounds
+
+
+def local_midnight(now: int, zone: ZoneInfo) -> int:
+    """Start (µs) of the local calendar day in ``zone`` that contains the instant ``now``."""
+    day = (_EPOCH + timedelta(microseconds=now)).astimezone(zone).date()
+    return micros(datetime.combine(day, dt_time(0), tzinfo=zone))
 
 
 # -- what one ticket measures -------------------------------------------------------------
@@ -824,9 +842,7 @@ class CustomerReference:
         starts = []
         for name, size in self.windows:
             if name == "today":
-                day = (_EPOCH + timedelta(microseconds=now_us)).astimezone(self.zone).date()
-                midnight = datetime.combine(day, dt_time(0), tzinfo=self.zone)
-                starts.append(micros(midnight))
+                starts.append(local_midnight(now_us, self.zone))
             else:
                 starts.append(now_us - size)
         return starts

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from streams.core.kpis import EngineConfig
+from streams.core.today import TODAY, TODAY_MAX_SECONDS
 from streams.decoding import Rejection, decode
 from streams.events import (
     EVENT_TYPES,
@@ -269,7 +270,12 @@ _WINDOW_SETS: tuple[tuple[tuple[str, float], ...], ...] = (
     (("1m", 60.0), ("30m", 1800.0)),
     (("15m", 900.0), ("1h", 3600.0), ("24h", 86400.0)),  # the production default
     (("10m", 600.0), ("24h", 86400.0)),
+    (("15m", 900.0), ("1h", 3600.0), (TODAY, TODAY_MAX_SECONDS)),
+    (("5m", 300.0), (TODAY, TODAY_MAX_SECONDS)),
 )
+# Zones of the calendar-day window: local midnight falls inside the generated streams (they
+# start at BASE_TIME, 08:00 UTC) in Adak (09:00 UTC) and Honolulu (10:00 UTC), not in the others.
+_DAY_ZONES = ("UTC", "America/Adak", "Pacific/Honolulu", "Asia/Kolkata", "Europe/Berlin")
 
 
 @st.composite
@@ -288,6 +294,7 @@ def configs(draw: st.DrawFn) -> EngineConfig:
     targets = [t for t in (60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0) if t <= longest]
     target = st.sampled_from(targets)
     slas = draw(st.tuples(*[target for _ in PRIORITIES]))
+    calendar_day = any(name == TODAY for name, _ in windows)
     retention = horizon + draw(st.sampled_from([0.0, bucket, 600.0, 7 * 86400.0]))
     return EngineConfig(
         windows=windows,
@@ -297,6 +304,7 @@ def configs(draw: st.DrawFn) -> EngineConfig:
         orphan_hold_seconds=draw(st.sampled_from([60.0, 600.0, 3600.0, 86400.0, 30 * 86400.0])),
         retention_seconds=retention,
         attribute_retention_seconds=retention + draw(st.sampled_from(_EXTRA_ATTRIBUTES)),
+        time_zone=draw(st.sampled_from(_DAY_ZONES)) if calendar_day else "UTC",
     )
 
 
@@ -307,7 +315,8 @@ _EXTRA_ATTRIBUTES = (30 * 86400.0, 3 * 86400.0, 3600.0, 0.0)
 
 
 def longest_window(config: EngineConfig) -> float:
-    return max(size for _, size in config.windows)
+    """The longest rolling window (``today`` does not set the streams' time scale)."""
+    return max(size for name, size in config.windows if name != TODAY)
 
 
 def _gaps_ms(longest: float) -> st.SearchStrategy[int]:
