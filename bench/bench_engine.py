@@ -53,6 +53,7 @@ from streams.events import (
     TicketReplied,
 )
 from streams.simulation import SimOptions, generate
+from streams.simulation.model import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
@@ -68,12 +69,14 @@ def team_names(count: int) -> list[str]:
     return [f"Team {i:03d}" for i in range(count)]
 
 
-def simulated_events(count: int, teams: Sequence[str], seed: int) -> list[Event]:
+def simulated_events(
+    count: int, teams: Sequence[str], seed: int, profile: Profile = "steady"
+) -> list[Event]:
     """``count`` records of simulated traffic, decoded; invalid records are skipped."""
     options = SimOptions(duplicate_rate=0.02, out_of_order=0.1, out_of_order_delay=120.0)
     events: list[Event] = []
     for record in generate(
-        "steady",
+        profile,
         seed=seed,
         start=START.timestamp(),
         count=count,

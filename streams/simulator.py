@@ -9,6 +9,8 @@ Examples::
     support-kpi-simulator --realtime --bootstrap-servers 127.0.0.1:9092 --profile incident
     support-kpi-simulator --duration 24h --profile daily --rate 300 --output day.jsonl
     support-kpi-simulator --duration 10d --profile churn --rate 60 --output churn.jsonl
+    support-kpi-simulator --duration 3d --profile office-hours --calendars deploy/calendars.toml \
+        --output week.jsonl
     support-kpi-simulator --count 1000000 --rate 20000 --bootstrap-servers kafka:9092
 """
 
@@ -23,6 +25,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
+from streams.calendar_file import load_calendars
 from streams.durations import positive_duration
 from streams.simulation import (
     DEFAULT_RATE,
@@ -142,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=positive_duration, help="event-time length: 90s, 15m, 2h")
     p.add_argument("--count", type=_count, help="stop after this many records")
     p.add_argument("--teams", default=",".join(DEFAULT_TEAMS), help="comma-separated team names")
+    p.add_argument(
+        "--calendars",
+        help="office-hours profile: the calendar file of the agents' working hours (as "
+        "SUPPORT_CALENDARS_FILE) [default: Mon-Fri 09:00-18:00 with a lunch break, Sat "
+        "10:00-14:00, Europe/Berlin]",
+    )
     p.add_argument("--duplicate-rate", type=_fraction, default=0.0, help="share re-sent later")
     p.add_argument(
         "--out-of-order", type=_fraction, default=0.0, help="share of records delivered late"
@@ -243,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         parser.error("a backfill needs --duration or --count (or use --realtime)")
     try:
+        calendars = None if args.calendars is None else load_calendars(args.calendars)
         options = SimOptions(
             duplicate_rate=args.duplicate_rate,
             out_of_order=args.out_of_order,
@@ -265,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate=args.rate,
             teams=teams,
             options=options,
+            calendars=calendars,
         )
     except ValueError as exc:
         parser.error(str(exc))

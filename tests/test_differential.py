@@ -13,11 +13,12 @@ hold samples when read, except the events that come after retirement (``after_re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import msgspec
+from helpers.calendar_oracle import Spec
 from helpers.reference import (
     SAMPLE_KIND,
     US,
@@ -46,6 +47,8 @@ from streams.core.replay import partition_for, replay
 from streams.core.store import KpiStore
 from streams.core.units import to_us
 from streams.events import Event, event_time, routing_key
+
+CalendarSpecs = tuple[Spec, Mapping[str, Spec]]  # default, per team
 
 # CI runs a fixed, reproducible set of examples: no example database, derandomized generation.
 SETTINGS = generated(60)
@@ -147,14 +150,21 @@ def _sla_edges(reference: Reference, clock: int) -> list[int]:
 Coverage = dict[tuple[str, str], bool]  # (window, measurement kind) -> had a sample
 
 
-def check_stream(scenario: Scenario, *, partitions: int = 1, restarts: bool = False) -> Coverage:
+def check_stream(
+    scenario: Scenario,
+    *,
+    partitions: int = 1,
+    specs: CalendarSpecs | None = None,
+    restarts: bool = False,
+) -> Coverage:
     """Engine == reference (every series, every value, health counts) at several instants
     inside the stream, just after it, and after the clock has moved on by up to a horizon.
+    ``specs``: the calendars as the reference reads them (else from the config).
     ``restarts``: every partition also restarts (rebuilds from the ticket store, as after a
     kill -9) at each of those instants."""
     events = decoded(scenario)
     run = EngineRun(scenario.config, partitions)
-    reference = Reference(scenario.config, run.partition_of)
+    reference = Reference(scenario.config, run.partition_of, specs)
     rules = reference.rules
     coverage: Coverage = {}
     compared = 0

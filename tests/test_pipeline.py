@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from helpers.pipeline import (
     Deployment,
+    Scrape,
     WorkerProcess,
     assert_kpis_converge,
     counter_total,
@@ -21,8 +23,8 @@ from helpers.pipeline import (
 from helpers.reference import US, Reference, differences, format_differences
 
 from streams.core import kpis
-from streams.core.kpis import KpiKey
-from streams.simulation.model import SimOptions
+from streams.core.kpis import KpiKey, KpiValues
+from streams.simulation.model import SimOptions, SimRecord
 from streams.simulator import generate
 
 pytestmark = pytest.mark.integration
@@ -33,6 +35,24 @@ def deployment(bootstrap_servers: str, unique_prefix: str) -> Deployment:
     deployment = Deployment(bootstrap_servers, unique_prefix)
     deployment.create_topics()
     return deployment
+
+
+def converged(
+    deployment: Deployment,
+    workers: list[WorkerProcess],
+    records: list[SimRecord],
+    expected: KpiValues,
+) -> Scrape:
+    """A worker consumes ``records`` until every KPI it exports equals ``expected``; its
+    /metrics then (one series per key)."""
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    worker.wait_ready()
+    deployment.produce(records)
+    assert_kpis_converge(lambda: scrape_all([worker]).values, expected)
+    scrape = scrape_all([worker])
+    assert not scrape.duplicates
+    return scrape
 
 
 def test_created_tickets_reach_metrics(
@@ -61,13 +81,7 @@ def test_kpis_equal_reference_with_noise(
         seed=11, hours=2.0, duplicate_rate=0.03, out_of_order=0.1, bad_input_rate=0.02
     )
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
-    worker = WorkerProcess(deployment).start()
-    workers.append(worker)
-    worker.wait_ready()
-    deployment.produce(records)
-    assert_kpis_converge(lambda: scrape_all([worker]).values, expected)
-    scrape = scrape_all([worker])
-    assert not scrape.duplicates
+    scrape = converged(deployment, workers, records, expected)
     bad = sum(1 for r in records if r.bad is not None and r.bad != "before_created")
     assert counter_total(scrape, "support_events_rejected_total") >= bad
     assert counter_total(scrape, "support_events_duplicate_total") > 0
@@ -204,3 +218,58 @@ def test_wall_clock_kpis_equal_reference_at_the_read_instant(
         return True
 
     wait_until(agree, 120, lambda: last[0], step=1.0)
+
+
+# -- business hours (issue 12) --------------------------------------------------------------
+
+
+def _half_hours(first_minute: int, length: int) -> str:
+    """Every hour of the day from ``first_minute`` for ``length`` minutes: a calendar whose
+    business time differs from calendar time whatever the time of day the test runs."""
+    spans = [f'"{h:02d}:{first_minute:02d}-{h:02d}:{first_minute + length:02d}"' for h in range(24)]
+    return "[" + ", ".join(spans) + "]"
+
+
+@pytest.fixture
+def calendars_file(tmp_path: Path) -> Path:
+    path = tmp_path / "calendars.toml"
+    path.write_text(
+        f"""
+[default]
+timezone = "Asia/Kolkata"
+hours = {{ mon-sun = {_half_hours(0, 30)} }}
+
+[teams.Billing]
+timezone = "America/St_Johns"
+hours = {{ mon-sun = {_half_hours(10, 40)} }}
+"""
+    )
+    return path
+
+
+def test_business_kpis_through_the_pipeline_equal_the_reference(
+    bootstrap_servers: str,
+    unique_prefix: str,
+    calendars_file: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    env = {
+        "SUPPORT_CALENDARS_FILE": str(calendars_file),
+        "SUPPORT_FIRST_RESPONSE_SLA_CLOCK": "business",
+        "SUPPORT_RESOLUTION_SLA_CLOCK": "urgent=business,high=business",
+        "SUPPORT_RESOLUTION_SLA_TARGETS": "urgent=2m,high=5m,normal=15m,low=30m",
+    }
+    deployment = Deployment(bootstrap_servers, unique_prefix, env=env)
+    deployment.create_topics()
+    records = simulated(seed=41, hours=1.0, rate=240.0)
+    expected = expected_kpis(decoded_events(records), deployment.engine_config())
+    # The stream exercises what it should: business time below calendar time, an SLA missed.
+    overall = {k.kpi: v for k, v in expected.items() if k[1:] == ("1h", "all", "all", "all")}
+    business = overall[kpis.REQUESTER_WAIT_BUSINESS_MEAN]
+    calendar = overall[kpis.REQUESTER_WAIT_MEAN]
+    assert business is not None
+    assert calendar is not None
+    assert 0 < business < calendar
+    assert overall[kpis.RESOLUTION_SLA_ATTAINMENT] not in (None, 1.0)
+    scrape = converged(deployment, workers, records, expected)
+    assert KpiKey(kpis.FIRST_RESPONSE_BUSINESS_P90, "1h") in scrape.values

@@ -56,6 +56,7 @@ pytestmark = pytest.mark.integration
 
 RULES_FILE = RULES_DIR / "support.yml"
 SLO_RULES = RULES_DIR.parent.parent / "slo" / "support-slos.rules.yml"  # example, see test_slo
+CALENDARS_FILE = RULES_DIR.parent.parent / "calendars.toml"
 ALERT = "FirstResponseTimeRising"
 
 # The rule's thresholds (deploy/prometheus/rules/support.yml), used to state what the
@@ -97,16 +98,21 @@ class Stack:
 
 
 def start_stack(
-    broker: EmbeddedBroker, name: str, records: Sequence[SimRecord], rule_files: Sequence[Path]
+    broker: EmbeddedBroker,
+    name: str,
+    records: Sequence[SimRecord],
+    rule_files: Sequence[Path],
+    env: dict[str, str] | None = None,
 ) -> Stack:
-    """Topics, a worker (stream clock), Prometheus scraping it; records not yet produced."""
+    """Topics, a worker (stream clock, settings ``env``), Prometheus scraping it; records not
+    yet produced."""
     if not broker.running:
         pytest.fail(f"the session broker has died; its output:\n{broker.log_tail()}")
     # The production windows of the compose file (the wallboard reads today).
     deployment = Deployment(
         broker.bootstrap_servers,
         f"{name}-{uuid.uuid4().hex[:8]}",
-        env={"SUPPORT_WINDOWS": "15m,1h,24h,today"},
+        env={"SUPPORT_WINDOWS": "15m,1h,24h,today", **(env or {})},
     )
     deployment.create_topics()
     expected = expected_kpis(decoded_events(records), deployment.engine_config())
@@ -159,14 +165,16 @@ def reference(values: KpiValues, key: KpiKey) -> float:
 @pytest.fixture(scope="module")
 def steady(broker: EmbeddedBroker) -> Iterator[Stack]:
     """~2 h of steady traffic (300 tickets/h, surveys included, customer lifecycle events)
-    processed by one worker, scraped every second by a Prometheus that evaluates
+    processed by one worker with the example business calendars (so the boards' business-time
+    panels have data), scraped every second by a Prometheus that evaluates
     deploy/prometheus/rules/support.yml and the example SLO rules of deploy/slo."""
     records = simulate("steady", seed=41, hours=2.0, rate=300.0, options=SimOptions())
     # Customer lifecycle traffic as well (the churn profile's, with its customer base), so
     # the wallboard's customer panels have data; the ticket reference ignores it.
     churn = simulate("churn", seed=41, hours=2.0, rate=60.0, options=SimOptions())
     records += [r for r in churn if r.topic == "customer-lifecycle"]
-    stack = start_stack(broker, "prom-steady", records, [RULES_FILE, SLO_RULES])
+    calendars = {"SUPPORT_CALENDARS_FILE": str(CALENDARS_FILE)}
+    stack = start_stack(broker, "prom-steady", records, [RULES_FILE, SLO_RULES], calendars)
     try:
         stack.deployment.produce(records)
         converge(stack)

@@ -39,8 +39,10 @@ def documented_metrics() -> set[str]:
 
 
 def _full_page() -> bytes:
-    """The /metrics page of a worker that has seen traffic of every kind."""
-    settings = load_settings(kafka_bootstrap="127.0.0.1:1")
+    """The /metrics page of a worker that has seen traffic of every kind (with business
+    calendars, so that the ``_business`` series exist)."""
+    calendars = README.parent / "deploy" / "calendars.toml"
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1", calendars_file=calendars)
     worker = KpiWorker(settings)
     config = settings.engine_config()
     store = KpiStore(config)

@@ -34,6 +34,19 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
     resolution_sketch: Sketch = msgspec.field(default_factory=dict)
     first_resolutions: int = 0
     first_contact_resolutions: int = 0
+    # Requester wait of every resolution (sample count: solved) and resolution SLA attainment.
+    # Sketches below are None while empty: most partials have none of these samples, and an
+    # empty dict per partial would cost 64 bytes each.
+    wait_sum_us: int = 0
+    wait_sketch: Sketch | None = None
+    resolution_sla_met: int = 0
+    # Business time (only with calendars; the sample counts are frt_count and solved).
+    frt_business_sum_us: int = 0
+    frt_business_sketch: Sketch | None = None
+    resolution_business_sum_us: int = 0
+    resolution_business_sketch: Sketch | None = None
+    wait_business_sum_us: int = 0
+    wait_business_sketch: Sketch | None = None
     csat_count: int = 0
     csat_sum: int = 0
     csat_satisfied: int = 0
@@ -50,6 +63,14 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
             setattr(self, name, getattr(self, name) + sign * getattr(other, name))
         merge_into(self.frt_sketch, other.frt_sketch, sign)
         merge_into(self.resolution_sketch, other.resolution_sketch, sign)
+        for name in _OPTIONAL_SKETCHES:
+            theirs = getattr(other, name)
+            if theirs:
+                mine = getattr(self, name)
+                if mine is None:
+                    mine = {}
+                merge_into(mine, theirs, sign)
+                setattr(self, name, mine or None)
 
     def is_empty(self) -> bool:
         return not any(getattr(self, name) for name in _SCALAR_FIELDS)
@@ -61,19 +82,45 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     # -- recording single measurements (sign = +1 add, -1 retract) --------------------------
 
-    def add_first_response(self, value_us: int, sla_met: bool, sign: int) -> None:
+    def add_first_response(
+        self, value_us: int, sla_met: bool, sign: int, business_us: int | None = None
+    ) -> None:
         self.frt_count += sign
         self.frt_sum_us += sign * value_us
         self.frt_sla_met += sign * int(sla_met)
         add_value(self.frt_sketch, value_us, sign)
+        if business_us is not None:
+            self.frt_business_sum_us += sign * business_us
+            self.frt_business_sketch = _added(self.frt_business_sketch, business_us, sign)
 
-    def add_resolution(self, value_us: int, first_contact: bool | None, sign: int) -> None:
+    def add_resolution(
+        self,
+        value_us: int,
+        first_contact: bool | None,
+        sign: int,
+        *,
+        wait_us: int = 0,
+        sla_met: bool = False,
+        business_us: int | None = None,
+        wait_business_us: int | None = None,
+    ) -> None:
         self.solved += sign
         self.resolution_sum_us += sign * value_us
         add_value(self.resolution_sketch, value_us, sign)
         if first_contact is not None:
             self.first_resolutions += sign
             self.first_contact_resolutions += sign * int(first_contact)
+        self.wait_sum_us += sign * wait_us
+        self.wait_sketch = _added(self.wait_sketch, wait_us, sign)
+        self.resolution_sla_met += sign * int(sla_met)
+        if business_us is not None:
+            self.resolution_business_sum_us += sign * business_us
+            self.resolution_business_sketch = _added(
+                self.resolution_business_sketch, business_us, sign
+            )
+        if wait_business_us is not None:
+            self.wait_business_sum_us += sign * wait_business_us
+            self.wait_business_sketch = _added(self.wait_business_sketch, wait_business_us, sign)
 
     def add_survey(self, kind: str, score: int, sign: int) -> None:
         if kind == "csat":
@@ -91,9 +138,12 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     # -- KPI formulas ----------------------------------------------------------------------
 
-    def values(self) -> dict[str, tuple[float | None, int]]:
-        """Every windowed KPI as (value, sample size); value None when it has no sample."""
-        return {
+    def values(self, business: bool = False) -> dict[str, tuple[float | None, int]]:
+        """Every windowed KPI as (value, sample size); value None when it has no sample.
+
+        ``business``: calendars are configured, so the business-time KPIs are reported too.
+        """
+        values = {
             kpis.TICKETS_CREATED: (float(self.created), self.created),
             kpis.TICKETS_SOLVED: (float(self.solved), self.solved),
             kpis.TICKETS_ESCALATED: (float(self.escalated), self.escalated),
@@ -143,11 +193,75 @@ class WindowAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
             ),
             kpis.ENPS_RESPONSES: (float(self.enps_count), self.enps_count),
         }
+        names = (kpis.REQUESTER_WAIT_P50, kpis.REQUESTER_WAIT_P90, kpis.REQUESTER_WAIT_MEAN)
+        values.update(_durations(names, self.wait_sketch, self.wait_sum_us, self.solved))
+        values[kpis.RESOLUTION_SLA_ATTAINMENT] = (
+            _ratio(self.resolution_sla_met, self.solved),
+            self.solved,
+        )
+        if business:
+            for names, sketch, sum_us, count in (
+                (_FRT_BUSINESS, self.frt_business_sketch, self.frt_business_sum_us, self.frt_count),
+                (
+                    _RESOLUTION_BUSINESS,
+                    self.resolution_business_sketch,
+                    self.resolution_business_sum_us,
+                    self.solved,
+                ),
+                (_WAIT_BUSINESS, self.wait_business_sketch, self.wait_business_sum_us, self.solved),
+            ):
+                values.update(_durations(names, sketch, sum_us, count))
+        return values
+
+
+_Names = tuple[str, str, str]  # p50, p90, mean
+_FRT_BUSINESS: _Names = (
+    kpis.FIRST_RESPONSE_BUSINESS_P50,
+    kpis.FIRST_RESPONSE_BUSINESS_P90,
+    kpis.FIRST_RESPONSE_BUSINESS_MEAN,
+)
+_RESOLUTION_BUSINESS: _Names = (
+    kpis.RESOLUTION_BUSINESS_P50,
+    kpis.RESOLUTION_BUSINESS_P90,
+    kpis.RESOLUTION_BUSINESS_MEAN,
+)
+_WAIT_BUSINESS: _Names = (
+    kpis.REQUESTER_WAIT_BUSINESS_P50,
+    kpis.REQUESTER_WAIT_BUSINESS_P90,
+    kpis.REQUESTER_WAIT_BUSINESS_MEAN,
+)
+
+
+def _durations(
+    names: _Names, sketch: Sketch | None, sum_us: int, count: int
+) -> dict[str, tuple[float | None, int]]:
+    """p50, p90 and mean (seconds) of one duration's sketch and sum."""
+    p50, p90, mean = names
+    sketch = sketch or {}
+    return {
+        p50: (_seconds(quantile_us(sketch, 1, 2)), count),
+        p90: (_seconds(quantile_us(sketch, 9, 10)), count),
+        mean: (_mean_seconds(sum_us, count), count),
+    }
 
 
 _SCALAR_FIELDS: tuple[str, ...] = tuple(
     name for name in WindowAggregate.__struct_fields__ if not name.endswith("_sketch")
 )
+_OPTIONAL_SKETCHES: tuple[str, ...] = (
+    "wait_sketch",
+    "frt_business_sketch",
+    "resolution_business_sketch",
+    "wait_business_sketch",
+)
+
+
+def _added(sketch: Sketch | None, value_us: int, sign: int) -> Sketch | None:
+    """``sketch`` with one value added or removed; None when it is empty."""
+    if sketch is None:
+        sketch = {}
+    add_value(sketch, value_us, sign)
+    return sketch or None
 
 
 class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -155,31 +269,41 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     ``unanswered`` maps priority -> the creation times (µs) of the unanswered tickets, sorted,
     packed as 8-byte integers (``array('q')`` bytes): what the oldest age and the past-SLA count
-    need at any later clock, at 8 bytes per ticket instead of a Python dict entry.
+    need at any later clock, at 8 bytes per ticket instead of a Python dict entry. A priority
+    whose first-response target is on the business clock has no fixed offset from creation to
+    deadline (it depends on the calendars of the teams holding the ticket), so ``deadlines``
+    holds, packed and sorted the same way, the instant after which each of those tickets is
+    past its target (stage 1 finds it, :meth:`streams.core.clocks.TicketClock.deadline_us`).
+    Without business clocks ``deadlines`` stays empty: no cost.
     """
 
     open: int = 0
     unanswered: dict[str, bytes] = msgspec.field(default_factory=dict)
+    deadlines: bytes = b""
 
     def add(
-        self, is_open: bool, unanswered_priority: str | None, created_us: int, sign: int
+        self,
+        is_open: bool,
+        unanswered_priority: str | None,
+        created_us: int,
+        sign: int,
+        deadline_us: int | None = None,
     ) -> None:
+        """One ticket in (sign +1) or out (-1); an unanswered one on a business-clock
+        first-response target with its deadline."""
         self.open += sign * int(is_open)
         if unanswered_priority is not None:
             times = self.times(unanswered_priority)
-            if sign > 0:
-                insort(times, created_us)
-            else:
-                index = bisect_left(times, created_us)
-                if index < len(times) and times[index] == created_us:
-                    del times[index]
+            _change(times, created_us, sign)
             self._store(unanswered_priority, times)
+            if deadline_us is not None:
+                deadlines = _unpack(self.deadlines)
+                _change(deadlines, deadline_us, sign)
+                self.deadlines = deadlines.tobytes()
 
     def times(self, priority: str) -> array[int]:
         """The sorted creation times of one priority's unanswered tickets (a copy)."""
-        times = array("q")
-        times.frombytes(self.unanswered.get(priority, b""))
-        return times
+        return _unpack(self.unanswered.get(priority, b""))
 
     def _store(self, priority: str, times: array[int]) -> None:
         if times:
@@ -192,13 +316,13 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
         for priority in other.unanswered:
             times = self.times(priority)
             for created_us in other.times(priority):
-                if sign > 0:
-                    insort(times, created_us)
-                else:
-                    index = bisect_left(times, created_us)
-                    if index < len(times) and times[index] == created_us:
-                        del times[index]
+                _change(times, created_us, sign)
             self._store(priority, times)
+        if other.deadlines:
+            deadlines = _unpack(self.deadlines)
+            for deadline_us in _unpack(other.deadlines):
+                _change(deadlines, deadline_us, sign)
+            self.deadlines = deadlines.tobytes()
 
     def is_empty(self) -> bool:
         return self.open == 0 and not self.unanswered
@@ -209,10 +333,31 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
         return live_values([self], now_us, sla_targets_us)
 
 
+def _unpack(packed: bytes) -> array[int]:
+    values = array("q")
+    values.frombytes(packed)
+    return values
+
+
+def _change(values: array[int], value: int, sign: int) -> None:
+    """Insert (sign > 0) or remove one occurrence of ``value`` in a sorted array."""
+    if sign > 0:
+        insort(values, value)
+    else:
+        index = bisect_left(values, value)
+        if index < len(values) and values[index] == value:
+            del values[index]
+
+
 def live_values(
     parts: Iterable[LiveAggregate], now_us: int, sla_targets_us: Mapping[str, int]
 ) -> dict[str, tuple[float | None, int]]:
-    """The live KPIs of the sum of ``parts`` (without merging them: O(log n) per part)."""
+    """The live KPIs of the sum of ``parts`` (without merging them: O(log n) per part).
+
+    ``sla_targets_us``: the first-response targets on the calendar clock (past the target:
+    created before ``now - target``); the other priorities' tickets are past the target after
+    their ``deadlines``.
+    """
     open_count = 0
     unanswered = 0
     past_sla = 0
@@ -222,9 +367,14 @@ def live_values(
         for priority in part.unanswered:
             times = part.times(priority)
             unanswered += len(times)
-            past_sla += bisect_left(times, now_us - sla_targets_us[priority])
+            target = sla_targets_us.get(priority)
+            if target is not None:
+                past_sla += bisect_left(times, now_us - target)
             if oldest_us is None or times[0] < oldest_us:
                 oldest_us = times[0]
+        if part.deadlines:
+            # Past the target: strictly after the deadline.
+            past_sla += bisect_left(_unpack(part.deadlines), now_us)
     oldest_age = 0.0 if oldest_us is None else max(0, now_us - oldest_us) / US
     return {
         kpis.OPEN_TICKETS: (float(open_count), open_count),

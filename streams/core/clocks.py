@@ -18,8 +18,8 @@ business time (a clock that never pauses).
 Without calendars (no ``SUPPORT_CALENDARS_FILE``) business time is ``None``: everything is
 calendar time (SPEC §4).
 
-Wiring into the ticket facts (:func:`streams.core.ticket.ticket_facts` walks the ticket's steps
-in event-time order)::
+Wiring: :func:`streams.core.ticket.ticket_facts` walks the ticket's steps in event-time order,
+counts calendar time inline and, with calendars, feeds two clocks for business time::
 
     total = TicketClock(calendars, creation.at_us, creation.team)  # first response, resolution
     wait = TicketClock(calendars, creation.at_us, creation.team)  # requester wait
@@ -27,10 +27,12 @@ in event-time order)::
         if step.to_team is not None:  # escalation moving the ticket
             total.move(step.at_us, step.to_team)
             wait.move(step.at_us, step.to_team)
-        if step.status is not None:
-            wait.status(step.at_us, step.status)
         # first response at step.at_us: total.elapsed(step.at_us)
         # resolution at step.at_us: total.elapsed(step.at_us), wait.elapsed(step.at_us)
+        if step.status is not None:
+            wait.status(step.at_us, step.status)
+    # an unanswered ticket on a business first-response clock:
+    # total.deadline_us(target_us, "business")
 
 Times are integer microseconds since the epoch.
 """

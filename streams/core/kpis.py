@@ -30,6 +30,20 @@ RESOLUTION_P50 = "resolution_p50_seconds"
 RESOLUTION_P90 = "resolution_p90_seconds"
 RESOLUTION_MEAN = "resolution_mean_seconds"
 FIRST_CONTACT_RESOLUTION = "first_contact_resolution_ratio"
+REQUESTER_WAIT_P50 = "requester_wait_p50_seconds"
+REQUESTER_WAIT_P90 = "requester_wait_p90_seconds"
+REQUESTER_WAIT_MEAN = "requester_wait_mean_seconds"
+RESOLUTION_SLA_ATTAINMENT = "resolution_sla_attainment_ratio"
+# Business time (only with calendars, SPEC §4-§5): "_business" before the statistic.
+FIRST_RESPONSE_BUSINESS_P50 = "first_response_business_p50_seconds"
+FIRST_RESPONSE_BUSINESS_P90 = "first_response_business_p90_seconds"
+FIRST_RESPONSE_BUSINESS_MEAN = "first_response_business_mean_seconds"
+RESOLUTION_BUSINESS_P50 = "resolution_business_p50_seconds"
+RESOLUTION_BUSINESS_P90 = "resolution_business_p90_seconds"
+RESOLUTION_BUSINESS_MEAN = "resolution_business_mean_seconds"
+REQUESTER_WAIT_BUSINESS_P50 = "requester_wait_business_p50_seconds"
+REQUESTER_WAIT_BUSINESS_P90 = "requester_wait_business_p90_seconds"
+REQUESTER_WAIT_BUSINESS_MEAN = "requester_wait_business_mean_seconds"
 CSAT_SATISFIED = "csat_satisfied_ratio"
 CSAT_MEAN = "csat_mean_score"
 CSAT_RESPONSES = "csat_responses"
@@ -37,6 +51,19 @@ NPS_SCORE = "nps_score"
 NPS_RESPONSES = "nps_responses"
 ENPS_SCORE = "enps_score"
 ENPS_RESPONSES = "enps_responses"
+
+# Windowed KPIs reported only when calendars are configured (``EngineConfig.calendars``).
+BUSINESS_KPIS: tuple[str, ...] = (
+    FIRST_RESPONSE_BUSINESS_P50,
+    FIRST_RESPONSE_BUSINESS_P90,
+    FIRST_RESPONSE_BUSINESS_MEAN,
+    RESOLUTION_BUSINESS_P50,
+    RESOLUTION_BUSINESS_P90,
+    RESOLUTION_BUSINESS_MEAN,
+    REQUESTER_WAIT_BUSINESS_P50,
+    REQUESTER_WAIT_BUSINESS_P90,
+    REQUESTER_WAIT_BUSINESS_MEAN,
+)
 
 WINDOWED_KPIS: tuple[str, ...] = (
     TICKETS_CREATED,
@@ -53,6 +80,10 @@ WINDOWED_KPIS: tuple[str, ...] = (
     RESOLUTION_P90,
     RESOLUTION_MEAN,
     FIRST_CONTACT_RESOLUTION,
+    REQUESTER_WAIT_P50,
+    REQUESTER_WAIT_P90,
+    REQUESTER_WAIT_MEAN,
+    RESOLUTION_SLA_ATTAINMENT,
     CSAT_SATISFIED,
     CSAT_MEAN,
     CSAT_RESPONSES,
@@ -60,6 +91,7 @@ WINDOWED_KPIS: tuple[str, ...] = (
     NPS_RESPONSES,
     ENPS_SCORE,
     ENPS_RESPONSES,
+    *BUSINESS_KPIS,
 )
 
 # eNPS is reported overall and per team only (SPEC §4).
@@ -97,7 +129,20 @@ COUNT_KPIS: frozenset[str] = frozenset(
 
 # KPIs that are percentiles (reported within 1% relative error).
 QUANTILE_KPIS: frozenset[str] = frozenset(
-    {FIRST_RESPONSE_P50, FIRST_RESPONSE_P90, RESOLUTION_P50, RESOLUTION_P90}
+    {
+        FIRST_RESPONSE_P50,
+        FIRST_RESPONSE_P90,
+        RESOLUTION_P50,
+        RESOLUTION_P90,
+        REQUESTER_WAIT_P50,
+        REQUESTER_WAIT_P90,
+        FIRST_RESPONSE_BUSINESS_P50,
+        FIRST_RESPONSE_BUSINESS_P90,
+        RESOLUTION_BUSINESS_P50,
+        RESOLUTION_BUSINESS_P90,
+        REQUESTER_WAIT_BUSINESS_P50,
+        REQUESTER_WAIT_BUSINESS_P90,
+    }
 )
 
 

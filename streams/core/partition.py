@@ -33,6 +33,7 @@ from streams.core.attributes import (
 )
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
+from streams.core.sla import sla_policies
 from streams.core.ticket import (
     Dims,
     Fact,
@@ -236,7 +237,8 @@ class PartitionEngine:
         self.config = config
         self.bucket_us = round(config.bucket_seconds * US)
         self.horizon_us = round(config.horizon_seconds * US)
-        self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
+        self.policies = sla_policies(config)
+        self.calendars = config.calendars
         self.hold_us = round(config.orphan_hold_seconds * US)
         self.retention_us = round(config.retention_seconds * US)
         self.attribute_retention_us = round(config.attribute_retention_seconds * US)
@@ -273,7 +275,9 @@ class PartitionEngine:
         if state is not None and state.has_event(event.event_id):
             return ProcessResult(Outcome.DUPLICATE, late)
 
-        before = ticket_facts(state, self.sla_us) if state is not None else ([], None)
+        before = (
+            ticket_facts(state, self.policies, self.calendars) if state is not None else ([], None)
+        )
         result = ProcessResult(Outcome.APPLIED, late)
         if isinstance(event, TicketCreated):
             if state is not None and state.creation is not None:
@@ -313,7 +317,7 @@ class PartitionEngine:
                 return ProcessResult(Outcome.BEFORE_CREATED, late, [held])
             state.add_step(step)
 
-        after = ticket_facts(state, self.sla_us)
+        after = ticket_facts(state, self.policies, self.calendars)
         self._apply_difference(
             windowed_facts(state, before), windowed_facts(state, after), clock_us
         )
@@ -425,7 +429,7 @@ class PartitionEngine:
         for key, state in mine:
             if state.held:
                 heapq.heappush(self._orphan_due, (state.held[0].held_since_us + self.hold_us, key))
-            facts = windowed_facts(state, ticket_facts(state, self.sla_us))
+            facts = windowed_facts(state, ticket_facts(state, self.policies, self.calendars))
             self._apply_difference(([], None), facts, clock_us)
             self._schedule_retirement(key, state)
         self._dirty = set(self.windows)
@@ -478,7 +482,7 @@ class PartitionEngine:
             aggregate = self.live.get(key)
             if aggregate is None:
                 aggregate = self.live[key] = LiveAggregate()
-            aggregate.add(True, priority, fact.created_us, sign)
+            aggregate.add(True, priority, fact.created_us, sign, fact.deadline_us)
             if aggregate.is_empty():
                 del self.live[key]
             self._dirty_live.add(key)
@@ -534,9 +538,17 @@ def _record(aggregate: WindowAggregate, fact: Fact, sign: int) -> None:
     if kind == "created":
         aggregate.created += sign
     elif kind == "first_response":
-        aggregate.add_first_response(fact.value, bool(fact.flag), sign)
+        aggregate.add_first_response(fact.value, bool(fact.flag), sign, fact.business)
     elif kind == "resolved":
-        aggregate.add_resolution(fact.value, fact.flag, sign)
+        aggregate.add_resolution(
+            fact.value,
+            fact.flag,
+            sign,
+            wait_us=fact.wait,
+            sla_met=bool(fact.met),
+            business_us=fact.business,
+            wait_business_us=fact.wait_business,
+        )
     elif kind == "escalated":
         aggregate.escalated += sign
     elif kind == "reopened":

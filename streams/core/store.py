@@ -22,6 +22,7 @@ from streams.core import kpis
 from streams.core.aggregate import LiveAggregate, WindowAggregate, live_values
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
 from streams.core.partition import Group, PartialBatch, PartialUpdate, dimension_of
+from streams.core.sla import sla_policies
 from streams.core.today import day_start_us, is_today, time_zone
 from streams.core.units import US
 
@@ -66,7 +67,14 @@ class KpiStore:
         # ``today`` is a calendar day, not a rolling window of its (26 h) size.
         self.calendar_day = [is_today(name) for name, _ in config.windows]
         self.zone = time_zone(config.time_zone)
-        self.sla_us = {p: round(s * US) for p, s in config.sla_targets.items()}
+        self.business = config.calendars is not None
+        # First-response targets on the calendar clock: deadline = creation + target (the
+        # business-clock ones come with each ticket's deadline, LiveAggregate.deadlines).
+        self.sla_us = {
+            priority: target.target_us
+            for priority, target in sla_policies(config).first_response.targets.items()
+            if target.clock == "calendar" or not self.business
+        }
         self.groups: dict[Group, _GroupState] = {}
         self.stream_time_us = 0
         # (dimension, source partition) -> (snapshot complete since a reset, source caught up)
@@ -252,7 +260,7 @@ class KpiStore:
         for (name, _), (start_us, end_us), total in zip(
             self.config.windows, bounds, totals, strict=True
         ):
-            for kpi, (value, sample) in total.values().items():
+            for kpi, (value, sample) in total.values(self.business).items():
                 if kpi in kpis.TEAM_ONLY_KPIS and not team_only_ok:
                     continue
                 yield KpiReading(KpiKey(kpi, name, *group), value, sample, start_us, end_us)

@@ -15,8 +15,11 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
+from streams.core.calendar import CalendarSet
+from streams.core.clocks import WAITING_STATUSES, TicketClock
 from streams.core.kpis import UNKNOWN
 from streams.core.labels import team_label
+from streams.core.sla import SlaPolicies
 from streams.core.units import to_us
 from streams.events import (
     SOLVED_STATUSES,
@@ -177,28 +180,48 @@ class Dims(NamedTuple):
 
 
 class Fact(NamedTuple):
-    """One windowed measurement of a ticket: what, when, for which dimensions, how much."""
+    """One windowed measurement of a ticket: what, when, for which dimensions, how much.
+
+    Durations are µs. ``business`` is ``value`` in business time (first response, resolution;
+    None without calendars); a resolution also carries its requester wait (``wait``, and
+    ``wait_business`` with calendars) and whether it met the resolution SLA (``met``).
+    """
 
     kind: FactKind
     at_us: int
     dims: Dims
     value: int = 0  # duration in µs, or a survey score
-    flag: bool | None = None  # SLA met / first-contact resolution (first resolution only)
+    flag: bool | None = None  # first-response SLA met / first-contact resolution (first only)
     detail: str = ""  # survey kind
+    business: int | None = None
+    wait: int = 0
+    wait_business: int | None = None
+    met: bool | None = None  # resolution SLA met
 
 
 class LiveFact(NamedTuple):
-    """The ticket's contribution to the live backlog (only while it is open)."""
+    """The ticket's contribution to the live backlog (only while it is open).
+
+    ``deadline_us``: for an unanswered ticket whose first-response target is on the business
+    clock, the instant after which it is past the target (None otherwise: creation + target)."""
 
     dims: Dims
     unanswered: bool
     created_us: int
+    deadline_us: int | None = None
 
 
 def ticket_facts(
-    state: TicketState, sla_targets_us: dict[str, int]
+    state: TicketState, policies: SlaPolicies, calendars: CalendarSet | None = None
 ) -> tuple[list[Fact], LiveFact | None]:
-    """All KPI facts of a ticket, recomputed from its ordered events."""
+    """All KPI facts of a ticket, recomputed from its ordered events.
+
+    Calendar time is counted inline (a first response or resolution: its time - creation;
+    requester wait: the stretches in new/open/on_hold). With calendars, two
+    :class:`~streams.core.clocks.TicketClock` add business time: ``total`` never pauses (first
+    response, resolution), ``wait`` runs while the requester waits; both count each stretch on
+    the calendar of the team owning the ticket then.
+    """
     creation = state.creation
     if creation is None:
         if state.standalone:
@@ -206,30 +229,47 @@ def ticket_facts(
         return [], None
 
     team = creation.team
-    dims = Dims(team, creation.channel, creation.priority)
-    facts = [Fact("created", creation.at_us, dims)]
+    priority = creation.priority
+    created_us = creation.at_us
+    dims = Dims(team, creation.channel, priority)
+    facts = [Fact("created", created_us, dims)]
+    fr_target, fr_clock = policies.first_response.targets[priority]
+    resolution_target, resolution_clock = policies.resolution.targets[priority]
+    total = wait = None
+    if calendars is not None:
+        total = TicketClock(calendars, created_us, team)
+        wait = TicketClock(calendars, created_us, team)
+    waited_us = 0  # requester wait before waiting_since
+    waiting_since: int | None = created_us  # None: the requester is not waiting (pending, ...)
     status = "new"
     public_agent_replies = 0
     escalated = False
     resolved_before = False
     first_response_seen = False
     for step in state.steps:
-        dims = Dims(team, creation.channel, creation.priority)
+        at_us = step.at_us
+        dims = Dims(team, creation.channel, priority)
         if step.rank == RANK_REPLY:
             if step.author_type == "agent" and step.public:
                 public_agent_replies += 1
                 if not first_response_seen:
                     first_response_seen = True
                     if creation.created_by == "customer":
-                        value = step.at_us - creation.at_us
-                        met = value <= sla_targets_us[creation.priority]
-                        facts.append(Fact("first_response", step.at_us, dims, value, met))
+                        took = at_us - created_us
+                        took_b = None if total is None else total.elapsed(at_us).business_us
+                        met = _on(fr_clock, took, took_b) <= fr_target
+                        facts.append(
+                            Fact("first_response", at_us, dims, took, met, business=took_b)
+                        )
         elif step.rank == RANK_ESCALATION:
             if not escalated:
                 escalated = True
-                facts.append(Fact("escalated", step.at_us, dims))
+                facts.append(Fact("escalated", at_us, dims))
             if step.to_team is not None:
                 team = step.to_team
+                if total is not None and wait is not None:
+                    total.move(at_us, team)
+                    wait.move(at_us, team)
         elif step.rank == RANK_STATUS:
             assert step.status is not None
             was_solved = status in SOLVED_STATUSES
@@ -239,23 +279,54 @@ def ticket_facts(
                 if not resolved_before:
                     first_contact = public_agent_replies == 1 and not escalated
                     resolved_before = True
-                value = step.at_us - creation.at_us
-                facts.append(Fact("resolved", step.at_us, dims, value, first_contact))
+                waited = waited_us if waiting_since is None else waited_us + at_us - waiting_since
+                took_b = waited_b = None
+                if total is not None and wait is not None:
+                    took_b = total.elapsed(at_us).business_us
+                    waited_b = wait.elapsed(at_us).business_us
+                facts.append(
+                    Fact(
+                        "resolved",
+                        at_us,
+                        dims,
+                        at_us - created_us,
+                        first_contact,
+                        business=took_b,
+                        wait=waited,
+                        wait_business=waited_b,
+                        met=_on(resolution_clock, waited, waited_b) <= resolution_target,
+                    )
+                )
             elif was_solved and not now_solved:
-                facts.append(Fact("reopened", step.at_us, dims))
+                facts.append(Fact("reopened", at_us, dims))
             status = step.status
+            if waiting_since is not None:
+                waited_us += at_us - waiting_since
+            waiting_since = at_us if status in WAITING_STATUSES else None
+            if wait is not None:
+                wait.status(at_us, status)
         else:
             assert step.survey_kind is not None
-            survey_dims = Dims(step.survey_team or team, creation.channel, creation.priority)
-            facts.append(
-                Fact("survey", step.at_us, survey_dims, step.score, None, step.survey_kind)
-            )
+            survey_dims = Dims(step.survey_team or team, creation.channel, priority)
+            facts.append(Fact("survey", at_us, survey_dims, step.score, None, step.survey_kind))
 
     live = None
     if status not in SOLVED_STATUSES:
-        unanswered = not first_response_seen and creation.created_by == "customer"
-        live = LiveFact(Dims(team, creation.channel, creation.priority), unanswered, creation.at_us)
+        dims = Dims(team, creation.channel, priority)
+        if not first_response_seen and creation.created_by == "customer":
+            deadline = None
+            if fr_clock == "business" and total is not None:
+                deadline = total.deadline_us(fr_target, "business")
+                assert deadline is not None  # the total clock never stops
+            live = LiveFact(dims, True, created_us, deadline)
+        else:
+            live = LiveFact(dims, False, created_us)
     return facts, live
+
+
+def _on(clock: str, calendar_us: int, business_us: int | None) -> int:
+    """A duration on an SLA clock (business time falls back to calendar without calendars)."""
+    return business_us if clock == "business" and business_us is not None else calendar_us
 
 
 def _standalone_survey_fact(step: Step) -> Fact:

@@ -39,7 +39,7 @@ METRIC_HELP: dict[str, str] = {
     "support_first_response_mean_seconds": "Mean first-response time in the window.",
     "support_first_responses": "Number of first responses in the window (sample count).",
     "support_first_response_sla_attainment_ratio": "Share of first responses within the "
-    "priority's SLA target (0-1).",
+    "priority's SLA target, on its clock (0-1).",
     "support_resolution_p50_seconds": "Median (nearest-rank) resolution time (creation to "
     "solved) of the resolutions in the window.",
     "support_resolution_p90_seconds": "90th percentile (nearest-rank) resolution time of the "
@@ -47,6 +47,29 @@ METRIC_HELP: dict[str, str] = {
     "support_resolution_mean_seconds": "Mean resolution time in the window.",
     "support_first_contact_resolution_ratio": "Share of first resolutions with exactly one "
     "public agent reply and no escalation (0-1).",
+    "support_requester_wait_p50_seconds": "Median (nearest-rank) requester wait of the "
+    "resolutions in the window: time from creation spent in new/open/on_hold (pending pauses "
+    "it).",
+    "support_requester_wait_p90_seconds": "90th percentile (nearest-rank) requester wait of the "
+    "resolutions in the window.",
+    "support_requester_wait_mean_seconds": "Mean requester wait of the resolutions in the window.",
+    "support_resolution_sla_attainment_ratio": "Share of resolutions whose requester wait is "
+    "within the priority's resolution SLA target, on its clock (0-1).",
+    "support_first_response_business_p50_seconds": "Median (nearest-rank) first-response time "
+    "in business seconds (working hours of the owning team's calendar).",
+    "support_first_response_business_p90_seconds": "90th percentile (nearest-rank) "
+    "first-response time in business seconds.",
+    "support_first_response_business_mean_seconds": "Mean first-response time in business seconds.",
+    "support_resolution_business_p50_seconds": "Median (nearest-rank) resolution time in "
+    "business seconds.",
+    "support_resolution_business_p90_seconds": "90th percentile (nearest-rank) resolution time "
+    "in business seconds.",
+    "support_resolution_business_mean_seconds": "Mean resolution time in business seconds.",
+    "support_requester_wait_business_p50_seconds": "Median (nearest-rank) requester wait in "
+    "business seconds.",
+    "support_requester_wait_business_p90_seconds": "90th percentile (nearest-rank) requester "
+    "wait in business seconds.",
+    "support_requester_wait_business_mean_seconds": "Mean requester wait in business seconds.",
     "support_csat_satisfied_ratio": "Share of CSAT responses scoring 4 or 5 (0-1).",
     "support_csat_mean_score": "Mean CSAT score (1-5).",
     "support_csat_responses": "CSAT responses in the window.",
@@ -58,7 +81,7 @@ METRIC_HELP: dict[str, str] = {
     "support_unanswered_tickets": "Open customer tickets with no public agent reply yet.",
     "support_oldest_unanswered_age_seconds": "Age of the oldest unanswered ticket (0 when none).",
     "support_unanswered_past_sla_tickets": "Unanswered tickets already past their "
-    "first-response SLA target.",
+    "first-response SLA target (on the target's clock: calendar or business time).",
     "support_customers_active_at_start": "Customers active at the start of the window (|S|).",
     "support_customers_churned": "Customers active at the window start and not now (|S \\ E|).",
     "support_customers_new": "Customers active now and not at the window start (|E \\ S|).",

@@ -25,11 +25,12 @@ from typing import Any, Final, Literal, get_args
 
 import msgspec
 
+from streams.core.calendar import Calendar, CalendarSet, business_deadline_us
 from streams.core.kpis import DEFAULT_SLA_TARGETS
 from streams.simulation.bad import kinds_for, make_bad
 from streams.simulation.timefmt import format_time
 
-Profile = Literal["steady", "daily", "incident", "churn"]
+Profile = Literal["steady", "daily", "incident", "churn", "office-hours"]
 PROFILES: tuple[Profile, ...] = get_args(Profile)
 
 CREATED: Final = "ticket-created"
@@ -124,6 +125,14 @@ _REACTIVATE = 0.25  # share of churned customers that come back ...
 _REACTIVATE_MEDIAN_S = 6 * 3600.0  # ... after about this long (times time_scale)
 _INITIAL_AGE_DAYS = (1.0, 400.0)  # the initial customer base signed up this long before start
 _DAY_S = 86400.0
+
+# Office-hours profile: agents work these hours unless generate(calendars=...) says otherwise (the
+# default calendar of deploy/calendars.toml without its holidays).
+OFFICE_HOURS = CalendarSet(
+    Calendar.weekly(
+        "Europe/Berlin", {"mon-fri": ["09:00-12:30", "13:30-18:00"], "sat": ["10:00-14:00"]}
+    )
+)
 
 # Daily profile: arrival-rate multiplier of the hour of day (peak 1.0 at 13:00, ~0.08 at night).
 _DAY_PEAK_HOUR = 13.0
@@ -340,6 +349,7 @@ class _Simulation:
         teams: Sequence[str],
         options: SimOptions,
         lifecycle: LifecycleOptions,
+        calendars: CalendarSet | None = None,
     ) -> None:
         self.profile = profile
         self.lifecycle_opts = lifecycle
@@ -362,6 +372,8 @@ class _Simulation:
         }
         self.opts = options
         self.scale = options.time_scale
+        office = profile == "office-hours"
+        self.calendars = (calendars or OFFICE_HOURS) if office else None
         if options.incident_start is not None:
             incident_offset = options.incident_start
         elif duration_seconds is not None:
@@ -450,6 +462,18 @@ class _Simulation:
         tk.now += max(1, round(delay_s * self.scale * 1000.0))
         return tk.now
 
+    def on_shift(self, tk: _Ticket, t_ms: int) -> int:
+        """The first instant at or after ``t_ms`` in the working hours of the ticket's team
+        (``t_ms`` itself outside the office-hours profile)."""
+        if self.calendars is None:
+            return t_ms
+        opening_us = business_deadline_us(self.calendars.for_team(tk.team), t_ms * 1000, 0)
+        return -(-opening_us // 1000)
+
+    def agent_acts(self, tk: _Ticket) -> None:
+        """An agent is about to act on the ticket: wait for the team's working hours."""
+        tk.now = self.on_shift(tk, tk.now)
+
     def weighted(self, values: Sequence[Any], weights: Sequence[float]) -> Any:
         return self.rng.choices(values, weights)[0]
 
@@ -482,9 +506,12 @@ class _Simulation:
         self.push(tk.now, REPLIED, tk.id, body, tk.t0)
 
     def status(self, tk: _Ticket, status: str) -> None:
+        if status == "solved":  # agents solve
+            self.agent_acts(tk)
         self.push(tk.now, STATUS, tk.id, {"ticket_id": tk.id, "status": status}, tk.t0)
 
     def escalate(self, tk: _Ticket) -> None:
+        self.agent_acts(tk)
         tk.escalation_level += 1
         body: dict[str, Any] = {"ticket_id": tk.id, "level": tk.escalation_level}
         others = [t for t in self.teams if t != tk.team]
@@ -502,6 +529,7 @@ class _Simulation:
 
     def agent_reply_after(self, tk: _Ticket, factor: float = 1.0) -> None:
         self.advance(tk, self.agent_delay(tk, factor))
+        self.agent_acts(tk)
         self.reply(tk, "agent")
 
     def ticket(self, t0: int) -> None:
@@ -578,6 +606,8 @@ class _Simulation:
         delay = self.lognormal(60.0, 0.6) if agent_made else self.agent_delay(tk)
         wait = self.backlog_wait(tk.t0 / 1000.0) * _BACKLOG_SHARE[tk.priority]
         reply_at = tk.now + max(1, round((delay * self.scale + wait) * 1000.0))
+        if not agent_made:
+            reply_at = self.on_shift(tk, reply_at)
         before: list[tuple[int, str]] = []
         notes = self.weighted((0, 1, 2), (0.70, 0.22, 0.08))
         before += [(r.randint(tk.now + 1, reply_at), "note") for _ in range(notes)]
@@ -900,14 +930,17 @@ def generate(
     teams: Sequence[str] = DEFAULT_TEAMS,
     options: SimOptions | None = None,
     lifecycle: LifecycleOptions | None = None,
+    calendars: CalendarSet | None = None,
 ) -> Iterator[SimRecord]:
     """Yield simulated support traffic, in delivery order.
 
     :param profile: ``steady`` (constant rate), ``daily`` (rate follows the day: ``rate`` at the
         13:00 peak, about 8 % of it at night), ``incident`` (after the incident start, agent
-        response times and volume climb over the ramp; see :class:`SimOptions`) or ``churn``
+        response times and volume climb over the ramp; see :class:`SimOptions`), ``churn``
         (steady tickets plus ``customer-lifecycle`` traffic with a churn wave in one segment,
-        CSAT surveys days after the solve and reopens a week later).
+        CSAT surveys days after the solve and reopens a week later) or ``office-hours``
+        (steady arrivals; agents act only in their team's working hours, see ``calendars``:
+        business time differs from calendar time).
     :param seed: the only source of randomness; same arguments, same bytes.
     :param start: event time of the beginning of the run, POSIX seconds.
     :param duration_seconds: event-time length of the run: tickets arrive in
@@ -920,6 +953,10 @@ def generate(
     :param teams: team names (1 to 128 characters, distinct).
     :param options: delivery noise and profile knobs.
     :param lifecycle: customer-lifecycle traffic knobs (see :class:`LifecycleOptions`).
+    :param calendars: in the ``office-hours`` profile, agents answer, escalate and solve only in
+        the working hours of the team holding the ticket (customers write around the clock): an
+        agent action that would fall outside them waits for the next opening. Default
+        :data:`OFFICE_HOURS`.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
@@ -942,6 +979,7 @@ def generate(
         teams=teams,
         options=options or SimOptions(),
         lifecycle=lifecycle or LifecycleOptions(),
+        calendars=calendars,
     )
     return _limited(sim.run_records(), count)
 

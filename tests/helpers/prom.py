@@ -416,6 +416,10 @@ WINDOWED_METRICS = {
     "support_resolution_p90_seconds",
     "support_resolution_mean_seconds",
     "support_first_contact_resolution_ratio",
+    "support_requester_wait_p50_seconds",
+    "support_requester_wait_p90_seconds",
+    "support_requester_wait_mean_seconds",
+    "support_resolution_sla_attainment_ratio",
     "support_csat_satisfied_ratio",
     "support_csat_mean_score",
     "support_csat_responses",
@@ -423,6 +427,12 @@ WINDOWED_METRICS = {
     "support_nps_responses",
     "support_enps_score",
     "support_enps_responses",
+}
+# Exported only with business calendars (SUPPORT_CALENDARS_FILE).
+BUSINESS_METRICS = {
+    f"support_{kpi}_business_{stat}_seconds"
+    for kpi in ("first_response", "resolution", "requester_wait")
+    for stat in ("p50", "p90", "mean")
 }
 LIVE_METRICS = {
     "support_open_tickets",
@@ -462,6 +472,7 @@ CUMULATIVE_METRICS = {
 PROMETHEUS_METRICS = {"up", "ALERTS"}
 PUBLIC_METRICS = (
     WINDOWED_METRICS
+    | BUSINESS_METRICS
     | LIVE_METRICS
     | CUSTOMER_METRICS
     | HEALTH_METRICS

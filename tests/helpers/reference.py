@@ -39,6 +39,15 @@ Rules, from SPEC §3-§4 and the decisions the README records where the SPEC is 
   windowed KPI of every window, while it has a measurement whose bucket has not left the
   horizon of its partition's clock, or an open ticket; live KPIs while it has an open ticket.
 
+* Requester wait of a resolution: the time from creation to it spent in new/open/on_hold.
+  Resolution SLA: that wait within the priority's resolution target; first-response SLA: the
+  first-response time within its target; each target on its clock (calendar or business).
+* Business time (with calendars): the working time, minute by minute straight off the local
+  wall clock (``tests/calendar_oracle.py``), of the calendar of the team owning the ticket at
+  each instant (the creating team's until an escalation with ``to_team``; a team without a
+  calendar of its own has the default one). Past the first-response SLA: an unanswered
+  ticket whose elapsed time on the first-response clock is strictly more than the target.
+
 Times are integer microseconds; values are reported in seconds, as the engine does.
 """
 
@@ -50,8 +59,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+from helpers.calendar_oracle import Spec, oracle_working, spec_of
 from streams.core import kpis as K
 from streams.core.kpis import (
     ALL,
@@ -74,6 +85,9 @@ from streams.events import (
 
 US = 1_000_000
 SOLVED = frozenset({"solved", "closed"})  # SPEC §4: "into solved or closed"
+# SPEC §4: the requester waits in new, open and on_hold; pending (waiting on the customer)
+# pauses the clock, solved/closed stop it.
+WAITING = frozenset({"new", "open", "on_hold"})
 # SPEC §4: eNPS is reported overall and per team only.
 TEAM_ONLY = frozenset({K.ENPS_SCORE, K.ENPS_RESPONSES})
 _RANK: dict[type, int] = {
@@ -98,6 +112,38 @@ def time_of(event: Event) -> int:
     return micros(event.occurred_at)
 
 
+class BusinessCalendars:
+    """Business time by brute force: every minute's working status read off the local wall
+    clock of the owning team's calendar (cached per calendar and minute)."""
+
+    def __init__(self, default: Spec, teams: Mapping[str, Spec]) -> None:
+        self.default = default
+        self.teams = dict(teams)
+        self._working: dict[tuple[int, int], bool] = {}
+
+    def spec(self, team: str) -> Spec:
+        return self.teams.get(team, self.default)
+
+    def working(self, spec: Spec, minute_s: int) -> bool:
+        key = (id(spec), minute_s)
+        known = self._working.get(key)
+        if known is None:
+            known = self._working[key] = oracle_working(spec, ZoneInfo(spec.zone), minute_s)
+        return known
+
+    def business(self, team: str, start: int, end: int) -> int:
+        """Working µs of ``team``'s calendar in ``[start, end)`` (bounds are whole minutes)."""
+        spec = self.spec(team)
+        total = 0
+        minute = start // (60 * US) * 60
+        while minute * US < end:
+            overlap = min(end, (minute + 60) * US) - max(start, minute * US)
+            if overlap > 0 and self.working(spec, minute):
+                total += overlap
+            minute += 60
+        return total
+
+
 @dataclass(frozen=True)
 class Rules:
     """The configuration in the reference's own terms (µs)."""
@@ -110,10 +156,19 @@ class Rules:
     retention: int
     attribute_retention: int
     zone: ZoneInfo  # of the calendar-day window ``today``
+    resolution_sla: Mapping[str, int] = field(default_factory=dict)
+    sla_clock: Mapping[str, str] = field(default_factory=dict)  # priority -> calendar|business
+    resolution_sla_clock: Mapping[str, str] = field(default_factory=dict)
+    calendars: BusinessCalendars | None = None
 
     @staticmethod
-    def of(config: EngineConfig) -> Rules:
+    def of(config: EngineConfig, specs: tuple[Spec, Mapping[str, Spec]] | None = None) -> Rules:
+        """``specs``: the calendars as the reference reads them (default, per team); else
+        read off ``config.calendars``' data."""
         windows = tuple((name, round(size * US)) for name, size in config.windows)
+        if specs is None and config.calendars is not None:
+            cals = config.calendars
+            specs = (spec_of(cals.default), {t: spec_of(c) for t, c in cals.teams.items()})
         return Rules(
             windows=windows,
             bucket=round(config.bucket_seconds * US),
@@ -123,6 +178,10 @@ class Rules:
             retention=round(config.retention_seconds * US),
             attribute_retention=round(config.attribute_retention_seconds * US),
             zone=ZoneInfo(config.time_zone),
+            resolution_sla={p: round(s * US) for p, s in config.resolution_sla_targets.items()},
+            sla_clock=dict(config.first_response_sla_clocks),
+            resolution_sla_clock=dict(config.resolution_sla_clocks),
+            calendars=None if specs is None else BusinessCalendars(*specs),
         )
 
     def bounds(self, now: int) -> list[tuple[str, int, int]]:
@@ -136,6 +195,10 @@ class Rules:
                 start = end - size
             bounds.append((name, start, end))
         return bounds
+
+    def on_clock(self, clock: str, calendar: int, business: int | None) -> int:
+        """A duration on an SLA clock (business falls back to calendar without calendars)."""
+        return business if clock == "business" and business is not None else calendar
 
 
 def local_midnight(now: int, zone: ZoneInfo) -> int:
@@ -159,6 +222,10 @@ class Measurement:
     priority: str
     value: int = 0  # µs for durations, the score for surveys
     flag: bool = False  # first_response: SLA met; first_resolution: first-contact resolution
+    business: int | None = None  # first_response / resolution: value in business µs
+    wait: int = 0  # resolution: requester wait µs
+    wait_business: int | None = None  # resolution: requester wait in business µs
+    met: bool = False  # resolution: resolution SLA met
 
     def groups(self) -> list[Group]:
         groups: list[Group] = [OVERALL, (self.team, ALL, ALL)]
@@ -174,6 +241,8 @@ class OpenTicket:
     priority: str
     created: int
     unanswered: bool
+    # The owning team's changes (time, team), creation first: the first-response clock.
+    owners: tuple[tuple[int, str], ...] = ()
 
     def groups(self) -> list[Group]:
         return [OVERALL, (self.team, ALL, ALL), (ALL, self.channel, ALL), (ALL, ALL, self.priority)]
@@ -191,14 +260,51 @@ def _survey(event: SurveySubmitted, team: str, channel: str, priority: str) -> M
     )
 
 
+class _Timeline:
+    """A ticket's owners and statuses over time, to measure its clocks by brute force."""
+
+    def __init__(self, start: int, team: str) -> None:
+        self.owners: list[tuple[int, str]] = [(start, team)]
+        self.statuses: list[tuple[int, str]] = [(start, "new")]
+
+    def _pieces(self, until: int) -> list[tuple[int, int, str, str]]:
+        """``[a, b)`` pieces up to ``until`` with the team and status of each."""
+        cuts = sorted({t for t, _ in self.owners} | {t for t, _ in self.statuses} | {until})
+        pieces = []
+        for a, b in pairwise(cuts):
+            if b > until:
+                break
+            team = [v for t, v in self.owners if t <= a][-1]
+            status = [v for t, v in self.statuses if t <= a][-1]
+            pieces.append((a, b, team, status))
+        return pieces
+
+    def elapsed(
+        self, until: int, calendars: BusinessCalendars | None, *, waiting_only: bool
+    ) -> tuple[int, int | None]:
+        """(calendar µs, business µs or None) from creation to ``until``; ``waiting_only``:
+        only while the requester waits."""
+        calendar = 0
+        business = None if calendars is None else 0
+        for a, b, team, status in self._pieces(until):
+            if waiting_only and status not in WAITING:
+                continue
+            calendar += b - a
+            if calendars is not None and business is not None:
+                business += calendars.business(team, a, b)
+        return calendar, business
+
+
 def ticket_measurements(
-    created: TicketCreated, events: Iterable[Event], sla: Mapping[str, int]
+    created: TicketCreated, events: Iterable[Event], rules: Rules
 ) -> tuple[list[Measurement], OpenTicket | None]:
     """Walk one ticket's history in order; its measurements and, if open, its live state."""
     history = sorted(events, key=lambda e: (time_of(e), _RANK[type(e)], e.event_id))
     start = time_of(created)
     team, channel, priority = created.team, created.channel, created.priority
     out = [Measurement("created", start, team, channel, priority)]
+    timeline = _Timeline(start, team)
+    cals = rules.calendars
     status = "new"
     agent_replies = 0
     escalated = False
@@ -209,18 +315,42 @@ def ticket_measurements(
             if event.author_type == "agent" and event.public:
                 agent_replies += 1
                 if agent_replies == 1 and created.created_by == "customer":
-                    wait = t - start
-                    met = wait <= sla[priority]
-                    out.append(Measurement("first_response", t, team, channel, priority, wait, met))
+                    took, took_b = timeline.elapsed(t, cals, waiting_only=False)
+                    on_clock = rules.on_clock(
+                        rules.sla_clock.get(priority, "calendar"), took, took_b
+                    )
+                    met = on_clock <= rules.sla[priority]
+                    out.append(
+                        Measurement("first_response", t, team, channel, priority, took, met, took_b)
+                    )
         elif isinstance(event, TicketEscalated):
             if not escalated:  # counts for the team that escalated
                 escalated = True
                 out.append(Measurement("escalated", t, team, channel, priority))
             if event.to_team is not None:
                 team = event.to_team
+                timeline.owners.append((t, team))
         elif isinstance(event, TicketStatusChanged):
             if status not in SOLVED and event.status in SOLVED:
-                out.append(Measurement("resolution", t, team, channel, priority, t - start))
+                took, took_b = timeline.elapsed(t, cals, waiting_only=False)
+                wait, wait_b = timeline.elapsed(t, cals, waiting_only=True)
+                clock = rules.resolution_sla_clock.get(priority, "calendar")
+                met = rules.on_clock(clock, wait, wait_b) <= rules.resolution_sla[priority]
+                out.append(
+                    Measurement(
+                        "resolution",
+                        t,
+                        team,
+                        channel,
+                        priority,
+                        took,
+                        False,
+                        took_b,
+                        wait,
+                        wait_b,
+                        met,
+                    )
+                )
                 if not resolved_once:
                     resolved_once = True
                     fcr = agent_replies == 1 and not escalated
@@ -230,12 +360,23 @@ def ticket_measurements(
             elif status in SOLVED and event.status not in SOLVED:
                 out.append(Measurement("reopen", t, team, channel, priority))
             status = event.status
+            timeline.statuses.append((t, status))
         elif isinstance(event, SurveySubmitted):
             out.append(_survey(event, team, channel, priority))
     if status in SOLVED:
         return out, None
     unanswered = agent_replies == 0 and created.created_by == "customer"
-    return out, OpenTicket(team, channel, priority, start, unanswered)
+    owners = tuple(timeline.owners)
+    return out, OpenTicket(team, channel, priority, start, unanswered, owners)
+
+
+def past_first_response_sla(ticket: OpenTicket, now: int, rules: Rules) -> bool:
+    """Strictly more than the first-response target has elapsed on its clock at ``now``."""
+    timeline = _Timeline(ticket.created, ticket.owners[0][1])
+    timeline.owners = list(ticket.owners)
+    took, took_b = timeline.elapsed(now, rules.calendars, waiting_only=False)
+    on_clock = rules.on_clock(rules.sla_clock.get(ticket.priority, "calendar"), took, took_b)
+    return on_clock > rules.sla[ticket.priority]
 
 
 # -- KPI formulas ---------------------------------------------------------------------------
@@ -285,6 +426,15 @@ class Sample:
     def flagged(self, kind: str) -> int:
         return sum(1 for m in self.by_kind[kind] if m.flag)
 
+    def waits(self) -> list[int]:
+        return [m.wait for m in self.by_kind["resolution"]]
+
+    def business(self, kind: str) -> list[int]:
+        return [m.business for m in self.by_kind[kind] if m.business is not None]
+
+    def waits_business(self) -> list[int]:
+        return [m.wait_business for m in self.by_kind["resolution"] if m.wait_business is not None]
+
 
 # One formula per windowed KPI (SPEC §4); a new KPI is one more line (and its measurements).
 WINDOWED: dict[str, Callable[[Sample], float | None]] = {
@@ -306,6 +456,12 @@ WINDOWED: dict[str, Callable[[Sample], float | None]] = {
     K.FIRST_CONTACT_RESOLUTION: lambda s: _ratio(
         s.flagged("first_resolution"), s.count("first_resolution")
     ),
+    K.REQUESTER_WAIT_P50: lambda s: _quantile_seconds(s.waits(), 1, 2),
+    K.REQUESTER_WAIT_P90: lambda s: _quantile_seconds(s.waits(), 9, 10),
+    K.REQUESTER_WAIT_MEAN: lambda s: _mean_seconds(s.waits()),
+    K.RESOLUTION_SLA_ATTAINMENT: lambda s: _ratio(
+        sum(1 for m in s.by_kind["resolution"] if m.met), s.count("resolution")
+    ),
     K.CSAT_SATISFIED: lambda s: _ratio(sum(1 for v in s.values("csat") if v >= 4), s.count("csat")),
     K.CSAT_MEAN: lambda s: _ratio(sum(s.values("csat")), s.count("csat")),
     K.CSAT_RESPONSES: lambda s: s.count("csat"),
@@ -313,6 +469,19 @@ WINDOWED: dict[str, Callable[[Sample], float | None]] = {
     K.NPS_RESPONSES: lambda s: s.count("nps"),
     K.ENPS_SCORE: lambda s: _net_score(s.values("enps")),
     K.ENPS_RESPONSES: lambda s: s.count("enps"),
+}
+
+# Business-time KPIs: reported only with calendars (SPEC §4-§5).
+BUSINESS: dict[str, Callable[[Sample], float | None]] = {
+    K.FIRST_RESPONSE_BUSINESS_P50: lambda s: _quantile_seconds(s.business("first_response"), 1, 2),
+    K.FIRST_RESPONSE_BUSINESS_P90: lambda s: _quantile_seconds(s.business("first_response"), 9, 10),
+    K.FIRST_RESPONSE_BUSINESS_MEAN: lambda s: _mean_seconds(s.business("first_response")),
+    K.RESOLUTION_BUSINESS_P50: lambda s: _quantile_seconds(s.business("resolution"), 1, 2),
+    K.RESOLUTION_BUSINESS_P90: lambda s: _quantile_seconds(s.business("resolution"), 9, 10),
+    K.RESOLUTION_BUSINESS_MEAN: lambda s: _mean_seconds(s.business("resolution")),
+    K.REQUESTER_WAIT_BUSINESS_P50: lambda s: _quantile_seconds(s.waits_business(), 1, 2),
+    K.REQUESTER_WAIT_BUSINESS_P90: lambda s: _quantile_seconds(s.waits_business(), 9, 10),
+    K.REQUESTER_WAIT_BUSINESS_MEAN: lambda s: _mean_seconds(s.waits_business()),
 }
 
 # Which measurement kind gives each windowed KPI its samples (coverage reports).
@@ -331,6 +500,10 @@ SAMPLE_KIND: dict[str, str] = {
     K.RESOLUTION_P90: "resolution",
     K.RESOLUTION_MEAN: "resolution",
     K.FIRST_CONTACT_RESOLUTION: "first_resolution",
+    K.REQUESTER_WAIT_P50: "resolution",
+    K.REQUESTER_WAIT_P90: "resolution",
+    K.REQUESTER_WAIT_MEAN: "resolution",
+    K.RESOLUTION_SLA_ATTAINMENT: "resolution",
     K.CSAT_SATISFIED: "csat",
     K.CSAT_MEAN: "csat",
     K.CSAT_RESPONSES: "csat",
@@ -344,7 +517,7 @@ SAMPLE_KIND: dict[str, str] = {
 def _live_values(now: int, tickets: Sequence[OpenTicket], rules: Rules) -> dict[str, float]:
     unanswered = [t for t in tickets if t.unanswered]
     # SPEC §4: past the target means strictly more than the target has elapsed.
-    past_sla = [t for t in unanswered if now - t.created > rules.sla[t.priority]]
+    past_sla = [t for t in unanswered if past_first_response_sla(t, now, rules)]
     oldest = max(0, now - min(t.created for t in unanswered)) / US if unanswered else 0.0
     return {
         K.OPEN_TICKETS: float(len(tickets)),
@@ -409,9 +582,12 @@ class Reference:
     """Feed decoded events in arrival order; read KPIs and health counts at any instant."""
 
     def __init__(
-        self, config: EngineConfig, partition_of: Callable[[Event], int] | None = None
+        self,
+        config: EngineConfig,
+        partition_of: Callable[[Event], int] | None = None,
+        specs: tuple[Spec, Mapping[str, Spec]] | None = None,
     ) -> None:
-        self.rules = Rules.of(config)
+        self.rules = Rules.of(config, specs)
         self.partition_of = partition_of or (lambda _event: 0)
         self.clocks: dict[int, int] = {}
         self.entities: dict[str, _Entity] = {}
@@ -533,7 +709,7 @@ class Reference:
         open_tickets: list[OpenTicket] = []
         for entity in self.entities.values():
             if entity.created is not None:
-                facts, live = ticket_measurements(entity.created, entity.applied, self.rules.sla)
+                facts, live = ticket_measurements(entity.created, entity.applied, self.rules)
                 measurements += [(entity.partition, m) for m in facts]
                 if live is not None:
                     open_tickets.append(live)
@@ -568,13 +744,16 @@ class Reference:
                 live[group].append(ticket)
         groups.update(live)
 
+        formulas = dict(WINDOWED)
+        if rules.calendars is not None:
+            formulas.update(BUSINESS)
         result: KpiValues = {}
         for name, start, end in rules.bounds(now):
             in_window = [m for _, m in measurements if start <= m.time < end]
             for group in groups:
                 sample = Sample(m for m in in_window if group in m.groups())
                 team_level = group[1] == ALL and group[2] == ALL
-                for kpi, formula in WINDOWED.items():
+                for kpi, formula in formulas.items():
                     if team_level or kpi not in TEAM_ONLY:
                         result[KpiKey(kpi, name, *group)] = formula(sample)
         for group, tickets in live.items():
@@ -615,7 +794,7 @@ def window_bounds(now: float, size: float, bucket: float) -> tuple[float, float]
 
 # --- comparison helpers ---------------------------------------------------------------------
 
-KNOWN_KPIS: frozenset[str] = frozenset(WINDOWED) | frozenset(K.LIVE_KPIS)
+KNOWN_KPIS: frozenset[str] = frozenset(WINDOWED) | frozenset(BUSINESS) | frozenset(K.LIVE_KPIS)
 # A missing count means 0, any other missing value "no value" (SPEC §4: absent series).
 COUNT_KPIS: frozenset[str] = frozenset(
     {
@@ -634,6 +813,8 @@ COUNT_KPIS: frozenset[str] = frozenset(
 )
 QUANTILE_KPIS: frozenset[str] = frozenset(
     {K.FIRST_RESPONSE_P50, K.FIRST_RESPONSE_P90, K.RESOLUTION_P50, K.RESOLUTION_P90}
+    | {K.REQUESTER_WAIT_P50, K.REQUESTER_WAIT_P90}
+    | {kpi for kpi in BUSINESS if "_p50_" in kpi or "_p90_" in kpi}
 )
 
 
@@ -742,12 +923,12 @@ def reference_totals(arrivals: Iterable[Event], config: EngineConfig) -> Counter
         ticket = getattr(event, "ticket_id", None)
         if isinstance(ticket, str) and not isinstance(event, CustomerLifecycle):
             history[ticket].append(event)
-    sla = {p: round(s * US) for p, s in config.sla_targets.items()}
+    rules = Rules.of(config)
     totals: Counter[Total] = Counter()
     for ticket, created in creates.items():
         start = time_of(created)
         events = [e for e in history.get(ticket, []) if time_of(e) >= start]
-        measurements, _ = ticket_measurements(created, events, sla)
+        measurements, _ = ticket_measurements(created, events, rules)
         for m in measurements:
             series = _CUMULATIVE.get(m.kind)
             if series is None:

@@ -23,7 +23,16 @@ from helpers.reference import (
 )
 from helpers.strategies import Builder, ts
 from streams.core import kpis as K
-from streams.core.kpis import ALL, LIVE_WINDOW, UNKNOWN, EngineConfig, KpiKey, KpiValues
+from streams.core.calendar import Calendar, CalendarSet
+from streams.core.kpis import (
+    ALL,
+    LIVE_WINDOW,
+    UNKNOWN,
+    EngineConfig,
+    KpiKey,
+    KpiValues,
+    SlaClock,
+)
 from streams.events import Event
 
 CFG = EngineConfig(
@@ -628,6 +637,105 @@ def case_reopened_ticket_is_open_again(b: Builder) -> None:
     v = run(events, 600)
     assert live(v, K.OPEN_TICKETS) == 1
     assert live(v, K.UNANSWERED_TICKETS) == 1
+
+
+# --- requester wait, resolution SLA and business hours (issue 12) -----------------------------
+
+# BASE_TIME is Monday 2024-03-11 08:00 UTC = 09:00 in Berlin (CET); New York is on summer time
+# (UTC-4) since 2024-03-10.
+_BERLIN = Calendar.weekly("Europe/Berlin", {"mon-fri": ["09:00-17:00"]})
+_NEW_YORK = Calendar.weekly("America/New_York", {"mon-fri": ["09:00-17:00"]})
+OFFICE = replace(
+    CFG,
+    windows=(("24h", 86400.0),),
+    calendars=CalendarSet(_BERLIN, {"ny": _NEW_YORK}),
+    resolution_sla_targets={"urgent": 3600.0, "high": 3600.0, "normal": 8 * 3600.0, "low": 60.0},
+)
+
+
+def _every(clock: SlaClock) -> dict[str, SlaClock]:
+    return dict.fromkeys(("urgent", "high", "normal", "low"), clock)
+
+
+def case_requester_wait_pauses_while_pending_and_includes_the_wait_before_a_reopen(
+    b: Builder,
+) -> None:
+    events: list[Event] = [
+        b.created("t", 0),
+        b.status("t", 100, "pending"),  # waiting on the customer: paused
+        b.status("t", 400, "open"),
+        b.status("t", 600, "solved"),  # waited 100 + 200
+        b.status("t", 1200, "open"),  # reopened
+        b.status("t", 1500, "on_hold"),  # on hold still counts
+        b.status("t", 1800, "solved"),  # waited 300 + 600
+    ]
+    v = run(events, 1800)
+    assert get(v, K.REQUESTER_WAIT_MEAN) == 600.0
+    assert get(v, K.REQUESTER_WAIT_P50) == exact_quantile(300.0)
+    assert get(v, K.REQUESTER_WAIT_P90) == exact_quantile(900.0)
+    assert get(v, K.RESOLUTION_MEAN) == 1200.0  # 600 and 1800: the clock never pauses
+    assert not [key for key in v if key.kpi in K.BUSINESS_KPIS]  # no calendars
+
+
+def case_business_time_counts_working_hours_and_pending_pauses_it(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("t", 0, team="berlin"),  # 09:00
+        b.replied("t", 1800),  # 09:30
+        b.status("t", 3600, "pending"),  # 10:00
+        b.status("t", 5 * 3600, "open"),  # 14:00
+        b.status("t", 9 * 3600, "solved"),  # 18:00, closed since 17:00
+    ]
+    v = run(events, 9 * 3600, OFFICE)
+    assert get(v, K.FIRST_RESPONSE_MEAN, "24h") == 1800.0
+    assert get(v, K.FIRST_RESPONSE_BUSINESS_MEAN, "24h") == 1800.0
+    assert get(v, K.RESOLUTION_MEAN, "24h") == 9 * 3600.0
+    assert get(v, K.RESOLUTION_BUSINESS_MEAN, "24h") == 8 * 3600.0  # 09:00-17:00
+    assert get(v, K.RESOLUTION_BUSINESS_P50, "24h") == exact_quantile(8 * 3600.0)
+    assert get(v, K.REQUESTER_WAIT_MEAN, "24h") == 5 * 3600.0  # 1 h + 4 h
+    assert get(v, K.REQUESTER_WAIT_BUSINESS_MEAN, "24h") == 4 * 3600.0  # 1 h + 14:00-17:00
+    assert get(v, K.RESOLUTION_SLA_ATTAINMENT, "24h") == 1.0  # 5 h <= 8 h
+
+
+def case_resolution_sla_is_measured_on_its_clock(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("t", 0, team="berlin"),
+        b.status("t", 3600, "pending"),
+        b.status("t", 5 * 3600, "open"),
+        b.status("t", 9 * 3600, "solved"),  # waited 5 h, 4 business hours
+    ]
+    targets = dict(OFFICE.resolution_sla_targets, normal=4.5 * 3600)
+    calendar = replace(OFFICE, resolution_sla_targets=targets)
+    assert get(run(events, 9 * 3600, calendar), K.RESOLUTION_SLA_ATTAINMENT, "24h") == 0.0
+    business = replace(calendar, resolution_sla_clocks=_every("business"))
+    assert get(run(events, 9 * 3600, business), K.RESOLUTION_SLA_ATTAINMENT, "24h") == 1.0
+
+
+def case_business_time_follows_the_team_holding_the_ticket(b: Builder) -> None:
+    # Created in Berlin 16:00 CET, moved to New York 16:30 CET (11:30 EDT), answered 17:00 CET,
+    # solved 17:30 CET: Berlin's 30 minutes, then New York's (Berlin closed at 17:00).
+    events: list[Event] = [
+        b.created("t", 7 * 3600, team="berlin"),
+        b.escalated("t", 7.5 * 3600, to_team="ny"),
+        b.replied("t", 8 * 3600),
+        b.status("t", 8.5 * 3600, "solved"),
+    ]
+    v = run(events, 8.5 * 3600, OFFICE)
+    assert get(v, K.FIRST_RESPONSE_BUSINESS_MEAN, "24h") == 3600.0
+    assert get(v, K.RESOLUTION_BUSINESS_MEAN, "24h") == 1.5 * 3600
+    assert get(v, K.RESOLUTION_BUSINESS_MEAN, "24h", team="ny") == 1.5 * 3600
+    assert get(v, K.RESOLUTION_MEAN, "24h") == 1.5 * 3600
+
+
+def case_unanswered_past_sla_follows_the_business_deadline(b: Builder) -> None:
+    # Urgent: 15 business minutes. Created Monday 16:50 CET: 10 minutes today, 5 on Tuesday
+    # from 09:00, so past the target after Tuesday 09:05 CET.
+    config = replace(OFFICE, first_response_sla_clocks=_every("business"))
+    events: list[Event] = [b.created("t", 7 * 3600 + 50 * 60, priority="urgent", team="berlin")]
+    tuesday_0905 = 24 * 3600 + 5 * 60
+    assert live(run(events, 9 * 3600, config), K.UNANSWERED_PAST_SLA) == 0
+    assert live(run(events, tuesday_0905, config), K.UNANSWERED_PAST_SLA) == 0
+    assert live(run(events, tuesday_0905 + 0.001, config), K.UNANSWERED_PAST_SLA) == 1
+    assert live(run(events, 9 * 3600, OFFICE), K.UNANSWERED_PAST_SLA) == 1  # calendar: 70 min
 
 
 # --- retirement and orphan expiry ---------------------------------------------------------------
