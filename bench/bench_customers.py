@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
-from machine import cpu_model, load_average
+from machine import load_average, machine_lines
 
 from streams.core.customers import (
     CustomerConfig,
@@ -210,12 +208,7 @@ def main() -> None:
         f"Run `python bench/bench_customers.py` on {started} ({args.customers:,} customers per "
         "population, one thread).",
         "",
-        f"- CPU: {cpu_model()}",
-        f"- nproc: {os.cpu_count()}",
-        f"- Python: {platform.python_implementation()} {platform.python_version()}",
-        f"- OS: {platform.platform()}",
-        f"- msgspec: {msgspec.__version__}",
-        f"- load average at start (1/5/15 min): {load}",
+        *machine_lines(load),
         "",
         "Config: production defaults (customer windows 7d and 30d, grace 5 min: horizon "
         "30 d 5 min; partial buckets 1 h). Event ids of 36 characters, customer ids of 16.",

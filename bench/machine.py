@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 
@@ -22,3 +24,17 @@ def load_average() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
+
+
+def machine_lines(load: str) -> list[str]:
+    """The machine block of a results file: CPU, cores, Python, OS, msgspec, ``load``."""
+    import msgspec
+
+    return [
+        f"- CPU: {cpu_model()}",
+        f"- nproc: {os.cpu_count()}",
+        f"- Python: {platform.python_implementation()} {platform.python_version()}",
+        f"- OS: {platform.platform()}",
+        f"- msgspec: {msgspec.__version__}",
+        f"- load average at start (1/5/15 min): {load}",
+    ]

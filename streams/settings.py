@@ -248,6 +248,8 @@ class Settings(BaseSettings):
     """How long events wait for their ticket-created."""
     retention: Duration = 7 * 86400.0
     """Keep a finished ticket's state this long after its last event."""
+    attribute_retention: Duration = 30 * 86400.0
+    """Keep a retired ticket's attributes (late surveys, reopens) this long (>= retention)."""
     clock: Literal["wall", "stream"] = "wall"
     """wall (live) or stream (latest event time: backfill and replay)."""
     max_event_bytes: int = Field(default=65536, ge=256)
@@ -336,6 +338,12 @@ class Settings(BaseSettings):
                 f"SUPPORT_RETENTION ({self.retention:g}s) must be at least the longest window "
                 f"plus grace ({horizon:g}s)"
             )
+        explicit = "attribute_retention" in self.model_fields_set
+        if explicit and self.attribute_retention < self.retention:
+            raise ValueError(
+                f"SUPPORT_ATTRIBUTE_RETENTION ({self.attribute_retention:g}s) must be at least "
+                f"SUPPORT_RETENTION ({self.retention:g}s)"
+            )
         for name, size in self.customer_windows:
             if size <= 0:
                 raise ValueError(f"customer window {name} must be longer than zero")
@@ -364,6 +372,8 @@ class Settings(BaseSettings):
             sla_targets=dict(self.sla_targets),
             orphan_hold_seconds=self.orphan_hold,
             retention_seconds=self.retention,
+            # The default (30 d) gives way to a longer SUPPORT_RETENTION.
+            attribute_retention_seconds=max(self.attribute_retention, self.retention),
             resolution_sla_targets=dict(self.resolution_sla_targets),
             first_response_sla_clocks=dict(self.first_response_sla_clock),
             resolution_sla_clocks=dict(self.resolution_sla_clock),

@@ -206,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="incident profile: arrival rate multiplied up to this [default 1.6]",
     )
     p.add_argument(
+        "--late-survey-share",
+        type=_fraction,
+        help="share of solved customer tickets with a CSAT survey days after the solve (median "
+        "4 days, event time) [default: 0.3 with --profile churn, else 0]",
+    )
+    p.add_argument(
+        "--late-reopen-share",
+        type=_fraction,
+        help="share of solved tickets reopened 7-10 days after the solve (event time) "
+        "[default: 0.03 with --profile churn, else 0]",
+    )
+    p.add_argument(
         "--topic",
         action="append",
         type=_topic_rename,
@@ -251,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             incident_ramp=args.incident_ramp,
             incident_backlog_growth=args.incident_backlog_growth,
             incident_volume_factor=args.incident_volume,
+            late_survey_share=args.late_survey_share,
+            late_reopen_share=args.late_reopen_share,
         )
         records = generate(
             args.profile,

@@ -22,7 +22,7 @@ from helpers.reference import (
     strict_differences,
     window_bounds,
 )
-from helpers.reference_cases import CASES, CFG, SHORT, Case, case_id
+from helpers.reference_cases import ATTRS, CASES, CFG, SHORT, Case, case_id, retired_ticket
 from helpers.strategies import Builder, Scenario, generated, scenarios, ts
 from hypothesis import given
 
@@ -128,11 +128,11 @@ def test_held_events_become_orphans_after_the_hold_on_the_stream_clock(b: Builde
     assert values[KpiKey(K.UNANSWERED_TICKETS, LIVE_WINDOW)] == 3
 
 
-def test_solved_ticket_is_forgotten_after_retention_and_a_late_event_is_held(
+def test_solved_ticket_without_attribute_retention_is_forgotten_and_a_late_event_is_held(
     b: Builder,
 ) -> None:
     solved = b.status("t1", 30, "solved")  # due at max(30 + 3660, 60 + 3660) = 3720
-    reference = Reference(SHORT)
+    reference = Reference(replace(SHORT, attribute_retention_seconds=SHORT.retention_seconds))
     events: list[Event] = [b.created("t1", 0), solved, b.created("x", 3719.875)]
     for event in events:
         reference.feed(event)
@@ -157,7 +157,7 @@ def test_solved_ticket_is_kept_until_its_last_bucket_expires(b: Builder) -> None
     reference.feed(solved)
     assert reference.counts.duplicates == 1
     reference.feed(b.created("y", 120 + 3660))
-    assert "t1" not in reference.entities
+    assert reference.entities["t1"].retired
 
 
 def test_open_ticket_is_never_retired(b: Builder) -> None:
@@ -166,6 +166,32 @@ def test_open_ticket_is_never_retired(b: Builder) -> None:
     for event in events:
         reference.feed(event)
     assert "t1" in reference.entities
+
+
+# --- attributes outlive state (SPEC §3): the reference's own machinery --------------------------
+# (the KPI cases are in helpers/reference_cases.py)
+
+
+def test_retired_ticket_keeps_its_attributes_until_the_attribute_retention(b: Builder) -> None:
+    reference = Reference(ATTRS)
+    for event in retired_ticket(b):
+        reference.feed(event)
+    entity = reference.entities["t1"]
+    assert entity.retired
+    assert not entity.seen  # its event ids are gone
+    reference.feed(b.created("y", 30 + 86400 - 1))
+    assert reference.entities["t1"].retired
+    reference.feed(b.created("z", 30 + 86400))
+    assert "t1" not in reference.entities
+
+
+def test_old_events_of_a_retired_ticket_are_counted_as_duplicates(b: Builder) -> None:
+    events = retired_ticket(b)
+    resent = [events[0], events[2], events[3], b.status("t1", 25, "open")]
+    reference = Reference(ATTRS)
+    for event in [*events, *resent]:
+        reference.feed(event)
+    assert reference.counts.duplicates == len(resent)
 
 
 # --- properties of the reference itself -------------------------------------------------------

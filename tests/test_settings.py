@@ -23,6 +23,7 @@ def test_defaults_match_the_spec() -> None:
     assert settings.max_teams == 100
     assert settings.store == "memory://"
     assert settings.engine_config().horizon_seconds == 86400 + 300
+    assert settings.engine_config().attribute_retention_seconds == 30 * 86400  # SPEC §3
 
 
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,6 +48,8 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SUPPORT_WEB_PORT", "abc", "SUPPORT_WEB_PORT"),
         ("SUPPORT_CLOCK", "sun", "SUPPORT_CLOCK"),
         ("SUPPORT_RETENTION", "1h", "must be at least the longest window plus grace"),
+        ("SUPPORT_ATTRIBUTE_RETENTION", "6d", "must be at least SUPPORT_RETENTION (604800s)"),
+        ("SUPPORT_ATTRIBUTE_RETENTION", "-1d", "SUPPORT_ATTRIBUTE_RETENTION"),
         ("SUPPORT_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "SASL needs SUPPORT_KAFKA_SASL_USERNAME"),
         ("SUPPORT_STORE", "redis://", "SUPPORT_STORE"),
     ],
@@ -59,6 +62,15 @@ def test_bad_values_give_one_clear_line(
         load_settings()
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_attribute_retention_defaults_to_30_days_or_a_longer_retention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUPPORT_RETENTION", "60d")
+    assert load_settings().engine_config().attribute_retention_seconds == 60 * 86400
+    monkeypatch.setenv("SUPPORT_ATTRIBUTE_RETENTION", "90d")
+    assert load_settings().engine_config().attribute_retention_seconds == 90 * 86400
 
 
 def test_worker_stops_with_one_line_and_exit_2_on_a_bad_setting() -> None:

@@ -41,6 +41,7 @@ from streams.simulator import (
 
 START = datetime(2026, 11, 23, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 HOUR = 3600.0
+DAY = 24 * HOUR
 NOISE = SimOptions(duplicate_rate=0.05, out_of_order=0.1, bad_input_rate=0.05)
 OFFSET_RE = re.compile(r'"occurred_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"')
 
@@ -590,6 +591,36 @@ def test_cli_backfill_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert again.read_bytes() == path.read_bytes()
 
 
+def _late_surveys_and_reopens(path: Path) -> tuple[int, int]:
+    """CSAT surveys at least two days after their ticket's first solve, reopens at least a
+    week after it."""
+    solved: dict[str, float] = {}
+    surveys = reopens = 0
+    for ev in sorted(map(decode, read_jsonl(path)), key=lambda e: e.occurred_at):
+        at = ev.occurred_at.timestamp()
+        if isinstance(ev, TicketStatusChanged) and ev.status == "solved":
+            solved.setdefault(ev.ticket_id, at)
+        elif isinstance(ev, TicketStatusChanged) and ev.status == "open":
+            reopens += at - solved.get(ev.ticket_id, at) >= 7 * DAY
+        elif isinstance(ev, SurveySubmitted) and ev.kind == "csat" and ev.ticket_id in solved:
+            surveys += at - solved[ev.ticket_id] >= 2 * DAY
+    return surveys, reopens
+
+
+def test_cli_late_surveys_and_reopens_in_any_profile(tmp_path: Path) -> None:
+    """--late-survey-share / --late-reopen-share (SPEC §3 "attributes outlive state"): CSAT
+    surveys days after the solve and reopens a week later, in event time."""
+    path = tmp_path / "sim.jsonl"
+    argv = ["--output", str(path), "--duration", "12d", "--seed", "3", "--rate", "10", "--quiet"]
+    argv += ["--start", "2026-11-23T12:00:00+00:00"]
+    assert main([*argv, "--late-survey-share", "1", "--late-reopen-share", "0.5"]) == 0
+    surveys, reopens = _late_surveys_and_reopens(path)
+    assert surveys > 100
+    assert reopens > 50
+    assert main(argv) == 0  # the steady profile has none by default
+    assert _late_surveys_and_reopens(path) == (0, 0)
+
+
 def test_cli_count_backfill_ends_near_now(tmp_path: Path) -> None:
     path = tmp_path / "sim.jsonl"
     assert main(["--output", str(path), "--count", "500", "--rate", "3000", "--quiet"]) == 0
@@ -607,6 +638,7 @@ def test_cli_count_backfill_ends_near_now(tmp_path: Path) -> None:
         ["--output", "x"],  # a backfill needs an end
         ["--output", "x", "--duration", "ten minutes"],
         ["--output", "x", "--count", "5", "--duplicate-rate", "2"],
+        ["--output", "x", "--count", "5", "--late-survey-share", "1.5"],
         ["--output", "x", "--realtime", "--start", "0"],
         ["--output", "x", "--count", "5", "--start", "2026-11-23T12:00:00"],
         ["--output", "x", "--count", "5", "--topic", "tickets=x"],

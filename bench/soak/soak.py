@@ -5,7 +5,7 @@ Run on demand (not part of ``make test`` or ``make bench``, which runs ``bench/*
 
     python bench/soak/soak.py                       # 30 minutes (the issue's soak)
     python bench/soak/soak.py --duration 5m --windows 30s,1m,2m --grace 30s \\
-        --retention 150s --bucket 10s                # a short run with compressed time
+        --retention 150s --attribute-retention 3m --bucket 10s  # compressed time
 
 One embedded broker (Tansu), one worker (``python -m streams.worker``, wall clock) and the
 simulator in real time (``--realtime``, steady profile, ``--rate`` tickets per hour, ticket
@@ -156,6 +156,12 @@ def main() -> None:
     parser.add_argument("--bucket", default="10s")
     parser.add_argument("--grace", default="1m")
     parser.add_argument("--retention", default="11m")
+    parser.add_argument(
+        "--attribute-retention",
+        default="15m",
+        help="SUPPORT_ATTRIBUTE_RETENTION (scaled down like the retention, so retired tickets' "
+        "attributes are forgotten within the run too)",
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument(
@@ -185,6 +191,7 @@ def main() -> None:
             "SUPPORT_BUCKET": args.bucket,
             "SUPPORT_GRACE": args.grace,
             "SUPPORT_RETENTION": args.retention,
+            "SUPPORT_ATTRIBUTE_RETENTION": args.attribute_retention,
             "SUPPORT_ORPHAN_HOLD": args.retention,
             "SUPPORT_LOG_LEVEL": "warning",
         }
@@ -262,7 +269,8 @@ def write_results(args: argparse.Namespace, started: datetime, samples: list[Sam
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, embedded Tansu broker.",
         f"Traffic: steady profile, {args.rate:g} tickets/h, time scale {args.time_scale}, "
         f"seed {args.seed}. Worker: windows {args.windows}, bucket {args.bucket}, "
-        f"grace {args.grace}, retention and orphan hold {args.retention}, "
+        f"grace {args.grace}, retention and orphan hold {args.retention}, attribute "
+        f"retention {args.attribute_retention}, "
         f"{args.partitions} partitions.",
         f"Command: `python bench/soak/soak.py {' '.join(sys.argv[1:])}`",
         "",

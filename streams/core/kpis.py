@@ -200,6 +200,9 @@ class EngineConfig:
     orphan_hold_seconds: float = 86400.0
     # A solved/closed ticket's state is dropped this long after its last event (>= horizon).
     retention_seconds: float = 7 * 86400.0
+    # A retired ticket's attributes are kept this long after its last event (>= retention), so
+    # that a late survey or reopen still finds it (streams.core.attributes).
+    attribute_retention_seconds: float = 30 * 86400.0
     # SLA policies (streams.core.sla): sla_targets above are the first-response targets.
     resolution_sla_targets: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_RESOLUTION_SLA_TARGETS)

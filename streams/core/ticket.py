@@ -71,6 +71,27 @@ class Held(msgspec.Struct, array_like=True, frozen=True):
     raw: bytes
 
 
+class Retired(msgspec.Struct, array_like=True, frozen=True):
+    """What a retired ticket keeps (SPEC §3 "attributes outlive state"): a few dozen bytes.
+
+    ``channel``, ``priority`` and ``created_by`` are indices into the code tables of
+    :mod:`streams.core.attributes`; ``last_us`` is the ticket's last event when it retired.
+    """
+
+    created_us: int
+    last_us: int
+    team: str  # the team at retirement (after escalations)
+    channel: int
+    priority: int
+    created_by: int
+    answered: bool  # had a public agent reply
+    escalated: bool
+    resolutions: int  # transitions into solved/closed (identities of the cumulative series)
+    # Requester wait so far (µs in new, open or on_hold): a later resolution's wait goes on
+    # from it (calendar time; business time is not kept).
+    waited_us: int = 0
+
+
 class TicketState(msgspec.Struct, array_like=True, kw_only=True):
     """Everything the engine keeps about one ticket (or one standalone survey)."""
 
@@ -82,6 +103,9 @@ class TicketState(msgspec.Struct, array_like=True, kw_only=True):
     standalone: bool = False
     # Events rejected as earlier than the creation: a re-send of one is a duplicate.
     rejected_ids: list[str] = msgspec.field(default_factory=list)
+    # A retired ticket (only ``retired`` set) or one revived from its attributes by a later
+    # event (streams.core.attributes): events up to ``retired.last_us`` are known only as this.
+    retired: Retired | None = None
 
     def has_event(self, event_id: str) -> bool:
         if self.creation is not None and self.creation.event_id == event_id:

@@ -23,6 +23,13 @@ from enum import Enum
 from typing import Protocol
 
 from streams.core.aggregate import LiveAggregate, WindowAggregate
+from streams.core.attributes import (
+    is_record,
+    known_only_as_attributes,
+    retire,
+    revive,
+    windowed_facts,
+)
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
 from streams.core.partials import HEARTBEAT_BUCKET, OVERALL, Group, PartialUpdate
@@ -134,6 +141,7 @@ class TicketEngine:
         self.calendars = config.calendars
         self.hold_us = round(config.orphan_hold_seconds * US)
         self.retention_us = round(config.retention_seconds * US)
+        self.attribute_retention_us = round(config.attribute_retention_seconds * US)
         self.stream_time_us = 0
         self._flushed_stream_time_us = 0
         self.windows: dict[tuple[Group, int], WindowAggregate] = {}
@@ -160,6 +168,12 @@ class TicketEngine:
 
         key = routing_key(event)
         state = self.store.get(key)
+        if state is not None and state.retired is not None:
+            # A retired ticket, known by its attributes (streams.core.attributes).
+            if isinstance(event, TicketCreated) or known_only_as_attributes(state, at_us):
+                return ProcessResult(Outcome.DUPLICATE, late)
+            if is_record(state):
+                state = revive(state)
         if state is not None and state.has_event(event.event_id):
             return ProcessResult(Outcome.DUPLICATE, late)
 
@@ -206,14 +220,17 @@ class TicketEngine:
             state.add_step(step)
 
         after = ticket_facts(state, self.policies, self.calendars)
-        self._apply_difference(before, after, clock_us)
+        self._apply_difference(
+            windowed_facts(state, before), windowed_facts(state, after), clock_us
+        )
         result.derived = newly_derived(key, before[0], after[0], self.firsts)
         self.store.put(key, state)
         self._schedule_retirement(key, state)
         return result
 
     def housekeeping(self, clock_us: int) -> list[Held]:
-        """Expire old buckets, retire finished tickets, drop orphans; returns dropped orphans.
+        """Expire old buckets, retire finished tickets (to their attributes), forget
+        attributes, drop orphans; returns dropped orphans.
 
         Runs inside stream iteration in the worker (table deletes need it), so it is cheap
         when there is nothing to do.
@@ -222,8 +239,17 @@ class TicketEngine:
         while self._retire_due and self._retire_due[0][0] <= clock_us:
             _, key = heapq.heappop(self._retire_due)
             state = self.store.get(key)
-            if state is not None and self._retirement_due(state) <= clock_us:
+            if state is None or self._retirement_due(state) > clock_us:
+                continue
+            if state.standalone or is_record(state):
                 self.store.delete(key)
+                continue
+            record = retire(state)
+            if self._retirement_due(record) <= clock_us:
+                self.store.delete(key)  # attributes kept no longer than the state
+            else:
+                self.store.put(key, record)
+                self._schedule_retirement(key, record)
         orphans: list[Held] = []
         while self._orphan_due and self._orphan_due[0][0] <= clock_us:
             _, key = heapq.heappop(self._orphan_due)
@@ -305,13 +331,16 @@ class TicketEngine:
     ) -> None:
         """Recompute every partial from the ticket states of this partition; mark all dirty.
 
-        ``clock_us`` None means stream time: the latest event time among the tickets.
+        ``clock_us`` None means stream time: the latest event time among the tickets (and
+        retired tickets' attribute records).
         ``states``: this partition's tickets when the caller has them already (else the store's).
         """
         source = self.store.states() if states is None else states
         mine = [(key, state) for key, state in source if state.partition == self.partition]
         for _, state in mine:
-            self.stream_time_us = max(self.stream_time_us, state.last_event_us())
+            # (a retired ticket's last event counts too: the stream had reached it)
+            retired = 0 if state.retired is None else state.retired.last_us
+            self.stream_time_us = max(self.stream_time_us, state.last_event_us(), retired)
         if clock_us is None:
             clock_us = self.stream_time_us
         self.windows.clear()
@@ -323,8 +352,8 @@ class TicketEngine:
         for key, state in mine:
             if state.held:
                 heapq.heappush(self._orphan_due, (state.held[0].held_since_us + self.hold_us, key))
-            facts, live = ticket_facts(state, self.policies, self.calendars)
-            self._apply_difference(([], None), (facts, live), clock_us)
+            facts = windowed_facts(state, ticket_facts(state, self.policies, self.calendars))
+            self._apply_difference(([], None), facts, clock_us)
             self._schedule_retirement(key, state)
         self._dirty = set(self.windows)
         self._dirty_live = set(self.live)
@@ -394,13 +423,17 @@ class TicketEngine:
     # -- ticket retirement ------------------------------------------------------------------
 
     def _retirement_due(self, state: TicketState) -> int:
-        """When a finished ticket's state can go: no KPI can need it any more.
+        """When a finished ticket's state can go (no KPI can need it any more), or when a
+        retired ticket's attributes are forgotten.
 
         Not before the bucket of its last event has expired, so that a rebuild from the
         remaining tickets yields exactly the partials incremental processing still has.
         """
-        last = state.last_event_us()
+        record = state.retired if state.creation is None else None
+        last = state.last_event_us() if record is None else record.last_us
         expired = (last // self.bucket_us + 1) * self.bucket_us + self.horizon_us
+        if record is not None:
+            return max(last + self.attribute_retention_us, expired)
         if state.standalone:
             return expired
         if state.creation is None or not state.is_resolved():

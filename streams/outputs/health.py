@@ -41,7 +41,8 @@ class PipelineHealth:
         )
         self.duplicate = Counter(
             "support_events_duplicate",
-            "Events ignored as duplicates (same event_id, or a second ticket-created).",
+            "Events ignored as duplicates (same event_id, a second ticket-created, or an "
+            "event of a retired ticket dated at or before its last event).",
             ["topic"],
             registry=registry,
         )

@@ -21,10 +21,15 @@ Rules, from SPEC §3-§4 and the decisions the README records where the SPEC is 
   created, held events earlier than the creation are rejected as ``before_created`` and the
   rest applied. Held events whose first one has waited ``orphan_hold`` on the partition's clock
   are dropped as orphans (all of them, with the ticket's memory).
-* Retirement: a ticket whose latest status is solved/closed is forgotten (state and seen
-  ids) once the clock reaches ``max(last + retention, end of last event's bucket + horizon)``;
-  a survey without a ticket once its bucket has left the horizon. A later event of a
-  forgotten ticket is held like any unknown ticket's (README "Memory tracks open work").
+* Retirement: a ticket whose latest status is solved/closed is retired (its seen ids are
+  forgotten) once the clock reaches ``max(last + retention, end of last event's bucket +
+  horizon)``; a survey without a ticket is forgotten once its bucket has left the horizon.
+  A retired ticket is still known (SPEC §3 "attributes outlive state"): a ``ticket-created``
+  for it, or any event at or before its last event at retirement, is a duplicate; a later
+  event is accepted and appended to its history (a revived ticket retires again like any
+  other). It is forgotten entirely once the clock reaches ``max(last + attribute retention,
+  end of last event's bucket + horizon)``; a later event of a forgotten ticket is held like
+  any unknown ticket's (README "Memory tracks open work").
 * A ticket's events are ordered by ``(time, rank, event_id)``, rank created < reply <
   escalation < status < survey.
 * Windows at clock ``now`` cover ``[end - size, end)`` with ``end = (floor(now / B) + 1) * B``;
@@ -149,6 +154,7 @@ class Rules:
     sla: Mapping[str, int]
     hold: int
     retention: int
+    attribute_retention: int
     zone: ZoneInfo  # of the calendar-day window ``today``
     resolution_sla: Mapping[str, int] = field(default_factory=dict)
     sla_clock: Mapping[str, str] = field(default_factory=dict)  # priority -> calendar|business
@@ -170,6 +176,7 @@ class Rules:
             sla={p: round(s * US) for p, s in config.sla_targets.items()},
             hold=round(config.orphan_hold_seconds * US),
             retention=round(config.retention_seconds * US),
+            attribute_retention=round(config.attribute_retention_seconds * US),
             zone=ZoneInfo(config.time_zone),
             resolution_sla={p: round(s * US) for p, s in config.resolution_sla_targets.items()},
             sla_clock=dict(config.first_response_sla_clocks),
@@ -534,6 +541,9 @@ class _Entity:
     seen: set[str] = field(default_factory=set)
     standalone: bool = False
     due: float | None = None  # when housekeeping drops it (cached; None: to be computed)
+    retired: bool = False  # known by its attributes only, until an event revives it
+    # Set at retirement: the last event time then; events at or before it are duplicates.
+    summary: int | None = None
 
     def last_time(self) -> int:
         times = [time_of(e) for e in self.applied]
@@ -609,6 +619,7 @@ class Reference:
         if entity is not None and (
             event.event_id in entity.seen
             or (isinstance(event, TicketCreated) and entity.created is not None)
+            or (entity.summary is not None and t <= entity.summary)
         ):
             self.duplicates += 1
             return
@@ -616,6 +627,7 @@ class Reference:
             self.late += 1
         if entity is None:
             entity = self.entities[key] = _Entity(partition)
+        entity.retired = False
         entity.seen.add(event.event_id)
         if isinstance(event, TicketCreated):
             entity.created = event
@@ -646,6 +658,8 @@ class Reference:
     def _retirement(self, entity: _Entity) -> float:
         last = entity.last_time()
         expired = (last // self.rules.bucket + 1) * self.rules.bucket + self.rules.horizon
+        if entity.retired:
+            return max(last + self.rules.attribute_retention, expired)
         if entity.standalone:
             return expired
         if entity.created is None or not entity.solved():
@@ -674,6 +688,16 @@ class Reference:
                 continue
             if entity.created is None and entity.held:
                 self.orphans += len(entity.held)
+            if entity.created is not None and not entity.retired:
+                # Retire: the ids go, the attributes (here: the whole history) stay.
+                entity.retired = True
+                entity.seen = set()
+                entity.summary = entity.last_time()
+                entity.due = None
+                due = self._due(entity)
+                if due > clock:
+                    next_due = min(next_due, due)
+                    continue
             del self.entities[key]
         self._next_due[partition] = next_due
 

@@ -749,6 +749,92 @@ def case_created_within_the_hold_applies_the_held_events(b: Builder) -> None:
     assert get(values, K.FIRST_RESPONSES) == 1
 
 
+# --- attributes outlive state (SPEC §3) ----------------------------------------------------------
+
+# Retired 3660 s after the last event (at the end of its bucket + horizon); attributes kept 1 day.
+ATTRS = replace(SHORT, attribute_retention_seconds=86400.0)
+
+
+def retired_ticket(b: Builder, ticket: str = "t1") -> list[Event]:
+    """t1: billing/chat/high, moved to tier2, answered, solved at 30; a creation at 4000 moves
+    the clock past its retirement (3720)."""
+    return [
+        b.created(ticket, 0, team="billing", channel="chat", priority="high"),
+        b.escalated(ticket, 10, to_team="tier2"),
+        b.replied(ticket, 20),
+        b.status(ticket, 30, "solved"),
+        b.created("x", 4000),
+    ]
+
+
+def case_late_survey_after_retirement_counts_with_the_tickets_attributes(b: Builder) -> None:
+    events = [*retired_ticket(b), b.survey(5000, "csat", 5, ticket="t1")]
+    values = run(events, 5000, ATTRS)
+    for team, channel, priority in [(ALL, ALL, ALL), ("tier2", ALL, ALL), (ALL, "chat", ALL)]:
+        assert get(values, K.CSAT_RESPONSES, "1h", team, channel, priority) == 1
+    assert get(values, K.CSAT_RESPONSES, "1h", priority="high") == 1
+    assert get(values, K.CSAT_SATISFIED, "1h", priority="high") == 1.0
+    assert get(values, K.CSAT_RESPONSES, "1h", team="billing") == 0  # the team at retirement
+    assert get(values, K.TICKETS_CREATED, "1h") == 1  # x; t1's creation is long gone
+
+
+def case_late_reopen_after_retirement_brings_the_ticket_back(b: Builder) -> None:
+    events = [*retired_ticket(b), b.status("t1", 5000, "open")]
+    reopened = run(events, 5000, ATTRS)
+    assert get(reopened, K.TICKETS_REOPENED, "1h") == 1
+    assert get(reopened, K.TICKETS_REOPENED, "1h", team="tier2") == 1
+    assert live(reopened, K.OPEN_TICKETS) == 2  # x and t1
+    assert live(reopened, K.OPEN_TICKETS, team="tier2") == 1
+    assert live(reopened, K.UNANSWERED_TICKETS) == 1  # x: t1 had its first response
+    # A second escalation is not a first one; solved again: a resolution measured from the
+    # original creation, not a first resolution (no first-contact resolution counted again).
+    events += [b.escalated("t1", 5050), b.status("t1", 5100, "solved")]
+    solved = run(events, 5100, ATTRS)
+    assert get(solved, K.TICKETS_ESCALATED, "1h") == 0
+    assert get(solved, K.TICKETS_SOLVED, "1h") == 1
+    assert get(solved, K.RESOLUTION_MEAN, "1h", team="tier2") == 5100.0
+    assert get(solved, K.FIRST_CONTACT_RESOLUTION, "1h") is None
+    assert get(solved, K.TICKETS_REOPENED, "1h") == 1
+    assert live(solved, K.OPEN_TICKETS) == 1
+
+
+def case_unanswered_ticket_reopened_after_retirement_is_unanswered_again(b: Builder) -> None:
+    events: list[Event] = [
+        b.created("t1", 0, priority="urgent"),
+        b.status("t1", 30, "solved"),
+        b.created("x", 4000, created_by="agent"),
+        b.status("t1", 5000, "new"),
+        b.escalated("t1", 5010, to_team="tier3"),  # its first escalation: counted
+    ]
+    values = run(events, 5010, ATTRS)
+    assert live(values, K.UNANSWERED_TICKETS) == 1
+    assert live(values, K.UNANSWERED_TICKETS, team="tier3") == 1
+    assert live(values, K.OLDEST_UNANSWERED_AGE) == 5010.0  # from the original creation
+    assert get(values, K.TICKETS_ESCALATED, "1h") == 1
+
+
+def case_old_events_of_a_retired_ticket_are_duplicates(b: Builder) -> None:
+    """Re-deliveries after retirement (its ids are gone): any event at or before the ticket's
+    last event, and a second creation, change nothing; so before and after a revival."""
+    events = retired_ticket(b)
+    resent = [events[0], events[2], events[3], b.status("t1", 25, "open")]
+    values = run([*events, *resent], 4000, ATTRS)
+    assert values == run(events, 4000, ATTRS)
+    assert live(values, K.OPEN_TICKETS) == 1
+    revived = [*events, b.survey(5000, "nps", 10, ticket="t1")]
+    assert run([*revived, *resent], 5000, ATTRS) == run(revived, 5000, ATTRS)
+
+
+def case_late_event_after_the_attribute_retention_is_an_orphan(b: Builder) -> None:
+    config = replace(ATTRS, attribute_retention_seconds=7200.0)  # t1 forgotten at 7230
+    # (z: on t1's partition of three too, so that its clock reaches 7230)
+    events = [*retired_ticket(b), b.created("z", 7230), b.status("t1", 7300, "open")]
+    values = run(events, 7300, config)
+    assert get(values, K.TICKETS_REOPENED, "1h") == 0
+    assert live(values, K.OPEN_TICKETS) == 2  # x and z; t1's reopen is held
+    assert reference_counts(events, config).orphans == 1
+
+
 Case = Callable[[Builder], None]
 #: Every case of this module, in the order written.
 CASES: list[Case] = [fn for name, fn in list(globals().items()) if name.startswith("case_")]

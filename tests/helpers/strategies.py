@@ -6,7 +6,9 @@ Streams contain ticket lifecycles (replies of every author type, internal notes,
 and without a team move, status cycles with reopenings, ticket surveys), stand-alone surveys
 (CSAT, NPS, eNPS), customer-lifecycle noise, and the delivery faults the engine must absorb:
 cross-topic reordering (bounded or total), exact re-sends, second ``ticket-created`` events,
-orphans, events before their ticket's creation, very old (late) and far-future events.
+orphans, events before their ticket's creation, very old (late) and far-future events, and
+(``after_retirement``) late surveys, reopens and re-sends of tickets already retired to their
+attributes, some after the attribute retention too.
 
 Event times lie on a 125 ms grid: whole milliseconds that are also exact binary fractions, so
 durations computed from float seconds, integer milliseconds or integer microseconds agree exactly.
@@ -278,9 +280,9 @@ _DAY_ZONES = ("UTC", "America/Adak", "Pacific/Honolulu", "Asia/Kolkata", "Europe
 
 @st.composite
 def configs(draw: st.DrawFn) -> EngineConfig:
-    """Engine configurations across bucket, windows, grace, orphan hold, retention and SLA
-    targets, within what the settings accept (windows are multiples of the bucket, retention
-    at least the horizon)."""
+    """Engine configurations across bucket, windows, grace, orphan hold, retention, attribute
+    retention and SLA targets, within what the settings accept (windows are multiples of the
+    bucket, retention at least the horizon, attribute retention at least the retention)."""
     bucket = draw(st.sampled_from([15.0, 30.0, 60.0, 60.0, 300.0]))
     windows = draw(
         st.sampled_from(_WINDOW_SETS).filter(lambda ws: all(s % bucket == 0 for _, s in ws))
@@ -293,15 +295,23 @@ def configs(draw: st.DrawFn) -> EngineConfig:
     target = st.sampled_from(targets)
     slas = draw(st.tuples(*[target for _ in PRIORITIES]))
     calendar_day = any(name == TODAY for name, _ in windows)
+    retention = horizon + draw(st.sampled_from([0.0, bucket, 600.0, 7 * 86400.0]))
     return EngineConfig(
         windows=windows,
         bucket_seconds=bucket,
         grace_seconds=grace,
         sla_targets=dict(zip(PRIORITIES, slas, strict=True)),
         orphan_hold_seconds=draw(st.sampled_from([60.0, 600.0, 3600.0, 86400.0, 30 * 86400.0])),
-        retention_seconds=horizon + draw(st.sampled_from([0.0, bucket, 600.0, 7 * 86400.0])),
+        retention_seconds=retention,
+        attribute_retention_seconds=retention + draw(st.sampled_from(_EXTRA_ATTRIBUTES)),
         time_zone=draw(st.sampled_from(_DAY_ZONES)) if calendar_day else "UTC",
     )
+
+
+# Attribute retention beyond the retention (the simplest draw first: the default). 30 d: the
+# default; 1 h: less than a stream (attributes expire during the after-retirement events);
+# 0: nothing is kept beyond the state.
+_EXTRA_ATTRIBUTES = (30 * 86400.0, 3 * 86400.0, 3600.0, 0.0)
 
 
 def longest_window(config: EngineConfig) -> float:
@@ -343,6 +353,7 @@ class _Gen:
     config: EngineConfig
     events: list[Event] = field(default_factory=list)
     late_delivery: set[int] = field(default_factory=set)  # ids of events delivered very late
+    arrive_at: dict[int, float] = field(default_factory=dict)  # id -> arrival (POSIX seconds)
     notes: dict[str, int] = field(default_factory=dict)
     next_ticket: int = 0
 
@@ -440,6 +451,79 @@ def _ticket(
     return tid, start_ms, events
 
 
+def _after_retirement(g: _Gen, tickets: list[tuple[str, int, list[Event]]]) -> None:
+    """Events of a few tickets long after the stream (SPEC §3 "attributes outlive state"):
+    late surveys, reopens (some answered, escalated and solved again), re-sends of their old
+    events and creation, soon after the tickets' retirement (a week after the solve with a
+    7-day retention) or after their attribute retention (forgotten: orphans).
+
+    Ticket creations ("clock pushers", three keys so that every partition of up to three is
+    likely to get one) first move the stream clocks past every retirement, and past the
+    attribute retention before events that come later than it, so that those events find a
+    retired (or forgotten) ticket rather than retiring it themselves."""
+    b, config = g.build, g.config
+    picked = _d(
+        g, st.lists(st.sampled_from(tickets), min_size=1, max_size=4, unique_by=lambda t: t[0])
+    )
+    history: dict[str, list[Event]] = {}
+    for tid, _, events in picked:
+        history[tid] = list(events)
+        if events:  # solved (again) after its last event, so that it retires
+            solved = max(event_time(e) for e in events) - BASE_TS + _d(g, st.integers(1, 600))
+            history[tid].append(b.status(tid, solved, "solved"))
+            g.events.append(history[tid][-1])
+    end = max(event_time(e) for e in g.events) - BASE_TS
+    margin = config.horizon_seconds + 2 * config.bucket_seconds
+    retired_at = _ms(end + config.retention_seconds + margin) / 1000
+    forgotten_at = _ms(end + config.attribute_retention_seconds + margin) / 1000
+    later: list[Event] = []
+    resent: list[Event] = []
+    for tid, _, _ in picked:
+        # Soon after the retirement (a late survey, a reopen after a week), or after the
+        # attribute retention (the ticket is forgotten: an orphan).
+        if _d(g, st.integers(0, 3)) < 3:
+            t = retired_at + 600 + _d(g, st.sampled_from((0.0, 60.0, 3600.0)))
+        else:
+            t = max(retired_at, forgotten_at) + 600
+        t += _d(g, st.integers(0, 3600 * 1000 // GRID_MS)) * GRID_MS / 1000
+        kind = _d(g, st.sampled_from(("survey", "survey", "reopen", "reopen", "escalate")))
+        g.note(f"after_retirement_{kind}")
+        if kind == "survey":
+            survey_kind: SurveyKind = _d(g, st.sampled_from(("csat", "nps")))
+            team = _d(g, st.one_of(st.none(), st.sampled_from(g.teams)))
+            later.append(b.survey(t, survey_kind, _score(g, survey_kind), ticket=tid, team=team))
+        elif kind == "escalate":
+            later.append(b.escalated(tid, t, to_team=_d(g, st.sampled_from(g.teams))))
+        else:
+            later.append(b.status(tid, t, _d(g, st.sampled_from(("open", "new", "pending")))))
+            gaps = _d(g, st.lists(st.integers(0, 7200), max_size=3))
+            for step, gap in zip(("reply", "escalate", "solve"), gaps, strict=False):
+                t += gap
+                if step == "reply":
+                    later.append(b.replied(tid, t))
+                elif step == "escalate":
+                    later.append(b.escalated(tid, t, to_team=_d(g, st.sampled_from(g.teams))))
+                else:
+                    later.append(b.status(tid, t, "solved"))
+        resend: bool = _d(g, st.booleans())
+        old = history[tid]
+        if old and resend:
+            # Re-deliveries of its old events (the creation and the last one included) after
+            # its retirement.
+            for event in _d(g, st.lists(st.sampled_from(old), min_size=1, max_size=3)):
+                resent.append(msgspec.structs.replace(event))
+            g.note("after_retirement_resends")
+    pushes = [retired_at]
+    if any(event_time(e) - BASE_TS > forgotten_at + 400 for e in later):
+        pushes.append(max(forgotten_at, retired_at))
+    for n, when in enumerate(pushes):
+        for suffix in "abc":
+            g.events.append(b.created(f"T-clock-{n}{suffix}", when))
+    g.events += later + resent
+    for event in resent:
+        g.arrive_at[id(event)] = BASE_TS + retired_at + 400  # after the pushers
+
+
 def _ms(seconds: float) -> int:
     return round(seconds * 1000 / GRID_MS) * GRID_MS
 
@@ -459,6 +543,7 @@ def scenarios(
     second_creates: bool = True,
     reopen_bias: bool = False,
     escalation_bias: bool = False,
+    after_retirement: bool = False,
 ) -> Scenario:
     """A realistic stream of a few hours, delivered out of order with the enabled faults."""
     config = draw(configs())
@@ -573,6 +658,9 @@ def scenarios(
             g.late_delivery.update(id(e) for e in events)
             g.note("old_ticket_events", len(events))
 
+    if after_retirement and tickets:
+        _after_retirement(g, tickets)
+
     if not g.events:
         return Scenario(arrivals=[], config=config, wall=BASE_TS + start / 1000, notes=g.notes)
 
@@ -611,7 +699,9 @@ def scenarios(
     lags = {topic: rnd.choice((0.0, 1.0, 30.0, 300.0)) for topic in EVENT_TYPES}
     for index, event in enumerate(g.events):
         occurred = event_time(event)
-        if id(event) in g.late_delivery:
+        if id(event) in g.arrive_at:
+            arrival = g.arrive_at[id(event)]
+        elif id(event) in g.late_delivery:
             stream_start = BASE_TS + start / 1000
             arrival = rnd.uniform(stream_start, max(last, stream_start))
         elif mode == "ordered":
