@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 from helpers.calendar_oracle import ZONES, Spec, specs, to_calendar
+from helpers.differential import EngineRun, assert_same, check_stream
 from helpers.pipeline import decoded_events
 from helpers.reference import US, Reference, past_first_response_sla
 from helpers.strategies import (
@@ -29,7 +30,6 @@ from helpers.strategies import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from test_differential import EngineRun, assert_same, check_stream
 
 from streams.core import kpis as K
 from streams.core.aggregate import LiveAggregate

