@@ -272,9 +272,11 @@ def test_broker_restarted_empty_is_reported_and_the_documented_recovery_works(
         assert worker.alive()
         assert "the broker lost the partition's data" in worker.log()
 
-        # What docs/operations.md says to do: re-create the topics, restart every worker.
-        deployment.create_topics()
+        # What docs/operations.md says to do: stop every worker, re-create the topics, start
+        # the workers. (Stopped after the topics exist again, the old worker could still
+        # write its stale tickets into the new changelog.)
         worker.stop()
+        deployment.create_topics()
         fresh = WorkerProcess(deployment, "after").start()
         workers.append(fresh)
         fresh.wait_ready()
