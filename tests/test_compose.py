@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 from helpers.compose import (
-    COMPOSE_FILE,
     TEST_GRAFANA_PASSWORD,
-    clean_env,
-    compose_command,
     compose_config,
     environment,
     load_yaml,
+    run_compose_config,
     service,
 )
 from helpers.prom import REPO, WORKER_JOB, find_binary
@@ -40,15 +38,7 @@ ALL_TOPICS = [*INPUT_TOPICS, "support-events-dlq", "support-kpis"]
 
 
 def test_compose_config_is_valid() -> None:
-    result = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=clean_env(),
-        check=False,
-        timeout=60,
-    )
+    result = run_compose_config("-q")
     assert result.returncode == 0, result.stderr
     assert set(compose_config()["services"]) >= {
         "kafka",
@@ -63,15 +53,7 @@ def test_compose_config_is_valid() -> None:
 def test_grafana_has_no_default_admin_password() -> None:
     """Without GRAFANA_ADMIN_PASSWORD compose refuses, naming the variable; with it, Grafana
     gets exactly that password."""
-    result = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=clean_env(grafana_password=False),
-        check=False,
-        timeout=60,
-    )
+    result = run_compose_config("-q", grafana_password=False)
     assert result.returncode != 0
     assert "set GRAFANA_ADMIN_PASSWORD" in result.stderr, result.stderr
     assert environment("grafana")["GF_SECURITY_ADMIN_PASSWORD"] == TEST_GRAFANA_PASSWORD

@@ -83,18 +83,25 @@ def load_yaml(text: str) -> Any:
     missing_tool("PyYAML (in any python3)")
 
 
-@cache
-def compose_config() -> dict[str, Any]:
-    """The normalized, interpolated compose model (as `docker compose up` would use it)."""
-    result = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
+def run_compose_config(
+    *options: str, grafana_password: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``docker compose -f docker-compose.yml config *options`` in the clean environment."""
+    return subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "config", *options],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env=clean_env(),
+        env=clean_env(grafana_password=grafana_password),
         check=False,
         timeout=60,
     )
+
+
+@cache
+def compose_config() -> dict[str, Any]:
+    """The normalized, interpolated compose model (as `docker compose up` would use it)."""
+    result = run_compose_config()
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = load_yaml(result.stdout)
     return config
