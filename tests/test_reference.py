@@ -11,8 +11,10 @@ import random
 from dataclasses import replace
 
 import pytest
+from helpers.calendar_oracle import oracle_business_us, ranges, specs
 from helpers.reference import (
     US,
+    BusinessCalendars,
     Reference,
     differences,
     format_differences,
@@ -25,6 +27,7 @@ from helpers.reference import (
 from helpers.reference_cases import ATTRS, CASES, CFG, SHORT, Case, case_id, retired_ticket
 from helpers.strategies import Builder, Scenario, generated, scenarios, ts
 from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.core import kpis as K
 from streams.core.kpis import LIVE_WINDOW, KpiKey, KpiValues
@@ -218,3 +221,22 @@ def test_reference_is_independent_of_arrival_order_and_resends(scenario: Scenari
     random.Random(len(shuffled)).shuffle(shuffled)
     resent = shuffled + shuffled[: len(shuffled) // 3]
     _assert_same(reference_kpis(resent, config, now=now), expected)
+
+
+@generated(25)
+@given(st.data())
+def test_business_time_from_running_totals_is_the_minute_by_minute_sum(data: st.DataObject) -> None:
+    """The reference's business time (running totals of working minutes, asked about spans
+    later than, earlier than and overlapping the ones before) equals the calendar oracle's
+    walk over every minute of each span."""
+    spec = data.draw(specs())
+    around, _ = data.draw(ranges(spec))  # near a DST transition, a cache block bound, any time
+    spread = data.draw(st.randoms(use_true_random=False))  # uniform: spans of hours, not µs
+    calendars = BusinessCalendars(spec, {})
+    for _ in range(4):
+        start = around + spread.randint(-2 * 86400 * US, 2 * 86400 * US)
+        end = start + spread.choice(
+            [spread.randint(0, 86400 * US), 60 * US * spread.randint(0, 1440)]
+        )
+        assert calendars.business("any", start, end) == oracle_business_us(spec, start, end)
+        assert calendars.business("any", end, start) == 0  # an empty span

@@ -114,12 +114,16 @@ def time_of(event: Event) -> int:
 
 class BusinessCalendars:
     """Business time by brute force: every minute's working status read off the local wall
-    clock of the owning team's calendar (cached per calendar and minute)."""
+    clock of the owning team's calendar (cached per calendar and minute). The working minutes
+    of a calendar are also counted as they are read (running totals from the first minute
+    asked about), so a span's whole minutes cost two look-ups instead of a walk over them."""
 
     def __init__(self, default: Spec, teams: Mapping[str, Spec]) -> None:
         self.default = default
         self.teams = dict(teams)
         self._working: dict[tuple[int, int], bool] = {}
+        # id(spec) -> (origin, totals): totals[i] = working minutes in [origin, origin + i)
+        self._totals: dict[int, tuple[int, list[int]]] = {}
 
     def spec(self, team: str) -> Spec:
         return self.teams.get(team, self.default)
@@ -131,17 +135,38 @@ class BusinessCalendars:
             known = self._working[key] = oracle_working(spec, ZoneInfo(spec.zone), minute_s)
         return known
 
+    def _working_minutes(self, spec: Spec, first: int, last: int) -> int:
+        """Working minutes of ``spec`` among minute numbers ``[first, last)`` (minutes since the
+        epoch), from the running totals (extended to cover both bounds first)."""
+        origin, totals = self._totals.setdefault(id(spec), (first, [0]))
+        if first < origin:  # count the minutes before the origin, shift the totals on
+            earlier = [0]
+            for minute in range(first, origin):
+                earlier.append(earlier[-1] + self.working(spec, minute * 60))
+            totals[:] = earlier[:-1] + [earlier[-1] + t for t in totals]
+            origin = first
+            self._totals[id(spec)] = (origin, totals)
+        while origin + len(totals) - 1 < last:
+            minute = origin + len(totals) - 1
+            totals.append(totals[-1] + self.working(spec, minute * 60))
+        return totals[last - origin] - totals[first - origin]
+
     def business(self, team: str, start: int, end: int) -> int:
-        """Working µs of ``team``'s calendar in ``[start, end)`` (bounds are whole minutes)."""
+        """Working µs of ``team``'s calendar in ``[start, end)``: the overlap with each working
+        minute (the first and last minute may be partly inside)."""
+        if end <= start:
+            return 0
         spec = self.spec(team)
+        minute_us = 60 * US
+        first, last = start // minute_us, (end - 1) // minute_us  # minutes holding the bounds
+        if first == last:
+            return end - start if self.working(spec, first * 60) else 0
         total = 0
-        minute = start // (60 * US) * 60
-        while minute * US < end:
-            overlap = min(end, (minute + 60) * US) - max(start, minute * US)
-            if overlap > 0 and self.working(spec, minute):
-                total += overlap
-            minute += 60
-        return total
+        if self.working(spec, first * 60):
+            total += (first + 1) * minute_us - start
+        if self.working(spec, last * 60):
+            total += end - last * minute_us
+        return total + self._working_minutes(spec, first + 1, last) * minute_us
 
 
 @dataclass(frozen=True)
