@@ -165,14 +165,17 @@ class WorkerProcess(ChildProcess):
             text = self.scrape()
             return text is not None and "owns input partitions" in self.log()
 
-        wait_until(ready, timeout, lambda: f"{self.name} not ready; log:\n{self.log_tail()}")
+        # Polled often: a worker is ready ~7 s after its start, every test starts some.
+        wait_until(
+            ready, timeout, lambda: f"{self.name} not ready; log:\n{self.log_tail()}", step=0.1
+        )
 
     def scrape(self) -> str | None:
         return fetch_page(self.url)
 
 
 def wait_until(
-    condition: Callable[[], bool], timeout: float, message: Callable[[], str], step: float = 0.5
+    condition: Callable[[], bool], timeout: float, message: Callable[[], str], step: float = 0.2
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -252,7 +255,8 @@ def assert_kpis_converge(
             last[0] = format_differences(diffs, actual_name="exported")
         return not diffs and bool(actual)
 
-    wait_until(agree, timeout, lambda: last[0], step=1.0)
+    # Every 0.5 s: each read makes the worker render its whole /metrics page.
+    wait_until(agree, timeout, lambda: last[0], step=0.5)
 
 
 def scrape_all(workers: Sequence[WorkerProcess]) -> Scrape:
