@@ -51,10 +51,11 @@ bench: venv
 	done
 
 # Mutation testing of streams/core/ (on demand, not in CI; 1-2 h on 2 cores). mutmut needs a
-# newer click than Faust accepts, so it gets its own venv with only what the core tests need.
+# newer click than Faust accepts, so it gets its own venv with only what the core tests need
+# (and pytest-xdist, whose -n pyproject's addopts give; mutmut's pytest runs with -n 0).
 MUTATION_VENV := .venv-mutation
 MUTATION_PKGS := mutmut==3.8.1 msgspec==0.22.0 hypothesis==6.170.15 pytest==9.2.0 \
-                 pytest-timeout==2.4.0
+                 pytest-timeout==2.4.0 pytest-xdist==3.8.0
 MUTATION_ARGS ?= --max-children 2
 
 $(MUTATION_VENV)/.installed: Makefile pyproject.toml

@@ -10,6 +10,10 @@
 - ``workers``: a list the test appends the worker processes it starts to; each is stopped
   (SIGTERM, then SIGKILL) and its working directory removed at the end.
 
+Two pytest-xdist workers (``-n 2`` in pyproject.toml; ``-n 0``: everything in this process): one
+runs the tests of ``INTEGRATION_MODULES``, in order as without xdist, while both share the others
+(``tests/helpers/scheduling.py``). A marked test outside those modules is a collection error.
+
 Under ``CI=true`` a skipped test fails (``tests/helpers/ci.py``): CI must not test less in silence.
 
 Clients talking to the broker should use a short consumer session timeout
@@ -27,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import pytest
 from helpers.ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
 from helpers.pipeline import WorkerProcess
+from helpers.scheduling import IntegrationTogether
 
 from streams_dev.broker import EmbeddedBroker, create_topics
 
@@ -35,10 +40,39 @@ MakeTopics = Callable[..., dict[str, str]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+# Every module with integration tests (marked ``integration``, or using ``broker``).
+INTEGRATION_MODULES = frozenset(
+    {
+        "test_attributes_pipeline.py",
+        "test_broker.py",
+        "test_containment.py",
+        "test_customers_pipeline.py",
+        "test_demo.py",
+        "test_exposure.py",
+        "test_faults.py",
+        "test_outputs.py",
+        "test_pipeline.py",
+        "test_prometheus_integration.py",
+        "test_recovery.py",
+        "test_rocksdb.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "broker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("integration") and item.path.name not in INTEGRATION_MODULES:
+            raise pytest.UsageError(
+                f"{item.nodeid} is an integration test: add {item.path.name} to "
+                "INTEGRATION_MODULES in tests/conftest.py (xdist runs those on one worker)"
+            )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> IntegrationTogether:
+    return IntegrationTogether(config, log, modules=INTEGRATION_MODULES)
 
 
 @pytest.fixture(scope="session")
