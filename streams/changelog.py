@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
-import aiokafka
 import faust
 import msgspec
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types import TP
+
+from streams.changelog_reader import ChangelogReader, Latest
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         on_recovered: Callable[[set[int]], None],
         on_revoked: Callable[[set[int]], None],
         on_assigned: Callable[[set[TP]], None],
-        read_checkpoints: Callable[[set[int]], Awaitable[dict[int, int]]],
+        checkpoint_topic: str,
+        bootstrap: str,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -60,10 +62,17 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         self._on_recovered = on_recovered
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
-        self._read_checkpoints = read_checkpoints
+        self._checkpoint_topic = checkpoint_topic
+        self._bootstrap = bootstrap
         # changelog partition -> offset from which the changelog holds the complete state
         self.checkpoints: dict[int, int] = {}
         self.recovered_records = 0  # changelog records read since the last rebalance
+        # The in-memory store is restored by a ChangelogReader (see on_rebalance).
+        self._reads_own_changelog = str(self.app.conf.store).startswith("memory")
+        self._preload: asyncio.Future[tuple[Latest, int]] | None = None
+        self._preload_ends: dict[TP, int] = {}  # changelog partition -> end offset preloaded
+        self._applied_by_faust: dict[bytes, int] = {}  # key -> offset, during a preload
+        self._preload_started = 0.0
 
     def persisted_offset(self, tp: TP) -> int | None:
         """Where recovery starts reading: the latest complete checkpoint, not offset 0 (the
@@ -74,11 +83,20 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
             # store never has one): a checkpoint further on would skip the tombstones of
             # tickets deleted in between, which the local copy still holds.
             return stored
+        if tp in self._preload_ends:
+            # The preload reads up to here; Faust reads only what comes after (normally
+            # nothing: nobody writes a changelog partition before its new owner recovered).
+            end = self._preload_ends[tp]
+            return end - 1 if end > 0 else None
         return self.checkpoints.get(tp.partition)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         events = list(batch)
         self.recovered_records += len(events)
+        if self._preload is not None:
+            applied = self._applied_by_faust
+            for event in events:
+                applied[event.key] = max(event.message.offset, applied.get(event.key, -1))
         super().apply_changelog_batch(events)
 
     async def on_rebalance(
@@ -89,10 +107,139 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         self._on_assigned(assigned)
         self.recovered_records = 0
         mine = {tp.partition for tp in assigned if tp.topic in self._source_topics}
-        self.checkpoints = await self._read_checkpoints(mine)
+        self._stop_preload()
+        if not (self._reads_own_changelog and await self._start_preload(mine, assigned)):
+            self.checkpoints = await self._checkpoints_once(mine)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
+    async def _start_preload(self, mine: set[int], assigned: set[TP]) -> bool:
+        """Start reading the assigned changelog partitions (from their checkpoints to their
+        current ends) in the background; Faust's own recovery then starts at those ends.
+
+        Only their end offsets are asked for here: this runs inside the consumer's
+        rebalance callback, during which the group member sends no heartbeats. False (Faust
+        restores the table itself, from the checkpoints) if the broker does not answer."""
+        name = self.changelog_topic_name
+        changelog = {tp for tp in assigned if tp.topic == name}
+        try:
+            reader = await asyncio.wait_for(self._open_reader(), 10.0)
+        except Exception as error:
+            log.warning("%s: no changelog reader (%r); Faust restores the table", name, error)
+            return False
+        try:
+            ends = await asyncio.wait_for(reader.ends(changelog), 10.0)
+        except Exception as error:
+            await reader.close()
+            log.warning("%s: no end offsets (%r); Faust restores the table", name, error)
+            return False
+        self._preload_ends = ends
+        self._applied_by_faust = {}
+        self._preload_started = time.monotonic()
+        self._preload = asyncio.ensure_future(self._read_changelog(reader, mine))
+        return True
+
+    async def _read_changelog(self, reader: ChangelogReader, mine: set[int]) -> tuple[Latest, int]:
+        """The latest record per key of the assigned changelog partitions since their
+        checkpoints; retried with a new reader until it succeeds (or a rebalance stops it)."""
+        while True:
+            try:
+                checkpoints = await self._read_checkpoints(reader, mine)
+                ranges = {
+                    tp: (checkpoints.get(tp.partition), end)
+                    for tp, end in self._preload_ends.items()
+                }
+                latest = await reader.latest(ranges)
+                self.checkpoints = checkpoints
+                return latest
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("reading %s failed (%r); again", self.changelog_topic_name, error)
+                await asyncio.sleep(1.0)
+            finally:
+                await reader.close()
+            reader = await self._reopen_reader()
+
+    async def _reopen_reader(self) -> ChangelogReader:
+        while True:
+            try:
+                return await asyncio.wait_for(self._open_reader(), 10.0)
+            except Exception as error:
+                log.warning("no changelog reader (%r); again", error)
+                await asyncio.sleep(1.0)
+
+    async def _open_reader(self) -> ChangelogReader:
+        return await ChangelogReader.open(self.app, self._bootstrap)
+
+    async def _checkpoints_once(self, partitions: set[int]) -> dict[int, int]:
+        try:
+            reader = await asyncio.wait_for(self._open_reader(), 10.0)
+        except Exception as error:
+            log.warning("no %s read (%r); recovering from offset 0", self._checkpoint_topic, error)
+            return {}
+        try:
+            return await self._read_checkpoints(reader, partitions)
+        finally:
+            await reader.close()
+
+    async def _read_checkpoints(
+        self, reader: ChangelogReader, partitions: set[int]
+    ) -> dict[int, int]:
+        """The latest checkpoint of each changelog partition (empty on any error or after
+        10 s: recovery then reads the changelog from its start, correct but slower)."""
+        if not partitions:
+            return {}
+        try:
+            return await asyncio.wait_for(
+                reader.checkpoints(self._checkpoint_topic, partitions), 10.0
+            )
+        except Exception as error:  # a missing topic, a broker hiccup: read everything
+            log.warning("no %s read (%r); recovering from offset 0", self._checkpoint_topic, error)
+            return {}
+
+    async def on_stop(self) -> None:
+        self._stop_preload()
+        await super().on_stop()
+
+    def _stop_preload(self) -> None:
+        if self._preload is not None:
+            self._preload.cancel()
+        self._preload = None
+        self._preload_ends = {}
+        self._applied_by_faust = {}
+
+    def _apply_preloaded(self, latest: Latest) -> None:
+        """Put the preloaded records into the store; a key Faust restored from a later
+        offset (records written after the preload's end) keeps Faust's value."""
+        store = self.data
+        applied = self._applied_by_faust
+        for key, (offset, value) in latest.items():
+            if applied.get(key, -1) > offset:
+                continue
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        preload = self._preload
+        if preload is not None:
+            # Faust resumes the input only after this returns: the state is complete first.
+            await asyncio.wait([preload])
+            if preload is not self._preload or preload.cancelled():
+                return  # a newer rebalance started; its recovery completes later
+            latest, read = preload.result()
+            self._apply_preloaded(latest)
+            self.recovered_records += read
+            self._stop_preload()
+            log.info(
+                "%s: read %d records (%d keys) since checkpoints %s in %.2fs",
+                self.changelog_topic_name,
+                read,
+                len(latest),
+                self.checkpoints,
+                time.monotonic() - self._preload_started,
+            )
         await super().on_recovery_completed(active_tps, standby_tps)
         name = self.changelog_topic_name
         self._on_recovered({tp.partition for tp in active_tps if tp.topic == name})
@@ -197,14 +344,12 @@ class StateLog(Generic[StateT]):
         table: RecoveryAwareTable,
         store: FaustStateStore[StateT],
         checkpoint_topic: faust.TopicT,
-        bootstrap: str,
     ) -> None:
         self.name = name
         self.app = app
         self.table = table
         self.store = store
         self.checkpoint_topic = checkpoint_topic
-        self.bootstrap = bootstrap
         self.writes_at_checkpoint = 0
 
     def states_by_partition(self, partitions: set[int]) -> dict[int, list[tuple[str, StateT]]]:
@@ -234,48 +379,6 @@ class StateLog(Generic[StateT]):
             for partition in written:
                 self.table.send_changelog(partition, CHECKPOINT_SENTINEL, None)
             await self.app.producer.flush()
-
-    async def read_checkpoints(self, partitions: set[int]) -> dict[int, int]:
-        """The latest checkpoint of each changelog partition (empty on any error or after
-        10 s: recovery then reads the changelog from its start, correct but slower)."""
-        if not partitions:
-            return {}
-        try:
-            return await asyncio.wait_for(self._fetch_checkpoints(partitions), 10.0)
-        except Exception as error:  # a missing topic, a broker hiccup: read everything
-            log.warning("no %s checkpoints read (%r); recovering from offset 0", self.name, error)
-            return {}
-
-    async def _fetch_checkpoints(self, partitions: set[int]) -> dict[int, int]:
-        topic = self.checkpoint_topic.get_topic_name()
-        conf = self.app.conf
-        consumer = aiokafka.AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap.split(","),
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-            request_timeout_ms=5000,
-            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
-        )
-        found: dict[int, int] = {}
-        await consumer.start()
-        try:
-            tps = [aiokafka.TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                # A few records back: some brokers (Tansu) report the end before the last batch.
-                consumer.seek(tp, max(0, ends[tp] - 4))
-            while True:
-                batch = await consumer.getmany(timeout_ms=300)
-                if not batch:
-                    break
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.value:
-                            found[tp.partition] = int(record.value)
-        finally:
-            await consumer.stop()
-        return found
 
     def recovered(self) -> None:
         """A recovery completed: count writes towards the next checkpoint from here."""

@@ -83,7 +83,8 @@ class TicketStage1(EngineStage[TicketEngine]):
             on_recovered=self.recovered,
             on_revoked=self.revoked,
             on_assigned=self.worker.assigned,
-            read_checkpoints=lambda partitions: self.log.read_checkpoints(partitions),
+            checkpoint_topic=self.checkpoint_topic.get_topic_name(),
+            bootstrap=s.kafka_bootstrap,
         )
         app.tables.add(self.table)
         self.log = StateLog(
@@ -92,7 +93,6 @@ class TicketStage1(EngineStage[TicketEngine]):
             self.table,
             FaustTicketStore(self.table),
             self.checkpoint_topic,
-            s.kafka_bootstrap,
         )
         app.timer(s.flush_interval, name="flush-partials")(self.flush_partials)
         app.timer(1.0, name="checkpoint-tickets")(self.checkpoint)
