@@ -413,4 +413,11 @@ class StateLog(Generic[StateT]):
                 value=str(metadata.offset).encode(),
                 partition=partition,
             )
+        # A fence here too (an empty value, which readers skip): a broker that reports the
+        # end offset without the last batch (Tansu) then still shows this checkpoint.
+        await self.app.producer.flush()
+        for partition in starts:
+            await self.checkpoint_topic.send(
+                key=str(partition).encode(), value=b"", partition=partition
+            )
         log.info("%s checkpoint: %d records for partitions %s", self.name, written, sorted(owned))

@@ -12,7 +12,7 @@ of each partition (:class:`streams.changelog.StateLog`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiokafka
@@ -62,40 +62,47 @@ class ChangelogReader:
         return {wanted[ktp]: int(end) for ktp, end in ends.items()}
 
     async def checkpoints(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        """The latest checkpoint (changelog offset) recorded for each partition in ``topic``."""
-        consumer = self.consumer
-        tps = [aiokafka.TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            # A few records back: some brokers (Tansu) report the end before the last batch.
-            consumer.seek(tp, max(0, ends[tp] - 4))
+        """The latest checkpoint (changelog offset) recorded for each partition in ``topic``:
+        the last records up to the end offset the broker reports (a checkpoint is followed by
+        a fence, see StateLog.checkpoint; one it does not report yet leaves an earlier one,
+        which is a valid start too)."""
         found: dict[int, int] = {}
-        while True:
-            batch = await consumer.getmany(timeout_ms=300)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                for record in records:
-                    if record.value:
-                        found[tp.partition] = int(record.value)
+        tps = [TP(topic, p) for p in sorted(partitions)]
+        ends = await self.ends(tps)
+        # A few records back: the last checkpoints and their fences.
+        ranges = {tp: (max(0, end - 4), end) for tp, end in ends.items()}
+        await self._read(ranges, lambda tp, record: _checkpoint(found, tp, record))
         return found
 
     async def latest(self, ranges: Mapping[TP, tuple[int | None, int]]) -> tuple[Latest, int]:
         """Read each partition from its start offset (None: its beginning) up to its end
         offset (exclusive); returns the latest record per key and how many records were read.
         """
+        latest: Latest = {}
+
+        def keep(tp: TP, record: Any) -> None:
+            if record.key is not None:
+                latest[record.key] = (record.offset, record.value)
+
+        read = await self._read(ranges, keep)
+        return latest, read
+
+    async def _read(
+        self, ranges: Mapping[TP, tuple[int | None, int]], each: Callable[[TP, Any], None]
+    ) -> int:
+        """Call ``each(tp, record)`` for every record of each range; returns how many."""
         consumer = self.consumer
         pending: dict[aiokafka.TopicPartition, int] = {}
         starts: dict[aiokafka.TopicPartition, int | None] = {}
+        tps: dict[aiokafka.TopicPartition, TP] = {}
         for tp, (start, end) in ranges.items():
             if end > (start or 0):
                 ktp = aiokafka.TopicPartition(tp.topic, tp.partition)
                 pending[ktp] = end
                 starts[ktp] = start
-        latest: Latest = {}
+                tps[ktp] = tp
         if not pending:
-            return latest, 0
+            return 0
         consumer.assign(list(pending))
         for ktp, start in starts.items():
             if start is None:
@@ -111,11 +118,11 @@ class ChangelogReader:
                 stop = pending.get(ktp)
                 if stop is None:
                     continue
+                tp = tps[ktp]
                 for record in records:
                     if record.offset >= stop:
                         break
-                    if record.key is not None:
-                        latest[record.key] = (record.offset, record.value)
+                    each(tp, record)
                     read += 1
             if batch:
                 moved_at = loop.time()
@@ -124,8 +131,13 @@ class ChangelogReader:
                     del pending[ktp]
                     consumer.pause(ktp)
             if pending and loop.time() - moved_at > _STALL_S:
-                raise TimeoutError(f"no changelog records for {_s(pending)} in {_STALL_S:g}s")
-        return latest, read
+                raise TimeoutError(f"no records from {_s(pending)} in {_STALL_S:g}s")
+        return read
+
+
+def _checkpoint(found: dict[int, int], tp: TP, record: Any) -> None:
+    if record.value:  # (an empty value is a fence)
+        found[tp.partition] = int(record.value)
 
 
 def _s(tps: Iterable[Any]) -> str:
