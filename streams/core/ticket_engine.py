@@ -349,12 +349,28 @@ class TicketEngine:
         self._bucket_groups.clear()
         self._orphan_due.clear()
         self._retire_due.clear()
+        live: dict[tuple[Group, int], list[LiveFact]] = {}
         for key, state in mine:
             if state.held:
                 heapq.heappush(self._orphan_due, (state.held[0].held_since_us + self.hold_us, key))
-            facts = windowed_facts(state, ticket_facts(state, self.policies, self.calendars))
-            self._apply_difference(([], None), facts, clock_us)
+            facts, live_fact = windowed_facts(
+                state, ticket_facts(state, self.policies, self.calendars)
+            )
+            for fact in facts:  # (from nothing: every fact counts once more)
+                self._apply_fact(fact, +1, clock_us)
+            if live_fact is not None:
+                bucket = live_fact.created_us // self.bucket_us
+                for group in groups_of(live_fact.dims):
+                    live.setdefault((group, bucket), []).append(live_fact)
             self._schedule_retirement(key, state)
+        for group_bucket, backlog in live.items():
+            # One sorted pack per group and bucket instead of an insert per ticket.
+            aggregate = LiveAggregate.of(
+                (item.dims.priority if item.unanswered else None, item.created_us, item.deadline_us)
+                for item in backlog
+            )
+            if not aggregate.is_empty():
+                self.live[group_bucket] = aggregate
         self._dirty = set(self.windows)
         self._dirty_live = set(self.live)
         self._reset_pending = True
