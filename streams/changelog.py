@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
@@ -73,6 +74,7 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         self._preload_ends: dict[TP, int] = {}  # changelog partition -> end offset preloaded
         self._applied_by_faust: dict[bytes, int] = {}  # key -> offset, during a preload
         self._preload_started = 0.0
+        self._warm: asyncio.Future[_Warm | None] | None = None  # read at start
 
     def persisted_offset(self, tp: TP) -> int | None:
         """Where recovery starts reading: the latest complete checkpoint, not offset 0 (the
@@ -140,17 +142,38 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
 
     async def _read_changelog(self, reader: ChangelogReader, mine: set[int]) -> tuple[Latest, int]:
         """The latest record per key of the assigned changelog partitions since their
-        checkpoints; retried with a new reader until it succeeds (or a rebalance stops it)."""
+        checkpoints, and how many records that took; retried with a new reader until it
+        succeeds (or a rebalance stops it)."""
+        ends = self._preload_ends
+        warm = await self._take_warm()
         while True:
             try:
-                checkpoints = await self._read_checkpoints(reader, mine)
-                ranges = {
-                    tp: (checkpoints.get(tp.partition), end)
-                    for tp, end in self._preload_ends.items()
-                }
-                latest = await reader.latest(ranges)
-                self.checkpoints = checkpoints
-                return latest
+                if warm is not None and all(
+                    warm.ends.get(tp, end + 1) <= end for tp, end in ends.items()
+                ):
+                    # Read at start: only what was written since is left to read.
+                    ranges: dict[TP, tuple[int | None, int]] = {
+                        tp: (warm.ends[tp], end) for tp, end in ends.items()
+                    }
+                    checkpoints = warm.checkpoints
+                else:
+                    warm = None
+                    checkpoints = await self._read_checkpoints(reader, mine)
+                    ranges = {
+                        tp: (_start(checkpoints.get(tp.partition), end), end)
+                        for tp, end in ends.items()
+                    }
+                latest, counts = await reader.latest(ranges)
+                self.checkpoints = {p: c for p, c in checkpoints.items() if p in mine}
+                merged: Latest = {}
+                read = 0
+                for tp in ends:
+                    if warm is not None:
+                        merged.update(warm.latest.get(tp, {}))
+                        read += warm.read.get(tp, 0)
+                    merged.update(latest[tp])
+                    read += counts[tp]
+                return merged, read
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -159,6 +182,44 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
             finally:
                 await reader.close()
             reader = await self._reopen_reader()
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self._reads_own_changelog:
+            self._warm = asyncio.ensure_future(self._read_at_start())
+
+    async def _read_at_start(self) -> _Warm | None:
+        """Read every partition of the changelog (from its checkpoint) while the worker
+        waits for the group join (seconds: the broker's join delay, and after a crash the
+        old member's session timeout), so that its first assignment reads only what was
+        written since. None if the broker does not answer (the assignment reads it all)."""
+        name = self.changelog_topic_name
+        partitions = set(range(self.partitions or self.app.conf.topic_partitions))
+        try:
+            reader = await asyncio.wait_for(self._open_reader(), 10.0)
+        except Exception as error:
+            log.info("%s: not read at start (%r)", name, error)
+            return None
+        try:
+            # Checkpoints first: one written after the end offsets were read could point
+            # past them.
+            checkpoints = await self._read_checkpoints(reader, partitions)
+            ends = await reader.ends({TP(name, p) for p in partitions})
+            ranges = {
+                tp: (_start(checkpoints.get(tp.partition), end), end) for tp, end in ends.items()
+            }
+            latest, read = await reader.latest(ranges)
+            return _Warm(ends, checkpoints, latest, read)
+        except Exception as error:
+            log.info("%s: not read at start (%r)", name, error)
+            return None
+        finally:
+            await reader.close()
+
+    async def _take_warm(self) -> _Warm | None:
+        """What was read at start (first assignment only: later ones read what they need)."""
+        warm, self._warm = self._warm, None
+        return None if warm is None else await warm
 
     async def _reopen_reader(self) -> ChangelogReader:
         while True:
@@ -199,6 +260,8 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
 
     async def on_stop(self) -> None:
         self._stop_preload()
+        if self._warm is not None:
+            self._warm.cancel()
         await super().on_stop()
 
     def _stop_preload(self) -> None:
@@ -243,6 +306,23 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         await super().on_recovery_completed(active_tps, standby_tps)
         name = self.changelog_topic_name
         self._on_recovered({tp.partition for tp in active_tps if tp.topic == name})
+
+
+@dataclass
+class _Warm:
+    """A table's changelog as read at start: per partition, its end offset then, the latest
+    record per key since its checkpoint and how many records that was."""
+
+    ends: dict[TP, int]
+    checkpoints: dict[int, int]
+    latest: dict[TP, Latest]
+    read: dict[TP, int]
+
+
+def _start(checkpoint: int | None, end: int) -> int | None:
+    """Where to read a changelog partition up to ``end`` from: its checkpoint, or its
+    beginning when there is none (or it points past ``end``: written after the end was read)."""
+    return checkpoint if checkpoint is not None and checkpoint < end else None
 
 
 class FaustStateStore(Generic[StateT]):

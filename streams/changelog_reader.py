@@ -74,17 +74,21 @@ class ChangelogReader:
         await self._read(ranges, lambda tp, record: _checkpoint(found, tp, record))
         return found
 
-    async def latest(self, ranges: Mapping[TP, tuple[int | None, int]]) -> tuple[Latest, int]:
+    async def latest(
+        self, ranges: Mapping[TP, tuple[int | None, int]]
+    ) -> tuple[dict[TP, Latest], dict[TP, int]]:
         """Read each partition from its start offset (None: its beginning) up to its end
-        offset (exclusive); returns the latest record per key and how many records were read.
-        """
-        latest: Latest = {}
+        offset (exclusive); returns the latest record per key and how many records were read,
+        per partition."""
+        latest: dict[TP, Latest] = {tp: {} for tp in ranges}
+        read: dict[TP, int] = dict.fromkeys(ranges, 0)
 
         def keep(tp: TP, record: Any) -> None:
+            read[tp] += 1
             if record.key is not None:
-                latest[record.key] = (record.offset, record.value)
+                latest[tp][record.key] = (record.offset, record.value)
 
-        read = await self._read(ranges, keep)
+        await self._read(ranges, keep)
         return latest, read
 
     async def _read(
