@@ -10,6 +10,7 @@ catches up, with the caught-up flag stage 2 needs for readiness).
 
 from __future__ import annotations
 
+import gc
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -82,7 +83,21 @@ class EngineStage(ABC, Generic[EngineT]):
         self.engines[partition] = engine
 
     def recovered(self, partitions: set[int]) -> None:
-        """The table holds ``partitions`` now: one engine each, rebuilt from their states."""
+        """The table holds ``partitions`` now: one engine each, rebuilt from their states.
+
+        Without the cyclic garbage collector meanwhile: decoding every state allocates a few
+        objects per ticket that all stay alive, so it would scan the growing heap over and
+        over (50,000 tickets: decoding took 0.4-1 s with it, 0.05 s without; the rebuild
+        about half as long). Any cycle made here is collected after."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._recovered(partitions)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _recovered(self, partitions: set[int]) -> None:
         for partition in list(self.engines):
             if partition not in partitions:
                 del self.engines[partition]
