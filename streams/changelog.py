@@ -75,6 +75,7 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         self._applied_by_faust: dict[bytes, int] = {}  # key -> offset, during a preload
         self._preload_started = 0.0
         self._warm: asyncio.Future[_Warm | None] | None = None  # read at start
+        self._closing: set[asyncio.Future[None]] = set()  # readers being closed
 
     def persisted_offset(self, tp: TP) -> int | None:
         """Where recovery starts reading: the latest complete checkpoint, not offset 0 (the
@@ -123,15 +124,17 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         restores the table itself, from the checkpoints) if the broker does not answer."""
         name = self.changelog_topic_name
         changelog = {tp for tp in assigned if tp.topic == name}
+        reader = self._warm_reader()
         try:
-            reader = await asyncio.wait_for(self._open_reader(), 10.0)
+            if reader is None:
+                reader = await asyncio.wait_for(self._open_reader(), 10.0)
         except Exception as error:
             log.warning("%s: no changelog reader (%r); Faust restores the table", name, error)
             return False
         try:
             ends = await asyncio.wait_for(reader.ends(changelog), 10.0)
         except Exception as error:
-            await reader.close()
+            self._close_soon(reader)
             log.warning("%s: no end offsets (%r); Faust restores the table", name, error)
             return False
         self._preload_ends = ends
@@ -180,7 +183,7 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
                 log.warning("reading %s failed (%r); again", self.changelog_topic_name, error)
                 await asyncio.sleep(1.0)
             finally:
-                await reader.close()
+                self._close_soon(reader)
             reader = await self._reopen_reader()
 
     async def on_start(self) -> None:
@@ -209,17 +212,42 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
                 tp: (_start(checkpoints.get(tp.partition), end), end) for tp, end in ends.items()
             }
             latest, read = await reader.latest(ranges)
-            return _Warm(ends, checkpoints, latest, read)
         except Exception as error:
+            self._close_soon(reader)
             log.info("%s: not read at start (%r)", name, error)
             return None
-        finally:
-            await reader.close()
+        except BaseException:  # cancelled (the worker stops)
+            self._close_soon(reader)
+            raise
+        # The reader stays open for the first assignment (its rebalance callback asks it
+        # for the end offsets; opening one there costs a connection and a metadata request).
+        return _Warm(ends, checkpoints, latest, read, reader)
+
+    def _warm_reader(self) -> ChangelogReader | None:
+        """The reader of the read at start, if that read is done and the reader unused."""
+        warm = self._warm
+        if warm is None or not warm.done() or warm.cancelled() or warm.exception() is not None:
+            return None
+        result = warm.result()
+        if result is None:
+            return None
+        reader, result.reader = result.reader, None
+        return reader
 
     async def _take_warm(self) -> _Warm | None:
         """What was read at start (first assignment only: later ones read what they need)."""
         warm, self._warm = self._warm, None
-        return None if warm is None else await warm
+        result = None if warm is None else await warm
+        if result is not None and result.reader is not None:
+            self._close_soon(result.reader)
+            result.reader = None
+        return result
+
+    def _close_soon(self, reader: ChangelogReader) -> None:
+        """Close a reader without waiting for it (its fetcher and connections)."""
+        task = asyncio.ensure_future(reader.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _reopen_reader(self) -> ChangelogReader:
         while True:
@@ -260,6 +288,9 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
 
     async def on_stop(self) -> None:
         self._stop_preload()
+        reader = self._warm_reader()
+        if reader is not None:
+            await reader.close()
         if self._warm is not None:
             self._warm.cancel()
         await super().on_stop()
@@ -304,6 +335,8 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
                 time.monotonic() - self._preload_started,
             )
         await super().on_recovery_completed(active_tps, standby_tps)
+        # Let the other tables complete first: the rebuild below holds the event loop.
+        await asyncio.sleep(0)
         name = self.changelog_topic_name
         self._on_recovered({tp.partition for tp in active_tps if tp.topic == name})
 
@@ -317,6 +350,7 @@ class _Warm:
     checkpoints: dict[int, int]
     latest: dict[TP, Latest]
     read: dict[TP, int]
+    reader: ChangelogReader | None  # kept open for the first assignment
 
 
 def _start(checkpoint: int | None, end: int) -> int | None:
