@@ -4,7 +4,8 @@ checkpoints. Tickets and customers use the same mechanisms (:mod:`streams.stage1
 
 - :class:`RecoveryAwareTable`: a Faust table of msgpack bytes that tells its owner which
   partitions it holds after each rebalance and recovery, and recovers from the latest
-  checkpoint instead of offset 0.
+  checkpoint instead of offset 0; with the in-memory store it reads its changelog itself
+  (:mod:`streams.changelog_reader`), starting at process start, before the group join ends.
 - :class:`FaustStateStore`: the record cache over it; states reach the changelog just before
   the input offsets that produced them are committed.
 - :class:`ChangelogWriter`: changelog records go straight into producer batches.
