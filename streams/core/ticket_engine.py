@@ -32,6 +32,7 @@ from streams.core.attributes import (
 )
 from streams.core.firsts import FirstDerivations, newly_derived
 from streams.core.kpis import ALL, EngineConfig
+from streams.core.packed import PackedAggregates
 from streams.core.partials import HEARTBEAT_BUCKET, OVERALL, Group, PartialUpdate
 from streams.core.sla import sla_policies
 from streams.core.ticket import (
@@ -111,12 +112,26 @@ class ProcessResult:
 
 
 def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
-    """The groups one measurement counts in: overall and each single dimension."""
-    overall = (ALL, ALL, ALL)
-    by_team = (dims.team, ALL, ALL)
-    if team_only:
-        return (overall, by_team)
-    return (overall, by_team, (ALL, dims.channel, ALL), (ALL, ALL, dims.priority))
+    """The groups one measurement counts in: overall and each single dimension.
+
+    The same tuples every time (cached per dimensions): they are the keys of partials the
+    engines keep, one set per bucket, and need not be a new copy in each."""
+    groups = _GROUPS.get((dims, team_only))
+    if groups is None:
+        overall = (ALL, ALL, ALL)
+        by_team = (dims.team, ALL, ALL)
+        if team_only:
+            groups = (overall, by_team)
+        else:
+            groups = (overall, by_team, (ALL, dims.channel, ALL), (ALL, ALL, dims.priority))
+        if len(_GROUPS) < _GROUPS_CACHED:
+            _GROUPS[(dims, team_only)] = groups
+    return groups
+
+
+# groups_of's cache: the dimension values in use (bounded, should labels ever be unbounded).
+_GROUPS: dict[tuple[Dims, bool], tuple[Group, ...]] = {}
+_GROUPS_CACHED = 4096
 
 
 class TicketEngine:
@@ -144,8 +159,14 @@ class TicketEngine:
         self.attribute_retention_us = round(config.attribute_retention_seconds * US)
         self.stream_time_us = 0
         self._flushed_stream_time_us = 0
-        self.windows: dict[tuple[Group, int], WindowAggregate] = {}
-        self.live: dict[tuple[Group, int], LiveAggregate] = {}  # (group, creation bucket)
+        # Packed between flushes (streams.core.packed): one to two of each per open ticket.
+        self.windows: PackedAggregates[tuple[Group, int], WindowAggregate] = PackedAggregates(
+            WindowAggregate
+        )
+        # (group, creation bucket)
+        self.live: PackedAggregates[tuple[Group, int], LiveAggregate] = PackedAggregates(
+            LiveAggregate
+        )
         self._dirty: set[tuple[Group, int]] = set()
         self._dirty_live: set[tuple[Group, int]] = set()
         self._reset_pending = False
@@ -269,8 +290,8 @@ class TicketEngine:
     def flush(self) -> list[PartialUpdate]:
         """Absolute values of every partial that changed since the last flush.
 
-        The aggregates are the engine's own objects: encode them (the worker sends them to
-        Kafka) before the engine processes the next event.
+        The aggregates handed out are decoded objects the engine no longer holds (it keeps
+        them packed from here on, :mod:`streams.core.packed`).
         """
         now = self.stream_time_us
         resets = [
@@ -322,6 +343,8 @@ class TicketEngine:
         self._flushed_stream_time_us = now
         self._dirty.clear()
         self._dirty_live.clear()
+        self.windows.pack()
+        self.live.pack()
         return updates
 
     def rebuild(
@@ -357,6 +380,10 @@ class TicketEngine:
             self._schedule_retirement(key, state)
         self._dirty = set(self.windows)
         self._dirty_live = set(self.live)
+        # Packed now: a rebuild from many tickets would otherwise hold every partial decoded
+        # until the first flush.
+        self.windows.pack()
+        self.live.pack()
         self._reset_pending = True
 
     def _apply_difference(
@@ -384,17 +411,16 @@ class TicketEngine:
             return  # too old for any window: it no longer counts (and its bucket is gone)
         for group in groups_of(fact.dims, team_only=fact.detail == "enps"):
             key = (group, bucket)
-            aggregate = self.windows.get(key)
-            if aggregate is None:
-                aggregate = self.windows[key] = WindowAggregate()
+            if key not in self.windows:
                 groups = self._bucket_groups.get(bucket)
                 if groups is None:
                     groups = self._bucket_groups[bucket] = set()
                     heapq.heappush(self._buckets, bucket)
                 groups.add(group)
+            aggregate = self.windows.open(key)
             _record(aggregate, fact, sign)
             if aggregate.is_empty():
-                del self.windows[key]
+                self.windows.discard(key)
             self._dirty.add(key)
 
     def _apply_live(self, fact: LiveFact, sign: int) -> None:
@@ -402,12 +428,10 @@ class TicketEngine:
         bucket = fact.created_us // self.bucket_us
         for group in groups_of(fact.dims):
             key = (group, bucket)
-            aggregate = self.live.get(key)
-            if aggregate is None:
-                aggregate = self.live[key] = LiveAggregate()
+            aggregate = self.live.open(key)
             aggregate.add(True, priority, fact.created_us, sign, fact.deadline_us)
             if aggregate.is_empty():
-                del self.live[key]
+                self.live.discard(key)
             self._dirty_live.add(key)
 
     def _bucket_expired(self, bucket: int, clock_us: int) -> bool:
@@ -417,7 +441,7 @@ class TicketEngine:
         while self._buckets and self._bucket_expired(self._buckets[0], clock_us):
             bucket = heapq.heappop(self._buckets)
             for group in self._bucket_groups.pop(bucket, set()):
-                if self.windows.pop((group, bucket), None) is not None:
+                if self.windows.discard((group, bucket)):
                     self._dirty.add((group, bucket))
 
     # -- ticket retirement ------------------------------------------------------------------
