@@ -68,8 +68,6 @@ def test_a_packed_partial_of_one_open_ticket_is_a_fraction_of_the_decoded_one() 
     packed_window = msgspec.msgpack.encode(window)
     packed_live = msgspec.msgpack.encode(live)
     decoded_window = sys.getsizeof(window) + sys.getsizeof(window.frt_sketch) * 2
-    decoded_live = (
-        sys.getsizeof(live) + sys.getsizeof(live.unanswered) + sys.getsizeof(b"") + 8
-    )
+    decoded_live = sys.getsizeof(live) + sys.getsizeof(live.unanswered) + sys.getsizeof(b"") + 8
     assert sys.getsizeof(packed_window) * 5 < decoded_window
     assert sys.getsizeof(packed_live) * 3 < decoded_live

@@ -133,6 +133,35 @@ def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
 _GROUPS: dict[tuple[Dims, bool], tuple[Group, ...]] = {}
 _GROUPS_CACHED = 4096
 
+# A partial's key, (group, bucket), is one int: bucket << _GROUP_BITS | the group's id in this
+# process. An int key is 32 bytes; a tuple of two, 96 (its own and the bucket's), and the
+# engine keeps one to two windowed and live partials per open ticket.
+_GROUP_BITS = 24
+_GROUP_IDS: dict[Group, int] = {}
+_GROUPS_BY_ID: list[Group] = []
+
+
+def _group_id(group: Group) -> int:
+    group_id = _GROUP_IDS.get(group)
+    if group_id is None:
+        group_id = len(_GROUPS_BY_ID)
+        if group_id >> _GROUP_BITS:
+            raise OverflowError(f"more than {1 << _GROUP_BITS} groups")
+        _GROUP_IDS[group] = group_id
+        _GROUPS_BY_ID.append(group)
+    return group_id
+
+
+def partial_key(group: Group, bucket: int) -> int:
+    """The key of the partial of ``group`` in ``bucket`` in :attr:`TicketEngine.windows` and
+    :attr:`TicketEngine.live`."""
+    return bucket << _GROUP_BITS | _group_id(group)
+
+
+def partial_of(key: int) -> tuple[Group, int]:
+    """(group, bucket) of a partial's key."""
+    return _GROUPS_BY_ID[key & ((1 << _GROUP_BITS) - 1)], key >> _GROUP_BITS
+
 
 class TicketEngine:
     """Stage 1 of the tickets of one input partition: ticket states in, partials out."""
@@ -159,19 +188,16 @@ class TicketEngine:
         self.attribute_retention_us = round(config.attribute_retention_seconds * US)
         self.stream_time_us = 0
         self._flushed_stream_time_us = 0
-        # Packed between flushes (streams.core.packed): one to two of each per open ticket.
-        self.windows: PackedAggregates[tuple[Group, int], WindowAggregate] = PackedAggregates(
-            WindowAggregate
-        )
+        # Partials by key (group, bucket: partial_key), packed between flushes
+        # (streams.core.packed): there are one to two of each per open ticket.
+        self.windows: PackedAggregates[int, WindowAggregate] = PackedAggregates(WindowAggregate)
         # (group, creation bucket)
-        self.live: PackedAggregates[tuple[Group, int], LiveAggregate] = PackedAggregates(
-            LiveAggregate
-        )
-        self._dirty: set[tuple[Group, int]] = set()
-        self._dirty_live: set[tuple[Group, int]] = set()
+        self.live: PackedAggregates[int, LiveAggregate] = PackedAggregates(LiveAggregate)
+        self._dirty: set[int] = set()  # keys
+        self._dirty_live: set[int] = set()
         self._reset_pending = False
         self._buckets: list[int] = []  # heap of buckets that have partials
-        self._bucket_groups: dict[int, set[Group]] = {}
+        self._bucket_groups: dict[int, set[int]] = {}  # bucket -> group ids with a window
         self._orphan_due: list[tuple[int, str]] = []  # heap (due µs, key)
         self._retire_due: list[tuple[int, str]] = []  # heap (due µs, key)
 
@@ -306,27 +332,29 @@ class TicketEngine:
         ]
         updates = resets if self._reset_pending else []
         self._reset_pending = False
-        updates += [
-            PartialUpdate(
-                group=group,
-                source_partition=self.partition,
-                bucket=bucket,
-                window=self.windows.get((group, bucket)),
-                stream_time_us=now,
+        for key in self._dirty:
+            group, bucket = partial_of(key)
+            updates.append(
+                PartialUpdate(
+                    group=group,
+                    source_partition=self.partition,
+                    bucket=bucket,
+                    window=self.windows.get(key),
+                    stream_time_us=now,
+                )
             )
-            for group, bucket in self._dirty
-        ]
-        updates.extend(
-            PartialUpdate(
-                group=group,
-                source_partition=self.partition,
-                bucket=bucket,
-                live=self.live.get((group, bucket)),
-                stream_time_us=now,
-                is_live=True,
+        for key in self._dirty_live:
+            group, bucket = partial_of(key)
+            updates.append(
+                PartialUpdate(
+                    group=group,
+                    source_partition=self.partition,
+                    bucket=bucket,
+                    live=self.live.get(key),
+                    stream_time_us=now,
+                    is_live=True,
+                )
             )
-            for group, bucket in self._dirty_live
-        )
         if not updates and now > self._flushed_stream_time_us:
             # Carry the advancing stream time to stage 2 even when no partial changed: to
             # every dimension, since each may be merged by a different worker.
@@ -410,13 +438,14 @@ class TicketEngine:
         if self._bucket_expired(bucket, clock_us):
             return  # too old for any window: it no longer counts (and its bucket is gone)
         for group in groups_of(fact.dims, team_only=fact.detail == "enps"):
-            key = (group, bucket)
+            group_id = _group_id(group)
+            key = bucket << _GROUP_BITS | group_id
             if key not in self.windows:
                 groups = self._bucket_groups.get(bucket)
                 if groups is None:
                     groups = self._bucket_groups[bucket] = set()
                     heapq.heappush(self._buckets, bucket)
-                groups.add(group)
+                groups.add(group_id)
             aggregate = self.windows.open(key)
             _record(aggregate, fact, sign)
             if aggregate.is_empty():
@@ -427,12 +456,20 @@ class TicketEngine:
         priority = fact.dims.priority if fact.unanswered else None
         bucket = fact.created_us // self.bucket_us
         for group in groups_of(fact.dims):
-            key = (group, bucket)
+            key = partial_key(group, bucket)
             aggregate = self.live.open(key)
             aggregate.add(True, priority, fact.created_us, sign, fact.deadline_us)
             if aggregate.is_empty():
                 self.live.discard(key)
             self._dirty_live.add(key)
+
+    def window_partials(self) -> dict[tuple[Group, int], WindowAggregate]:
+        """Every windowed partial by (group, bucket), decoded (tests, diagnostics)."""
+        return {partial_of(key): aggregate for key, aggregate in self.windows.items()}
+
+    def live_partials(self) -> dict[tuple[Group, int], LiveAggregate]:
+        """Every live partial by (group, creation bucket), decoded (tests, diagnostics)."""
+        return {partial_of(key): aggregate for key, aggregate in self.live.items()}
 
     def _bucket_expired(self, bucket: int, clock_us: int) -> bool:
         return (bucket + 1) * self.bucket_us <= clock_us - self.horizon_us
@@ -440,9 +477,10 @@ class TicketEngine:
     def _expire_buckets(self, clock_us: int) -> None:
         while self._buckets and self._bucket_expired(self._buckets[0], clock_us):
             bucket = heapq.heappop(self._buckets)
-            for group in self._bucket_groups.pop(bucket, set()):
-                if self.windows.discard((group, bucket)):
-                    self._dirty.add((group, bucket))
+            for group_id in self._bucket_groups.pop(bucket, set()):
+                key = bucket << _GROUP_BITS | group_id
+                if self.windows.discard(key):
+                    self._dirty.add(key)
 
     # -- ticket retirement ------------------------------------------------------------------
 
@@ -513,4 +551,6 @@ __all__ = [
     "TicketEngine",
     "TicketStore",
     "groups_of",
+    "partial_key",
+    "partial_of",
 ]
