@@ -40,8 +40,8 @@ class PackedAggregates(Generic[K, A]):
     __slots__ = ("_decoder", "_kind", "_opened", "_values")
 
     def __init__(self, kind: type[A]) -> None:
-        self._kind = kind
-        self._decoder = msgspec.msgpack.Decoder(kind)
+        self._kind: type[A] = kind
+        self._decoder: msgspec.msgpack.Decoder[A] = msgspec.msgpack.Decoder(kind)
         self._values: dict[K, A | bytes] = {}
         self._opened: list[K] = []  # keys decoded by open() since the last pack()
 

@@ -408,10 +408,7 @@ class TicketEngine:
             self._schedule_retirement(key, state)
         self._dirty = set(self.windows)
         self._dirty_live = set(self.live)
-        # Packed now: a rebuild from many tickets would otherwise hold every partial decoded
-        # until the first flush.
-        self.windows.pack()
-        self.live.pack()
+        # (every partial stays decoded until the flush that sends them all packs them)
         self._reset_pending = True
 
     def _apply_difference(
