@@ -7,6 +7,7 @@ checkpoints. Tickets and customers use the same mechanisms (:mod:`streams.stage1
   checkpoint instead of offset 0.
 - :class:`FaustStateStore`: the record cache over it; states reach the changelog just before
   the input offsets that produced them are committed.
+- :class:`ChangelogWriter`: changelog records go straight into producer batches.
 - :class:`StateLog`: writing the cache (with a fence for brokers that report an end offset
   without the last batch), and periodic checkpoints (every state of the owned partitions
   re-written, and where that copy starts recorded in a checkpoint topic), so recovery reads
@@ -17,19 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import aiokafka
 import faust
 import msgspec
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-from faust.types import TP
+from faust.types import TP, StoreT, TableT
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SENTINEL = b"\x00checkpoint"  # a tombstone that marks where a checkpoint starts
 _ENCODER = msgspec.msgpack.Encoder()
+
+ChangelogRecord = tuple[bytes, bytes | None]  # key, value (None: a tombstone)
 
 
 class Partitioned(Protocol):
@@ -143,12 +146,11 @@ class FaustStateStore(Generic[StateT]):
                 found[key] = state
         return list(found.items())
 
-    def flush(self, partitions: set[int] | None = None) -> set[int]:
-        """Write the dirty states (of ``partitions``, default all) to the store and the
-        changelog; returns the partitions written to."""
+    def take_dirty(self, partitions: set[int] | None = None) -> dict[int, list[ChangelogRecord]]:
+        """Move the dirty states (of ``partitions``, default all) into the store; returns the
+        changelog records that must be written for them, by partition."""
         store = self.table.data
-        sent = 0
-        written: set[int] = set()
+        records: dict[int, list[ChangelogRecord]] = {}
         for key, (partition, state) in list(self.dirty.items()):
             if partitions is not None and partition not in partitions:
                 continue
@@ -160,11 +162,16 @@ class FaustStateStore(Generic[StateT]):
             else:
                 value = _ENCODER.encode(state)
                 self._store_put(partition, encoded, value)
-            self.table.send_changelog(partition, encoded, value)
-            written.add(partition)
-            sent += 1
-        self.writes += sent
-        return written
+            records.setdefault(partition, []).append((encoded, value))
+        self.writes += sum(len(batch) for batch in records.values())
+        return records
+
+    def flush_soon(self, partitions: set[int] | None = None) -> None:
+        """:meth:`take_dirty` and send the records through Faust's producer buffer, without
+        waiting (for callers that cannot await; :meth:`StateLog.write` is the fast path)."""
+        for partition, records in self.take_dirty(partitions).items():
+            for key, value in records:
+                self.table.send_changelog(partition, key, value)
 
     def _store_put(self, partition: int, key: bytes, value: bytes) -> None:
         """Put one state into the store of its changelog partition.
@@ -187,6 +194,63 @@ class FaustStateStore(Generic[StateT]):
             del self.dirty[key]
 
 
+def faust_producer(app: faust.App) -> aiokafka.AIOKafkaProducer:
+    """The AIOKafkaProducer Faust's aiokafka driver sends with (Faust itself has no batch
+    API). Sharing it keeps the order of each partition with Faust's own sends, and Faust's
+    flush before every commit covers the batches sent with it too."""
+    producer: aiokafka.AIOKafkaProducer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+    return producer
+
+
+class ChangelogWriter:
+    """Writes a table's changelog records straight into the producer's record batches (one
+    per partition, split at the producer's batch size) and waits until the broker stored
+    them.
+
+    Faust's ``Table.send_changelog`` costs a message object, four ``publish_message`` steps,
+    a future and a callback per record, through Faust's producer buffer, whose fill level
+    also holds back the delivery of input records: writing the record cache that way cost
+    more than processing the events that changed it. RocksDB tables get their persisted
+    offset as Faust's per-record callback would set it.
+    """
+
+    def __init__(
+        self,
+        table: TableT[Any, Any],
+        producer: Callable[[], aiokafka.AIOKafkaProducer],
+    ) -> None:
+        self.table = table
+        self.producer = producer
+
+    async def write(self, records: Mapping[int, Sequence[ChangelogRecord]]) -> dict[int, int]:
+        """Write ``records`` (by partition, in order) and wait until they are stored; returns
+        the offset of each partition's first record."""
+        producer = self.producer()
+        topic = self.table.changelog_topic.get_topic_name()
+        sent: list[tuple[int, int, asyncio.Future[Any]]] = []
+        for partition, items in records.items():
+            batch, count = producer.create_batch(), 0
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                    sent.append((partition, count, future))
+                    batch, count = producer.create_batch(), 0
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        size = len(key) + len(value or b"")
+                        raise ValueError(f"a {size} B record does not fit in a producer batch")
+                count += 1
+            if count:
+                future = await producer.send_batch(batch, topic, partition=partition)
+                sent.append((partition, count, future))
+        firsts: dict[int, int] = {}
+        store: StoreT[Any, Any] = self.table.data  # type: ignore[assignment]
+        for partition, count, future in sent:
+            metadata = await future
+            firsts.setdefault(partition, metadata.offset)
+            store.set_persisted_offset(TP(topic, partition), metadata.offset + count - 1)
+        return firsts
+
+
 class StateLog(Generic[StateT]):
     """A changelogged table with its record cache and its checkpoint topic."""
 
@@ -205,6 +269,11 @@ class StateLog(Generic[StateT]):
         self.store = store
         self.checkpoint_topic = checkpoint_topic
         self.bootstrap = bootstrap
+        self.writer = ChangelogWriter(table, lambda: faust_producer(app))
+        # Writes and checkpoints take their records and send them under this lock: a
+        # partition's records reach the log in the order they were taken (a write between
+        # two batches of a checkpoint could otherwise land before an older copy of a state).
+        self.writing = asyncio.Lock()
         self.writes_at_checkpoint = 0
 
     def states_by_partition(self, partitions: set[int]) -> dict[int, list[tuple[str, StateT]]]:
@@ -228,12 +297,11 @@ class StateLog(Generic[StateT]):
         without its last batch, and Faust's recovery reads only up to that end offset, so the
         last batch must never be one that matters.
         """
-        written = self.store.flush(partitions)
-        if written:
-            await self.app.producer.flush()
-            for partition in written:
-                self.table.send_changelog(partition, CHECKPOINT_SENTINEL, None)
-            await self.app.producer.flush()
+        async with self.writing:
+            records = self.store.take_dirty(partitions)
+            if records:
+                await self.writer.write(records)
+                await self.writer.write({p: [(CHECKPOINT_SENTINEL, None)] for p in records})
 
     async def read_checkpoints(self, partitions: set[int]) -> dict[int, int]:
         """The latest checkpoint of each changelog partition (empty on any error or after
@@ -291,23 +359,26 @@ class StateLog(Generic[StateT]):
         since = store.writes - self.writes_at_checkpoint
         if since < max(min_records, len(table.data)) or not owned:
             return
-        store.flush()  # the store now holds every current state; nothing below awaits
-        starts = {p: table.send_changelog(p, CHECKPOINT_SENTINEL, None) for p in owned}
-        written = 0
-        for key, raw in list(table.data.items()):
-            partition = store.decoder.decode(raw).partition
-            if partition in starts:
-                table.send_changelog(partition, key, raw)
-                written += 1
-        self.writes_at_checkpoint = store.writes
-        await self.app.producer.flush()
-        for partition in starts:
-            table.send_changelog(partition, CHECKPOINT_SENTINEL, None)  # the fence
-        for partition, future in starts.items():
-            metadata = await future
-            await self.checkpoint_topic.send(
-                key=str(partition).encode(),
-                value=str(metadata.offset).encode(),
-                partition=partition,
-            )
+        async with self.writing:
+            # The store then holds every current state (tombstones of deleted ones written for
+            # RocksDB copies that recover from before this checkpoint); nothing awaits until the
+            # copy below is taken.
+            dirty = store.take_dirty()
+            copy: dict[int, list[ChangelogRecord]] = {
+                p: [(CHECKPOINT_SENTINEL, None)] for p in owned
+            }
+            for key, raw in list(table.data.items()):
+                mine = copy.get(store.decoder.decode(raw).partition)
+                if mine is not None:
+                    mine.append((key, raw))
+            self.writes_at_checkpoint = store.writes
+            written = sum(len(records) - 1 for records in copy.values())
+            if dirty:
+                await self.writer.write(dirty)
+            starts = await self.writer.write(copy)
+            await self.writer.write({p: [(CHECKPOINT_SENTINEL, None)] for p in owned})  # the fence
+            for partition, start in starts.items():
+                await self.checkpoint_topic.send(
+                    key=str(partition).encode(), value=str(start).encode(), partition=partition
+                )
         log.info("%s checkpoint: %d records for partitions %s", self.name, written, sorted(owned))

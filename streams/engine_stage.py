@@ -105,7 +105,7 @@ class EngineStage(ABC, Generic[EngineT]):
     def revoked(self, partitions: set[int]) -> None:
         # Write what the record cache holds for them before the new owner recovers them
         # (harmless if their offsets are not committed: replayed events are duplicates).
-        self.log.store.flush(partitions)  # written at on_partitions_revoked already
+        self.log.store.flush_soon(partitions)  # written at on_partitions_revoked already
         for partition in partitions:
             self.engines.pop(partition, None)
 
@@ -141,6 +141,10 @@ class EngineStage(ABC, Generic[EngineT]):
             self.caught_up[partition] = caught_up
             self._flushed_at[partition] = now
             yield engine, was, caught_up
+
+    def lagging(self) -> bool:
+        """Some owned input partition was behind at its last flush."""
+        return not all(self.caught_up.values())
 
     def ready(self) -> bool:
         """Recovered, and every owned input partition caught up at its last flush."""
