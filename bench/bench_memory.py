@@ -8,8 +8,9 @@ The records are those of the memory phase of ``bench/bench_pipeline.py`` (custom
 created over 20 hours, never answered), decoded and fed as the worker does: four stage-1
 engines (``TicketEngine``) over the record cache of the ``tickets`` table (``FaustStateStore``
 over an in-memory stand-in for the Faust table), their partials flushed every 500 records
-through the wire format into one stage-2 merge (``KpiMerge``), the cache written every 2,000
-records (a commit). Between ``--tickets-mid`` and ``--tickets`` open tickets it reports, per
+through the wire format into one stage-2 merge (``KpiMerge``), the cache moved into the table
+every 2,000 records (a commit; its changelog records are dropped). Between ``--tickets-mid``
+and ``--tickets`` open tickets it reports, per
 ticket: the growth of each component's objects (``sys.getsizeof`` of everything reachable
 from it, each object once, rounded up to the allocator's 16-byte classes), and the growth of
 the whole Python heap (``tracemalloc``). The worker's RSS slope (``bench_pipeline.py``,
@@ -56,13 +57,10 @@ _BATCH_DECODER = msgspec.msgpack.Decoder(PartialBatch)
 
 
 class MemoryTable:
-    """The part of a Faust table the record cache uses: ``data`` and ``send_changelog``."""
+    """The part of a Faust table the record cache uses here: its in-memory ``data``."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
-        return None
 
 
 def allocated(size: int) -> int:
@@ -129,10 +127,10 @@ class Pipeline:
             engine.housekeeping(clock)
             self.fed += 1
             if self.fed % COMMIT_EVERY == 0:
-                self.store.flush()
+                self.store.take_dirty()  # (the changelog records are dropped)
             if self.fed % FLUSH_EVERY == 0:
                 self.flush_partials()
-        self.store.flush()
+        self.store.take_dirty()  # (the changelog records are dropped)
         self.flush_partials()
 
     def flush_partials(self) -> None:
