@@ -332,29 +332,8 @@ class TicketEngine:
         ]
         updates = resets if self._reset_pending else []
         self._reset_pending = False
-        for key in self._dirty:
-            group, bucket = partial_of(key)
-            updates.append(
-                PartialUpdate(
-                    group=group,
-                    source_partition=self.partition,
-                    bucket=bucket,
-                    window=self.windows.get(key),
-                    stream_time_us=now,
-                )
-            )
-        for key in self._dirty_live:
-            group, bucket = partial_of(key)
-            updates.append(
-                PartialUpdate(
-                    group=group,
-                    source_partition=self.partition,
-                    bucket=bucket,
-                    live=self.live.get(key),
-                    stream_time_us=now,
-                    is_live=True,
-                )
-            )
+        updates += [self._update(key, now, is_live=False) for key in self._dirty]
+        updates += [self._update(key, now, is_live=True) for key in self._dirty_live]
         if not updates and now > self._flushed_stream_time_us:
             # Carry the advancing stream time to stage 2 even when no partial changed: to
             # every dimension, since each may be merged by a different worker.
@@ -374,6 +353,19 @@ class TicketEngine:
         self.windows.pack()
         self.live.pack()
         return updates
+
+    def _update(self, key: int, now_us: int, *, is_live: bool) -> PartialUpdate:
+        """The absolute value of the partial of ``key`` (None when it is empty now)."""
+        group, bucket = partial_of(key)
+        return PartialUpdate(
+            group=group,
+            source_partition=self.partition,
+            bucket=bucket,
+            window=None if is_live else self.windows.get(key),
+            live=self.live.get(key) if is_live else None,
+            stream_time_us=now_us,
+            is_live=is_live,
+        )
 
     def rebuild(
         self,
