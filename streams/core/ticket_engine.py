@@ -112,26 +112,13 @@ class ProcessResult:
 
 
 def groups_of(dims: Dims, team_only: bool = False) -> tuple[Group, ...]:
-    """The groups one measurement counts in: overall and each single dimension.
+    """The groups one measurement counts in: overall and each single dimension."""
+    overall = (ALL, ALL, ALL)
+    by_team = (dims.team, ALL, ALL)
+    if team_only:
+        return (overall, by_team)
+    return (overall, by_team, (ALL, dims.channel, ALL), (ALL, ALL, dims.priority))
 
-    The same tuples every time (cached per dimensions): they are the keys of partials the
-    engines keep, one set per bucket, and need not be a new copy in each."""
-    groups = _GROUPS.get((dims, team_only))
-    if groups is None:
-        overall = (ALL, ALL, ALL)
-        by_team = (dims.team, ALL, ALL)
-        if team_only:
-            groups = (overall, by_team)
-        else:
-            groups = (overall, by_team, (ALL, dims.channel, ALL), (ALL, ALL, dims.priority))
-        if len(_GROUPS) < _GROUPS_CACHED:
-            _GROUPS[(dims, team_only)] = groups
-    return groups
-
-
-# groups_of's cache: the dimension values in use (bounded, should labels ever be unbounded).
-_GROUPS: dict[tuple[Dims, bool], tuple[Group, ...]] = {}
-_GROUPS_CACHED = 4096
 
 # A partial's key, (group, bucket), is one int: bucket << _GROUP_BITS | the group's id in this
 # process. An int key is 32 bytes; a tuple of two, 96 (its own and the bucket's), and the
