@@ -151,7 +151,7 @@ class Pipeline:
             "fact identities (FirstDerivations, capped at 65,536)": lambda: of(self.firsts),
             "stage 1: windowed partials (+ expiry index)": lambda: of(
                 *(e.windows for e in self.engines),
-                *(e._bucket_groups for e in self.engines),
+                *(e._bucket_set for e in self.engines),
                 *(e._buckets for e in self.engines),
             ),
             "stage 1: live partials": lambda: of(*(e.live for e in self.engines)),

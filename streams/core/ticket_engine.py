@@ -183,8 +183,11 @@ class TicketEngine:
         self._dirty: set[int] = set()  # keys
         self._dirty_live: set[int] = set()
         self._reset_pending = False
-        self._buckets: list[int] = []  # heap of buckets that have partials
-        self._bucket_groups: dict[int, set[int]] = {}  # bucket -> group ids with a window
+        # Buckets that have (or had) windowed partials: a heap, and the same as a set. At
+        # expiry every group is looked up in the bucket (a set of the groups per bucket cost
+        # ~75 bytes per open ticket in the memory benchmark).
+        self._buckets: list[int] = []
+        self._bucket_set: set[int] = set()
         self._orphan_due: list[tuple[int, str]] = []  # heap (due µs, key)
         self._retire_due: list[tuple[int, str]] = []  # heap (due µs, key)
 
@@ -376,7 +379,7 @@ class TicketEngine:
         self.windows.clear()
         self.live.clear()
         self._buckets.clear()
-        self._bucket_groups.clear()
+        self._bucket_set.clear()
         self._orphan_due.clear()
         self._retire_due.clear()
         for key, state in mine:
@@ -413,15 +416,11 @@ class TicketEngine:
         bucket = fact.at_us // self.bucket_us
         if self._bucket_expired(bucket, clock_us):
             return  # too old for any window: it no longer counts (and its bucket is gone)
+        if bucket not in self._bucket_set:
+            self._bucket_set.add(bucket)
+            heapq.heappush(self._buckets, bucket)
         for group in groups_of(fact.dims, team_only=fact.detail == "enps"):
-            group_id = _group_id(group)
-            key = bucket << _GROUP_BITS | group_id
-            if key not in self.windows:
-                groups = self._bucket_groups.get(bucket)
-                if groups is None:
-                    groups = self._bucket_groups[bucket] = set()
-                    heapq.heappush(self._buckets, bucket)
-                groups.add(group_id)
+            key = partial_key(group, bucket)
             aggregate = self.windows.open(key)
             _record(aggregate, fact, sign)
             if aggregate.is_empty():
@@ -453,7 +452,8 @@ class TicketEngine:
     def _expire_buckets(self, clock_us: int) -> None:
         while self._buckets and self._bucket_expired(self._buckets[0], clock_us):
             bucket = heapq.heappop(self._buckets)
-            for group_id in self._bucket_groups.pop(bucket, set()):
+            self._bucket_set.discard(bucket)
+            for group_id in range(len(_GROUPS_BY_ID)):
                 key = bucket << _GROUP_BITS | group_id
                 if self.windows.discard(key):
                     self._dirty.add(key)
