@@ -10,11 +10,11 @@ engines (``TicketEngine``) over the record cache of the ``tickets`` table (``Fau
 over an in-memory stand-in for the Faust table), their partials flushed every 500 records
 through the wire format into one stage-2 merge (``KpiMerge``), the cache moved into the table
 every 2,000 records (a commit; its changelog records are dropped). Between ``--tickets-mid``
-and ``--tickets`` open tickets it reports, per
-ticket: the growth of each component's objects (``sys.getsizeof`` of everything reachable
-from it, each object once, rounded up to the allocator's 16-byte classes), and the growth of
-the whole Python heap (``tracemalloc``). The worker's RSS slope (``bench_pipeline.py``,
-memory phase) adds allocator slack and what Faust and aiokafka hold on top.
+and ``--tickets`` open tickets it reports, per ticket: the growth of each component's objects
+(``sys.getsizeof`` of everything reachable from it, each object once, rounded up to the
+allocator's 16-byte classes), and the growth of the whole Python heap (``tracemalloc``).
+The worker's RSS slope (``bench_pipeline.py``, memory phase) adds allocator slack and what
+Faust and aiokafka hold on top.
 
 Results go to ``bench/RESULTS-memory.md`` (or ``--output``) with the machine and the date.
 """
@@ -46,6 +46,7 @@ from streams.core.ticket_engine import InputRecord, TicketEngine
 from streams.core.units import to_us
 from streams.decoding import Rejection, decode
 from streams.settings import Settings
+from streams.simulation import SimRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
@@ -110,7 +111,7 @@ class Pipeline:
         self.merge = KpiMerge(config)
         self.fed = 0
 
-    def feed(self, records: Sequence[Any]) -> None:
+    def feed(self, records: Sequence[SimRecord]) -> None:
         for record in records:
             event = decode(
                 "ticket-created",
