@@ -61,6 +61,7 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         on_assigned: Callable[[set[TP]], None],
         checkpoint_topic: str,
         bootstrap: str,
+        read_at_start: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -75,6 +76,7 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
         self.recovered_records = 0  # changelog records read since the last rebalance
         # The in-memory store is restored by a ChangelogReader (see on_rebalance).
         self._reads_own_changelog = str(self.app.conf.store).startswith("memory")
+        self._read_at_start_enabled = read_at_start  # SUPPORT_RECOVERY_READ_AT_START
         self._preload: asyncio.Future[tuple[Latest, int]] | None = None
         self._preload_ends: dict[TP, int] = {}  # changelog partition -> end offset preloaded
         self._applied_by_faust: dict[bytes, int] = {}  # key -> offset, during a preload
@@ -193,7 +195,7 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
 
     async def on_start(self) -> None:
         await super().on_start()
-        if self._reads_own_changelog:
+        if self._reads_own_changelog and self._read_at_start_enabled:
             self._warm = asyncio.ensure_future(self._read_at_start())
 
     async def _read_at_start(self) -> _Warm | None:
@@ -226,6 +228,7 @@ class RecoveryAwareTable(faust.Table[bytes, bytes]):
             raise
         # The reader stays open for the first assignment (its rebalance callback asks it
         # for the end offsets; opening one there costs a connection and a metadata request).
+        log.info("%s read at start: %d records", name, sum(read.values()))
         return _Warm(ends, checkpoints, latest, read, reader)
 
     def _warm_reader(self) -> ChangelogReader | None:

@@ -102,6 +102,7 @@ class CustomerStage(EngineStage[CustomerEngine]):
             on_assigned=self._assigned,
             checkpoint_topic=self.checkpoint_topic.get_topic_name(),
             bootstrap=s.kafka_bootstrap,
+            read_at_start=s.recovery_read_at_start,
         )
         app.tables.add(self.table)
         store = FaustStateStore(self.table, _STATE_DECODER)

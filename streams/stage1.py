@@ -85,6 +85,7 @@ class TicketStage1(EngineStage[TicketEngine]):
             on_assigned=self.worker.assigned,
             checkpoint_topic=self.checkpoint_topic.get_topic_name(),
             bootstrap=s.kafka_bootstrap,
+            read_at_start=s.recovery_read_at_start,
         )
         app.tables.add(self.table)
         self.log = StateLog(
