@@ -5,8 +5,11 @@
   then adds up to that much to every hop. The setting ``SUPPORT_FETCH_MAX_WAIT`` sets it.
 - a commit throttle: Faust's periodic commit timer (``broker_commit_interval``, 2.8 s) was
   seen firing every few milliseconds on a loaded machine (15,000 commits in two minutes of a
-  catch-up), each an OffsetCommit request; periodic commits now happen at most once per
-  interval (commits on revocation and shutdown are never skipped).
+  catch-up), each an OffsetCommit request; periodic commits (the timer's, and Faust's commit
+  every ``broker_commit_every`` acks) now happen at most once per interval, and at most once
+  per ``commit_interval_now()`` when that is set: the worker commits less often while it
+  catches up, so a ticket changed by many events of the backlog costs fewer changelog writes
+  (commits on revocation and shutdown are never skipped).
 - ``before_commit``: a coroutine the consumer awaits just before it commits input offsets
   (before Faust flushes the producer). The worker writes its ticket record cache there, so
   state is always in the changelog before the offsets that produced it are committed.
@@ -26,6 +29,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 BeforeCommit = Callable[[], Awaitable[None]]
+CommitInterval = Callable[[], float]
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -41,16 +45,26 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class KpiConsumer(faust_aiokafka.Consumer):
     fetch_max_wait_ms: int | None = None
     before_commit: BeforeCommit | None = None
+    commit_interval_now: CommitInterval | None = None
     _last_periodic_commit = 0.0
 
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        if topics is None and start_new_transaction:  # the periodic commit timer
-            now = time.monotonic()
-            if now - self._last_periodic_commit < 0.9 * float(self.commit_interval):
-                return False
-            self._last_periodic_commit = now
+        periodic = topics is None and start_new_transaction
+        if periodic and not self.periodic_commit_due(time.monotonic()):
+            return False
         result: bool = await super().commit(topics, start_new_transaction=start_new_transaction)
         return result
+
+    def periodic_commit_due(self, now: float) -> bool:
+        """Whether a periodic commit at monotonic time ``now`` goes ahead (and counts as the
+        latest): once per ``commit_interval``, or per ``commit_interval_now()`` if longer."""
+        interval = float(self.commit_interval)
+        if self.commit_interval_now is not None:
+            interval = max(interval, self.commit_interval_now())
+        if now - self._last_periodic_commit < 0.9 * interval:
+            return False
+        self._last_periodic_commit = now
+        return True
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -74,15 +88,18 @@ class KpiTransport(faust_aiokafka.Transport):
         *args: Any,
         fetch_max_wait_ms: int | None = None,
         before_commit: BeforeCommit | None = None,
+        commit_interval_now: CommitInterval | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.before_commit = before_commit
+        self.commit_interval_now = commit_interval_now
 
     def create_consumer(self, callback: Any, **kwargs: Any) -> Any:
         consumer = super().create_consumer(callback, **kwargs)
         if isinstance(consumer, KpiConsumer):
             consumer.fetch_max_wait_ms = self.fetch_max_wait_ms
             consumer.before_commit = self.before_commit
+            consumer.commit_interval_now = self.commit_interval_now
         return consumer

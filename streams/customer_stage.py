@@ -100,13 +100,13 @@ class CustomerStage(EngineStage[CustomerEngine]):
             on_recovered=self.recovered,
             on_revoked=self.revoked,
             on_assigned=self._assigned,
-            read_checkpoints=lambda partitions: self.log.read_checkpoints(partitions),
+            checkpoint_topic=self.checkpoint_topic.get_topic_name(),
+            bootstrap=s.kafka_bootstrap,
+            read_at_start=s.recovery_read_at_start,
         )
         app.tables.add(self.table)
         store = FaustStateStore(self.table, _STATE_DECODER)
-        self.log = StateLog(
-            "customers", app, self.table, store, self.checkpoint_topic, s.kafka_bootstrap
-        )
+        self.log = StateLog("customers", app, self.table, store, self.checkpoint_topic)
         app.agent(self.partials, name="merge-customer-partials")(self.worker._merge_partials)
         app.timer(s.flush_interval, name="flush-customer-partials")(self._flush_partials)
         app.timer(1.0, name="checkpoint-customers")(self.checkpoint)

@@ -40,8 +40,14 @@ def credentials(settings: Settings) -> Any:
     return None
 
 
-def build_app(settings: Settings, before_commit: Callable[[], Awaitable[None]]) -> faust.App:
-    """The app of one worker; ``before_commit`` runs just before input offsets are committed."""
+def build_app(
+    settings: Settings,
+    before_commit: Callable[[], Awaitable[None]],
+    commit_interval_now: Callable[[], float] | None = None,
+) -> faust.App:
+    """The app of one worker; ``before_commit`` runs just before input offsets are committed,
+    ``commit_interval_now`` says how often periodic commits may happen at present (seconds;
+    at least Faust's ``broker_commit_interval``)."""
     s = settings
     app = faust.App(
         s.app_id,
@@ -84,6 +90,7 @@ def build_app(settings: Settings, before_commit: Callable[[], Awaitable[None]]) 
         app,
         fetch_max_wait_ms=max(1, round(s.fetch_max_wait * 1000)),
         before_commit=before_commit,
+        commit_interval_now=commit_interval_now,
     )
     return app
 

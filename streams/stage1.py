@@ -28,7 +28,7 @@ from streams.core.ticket_engine import InputRecord, Outcome, TicketEngine
 from streams.core.units import US, to_us
 from streams.dead_letters import held_letter, letter
 from streams.decoding import Rejection, decode
-from streams.engine_stage import EngineStage
+from streams.engine_stage import EngineStage, paused_gc
 from streams.events import CustomerLifecycle
 from streams.faust_app import internal_topic
 
@@ -83,7 +83,9 @@ class TicketStage1(EngineStage[TicketEngine]):
             on_recovered=self.recovered,
             on_revoked=self.revoked,
             on_assigned=self.worker.assigned,
-            read_checkpoints=lambda partitions: self.log.read_checkpoints(partitions),
+            checkpoint_topic=self.checkpoint_topic.get_topic_name(),
+            bootstrap=s.kafka_bootstrap,
+            read_at_start=s.recovery_read_at_start,
         )
         app.tables.add(self.table)
         self.log = StateLog(
@@ -92,7 +94,6 @@ class TicketStage1(EngineStage[TicketEngine]):
             self.table,
             FaustTicketStore(self.table),
             self.checkpoint_topic,
-            s.kafka_bootstrap,
         )
         app.timer(s.flush_interval, name="flush-partials")(self.flush_partials)
         app.timer(1.0, name="checkpoint-tickets")(self.checkpoint)
@@ -168,23 +169,26 @@ class TicketStage1(EngineStage[TicketEngine]):
         # partial lost in a crash is re-sent by the rebuild after recovery. One message per
         # (source partition, dimension) carries every partial that changed; a partition
         # that catches up is flushed less often (EngineStage.due).
-        worker = self.worker
         for engine, was, caught_up in self.due(time.monotonic()):
-            updates = engine.flush()
-            if not updates and was == caught_up:
-                continue
-            for batch in batch_updates(
-                engine.partition,
-                updates,
-                engine.stream_time_us,
-                caught_up=caught_up,
-                announce=was != caught_up,
-            ):
-                self.partials.send_soon(
-                    key=batch.dimension.encode(),
-                    value=_BATCH_ENCODER.encode(batch),
-                    partition=worker.stage2.route(batch.dimension),
-                )
+            with paused_gc():  # after a rebuild: a snapshot of every partial at once
+                self._flush_engine(engine, was, caught_up)
+
+    def _flush_engine(self, engine: TicketEngine, was: bool | None, caught_up: bool) -> None:
+        updates = engine.flush()
+        if not updates and was == caught_up:
+            return
+        for batch in batch_updates(
+            engine.partition,
+            updates,
+            engine.stream_time_us,
+            caught_up=caught_up,
+            announce=was != caught_up,
+        ):
+            self.partials.send_soon(
+                key=batch.dimension.encode(),
+                value=_BATCH_ENCODER.encode(batch),
+                partition=self.worker.stage2.route(batch.dimension),
+            )
 
 
 __all__ = ["FaustTicketStore", "TicketStage1"]

@@ -7,6 +7,7 @@ import ssl
 import faust
 import pytest
 
+from streams.consumer import KpiConsumer
 from streams.faust_app import build_app, credentials, internal_topic, raw_topic
 from streams.settings import load_settings
 
@@ -54,3 +55,25 @@ def test_topics_carry_raw_bytes_with_the_requested_declaration() -> None:
         assert isinstance(topic, faust.Topic)
         assert topic.key_serializer == "raw"
         assert topic.value_serializer == "raw"
+
+
+def test_periodic_commits_are_throttled_and_seldom_while_catching_up() -> None:
+    catching_up = False
+
+    def interval_now() -> float:
+        return 10.0 if catching_up else 0.0
+
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1")
+    consumer = build_app(settings, nothing, commit_interval_now=interval_now).consumer
+    assert isinstance(consumer, KpiConsumer)
+    assert consumer.commit_interval == 2.8  # Faust's broker_commit_interval
+    due = consumer.periodic_commit_due
+    assert due(100.0)
+    assert not due(101.0)  # Faust's timer fired early (seen on a loaded machine)
+    assert due(102.8)
+    catching_up = True
+    assert not due(105.6)  # a Faust interval later, but the backlog's interval is 10 s
+    assert not due(111.0)
+    assert due(112.8)
+    catching_up = False
+    assert due(115.6)  # caught up: Faust's interval again, at once

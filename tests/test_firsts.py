@@ -241,6 +241,18 @@ def test_a_memory_counts_each_identity_once_and_forgets_the_oldest() -> None:
         FirstDerivations(capacity=0)
 
 
+def test_a_memory_keeps_the_latest_identities_round_after_round() -> None:
+    memory = FirstDerivations(capacity=3)
+    for ordinal in range(10):  # more than three times round its capacity
+        assert memory.first("t", "resolved", ordinal)
+    assert len(memory) == 3
+    assert [memory.first("t", "resolved", n) for n in (9, 8, 7)] == [False, False, False]
+    assert memory.first("t", "resolved", 6)  # forgotten long ago: counted, and 7 goes
+    assert not memory.first("t", "resolved", 6)
+    assert not memory.first("t", "resolved", 9)
+    assert memory.first("t", "resolved", 7)
+
+
 def test_redelivery_after_a_rebuild_from_a_lagging_changelog_counts_nothing_twice() -> None:
     config = EngineConfig()
     b = Builder()

@@ -533,3 +533,25 @@ def test_folded_teams_without_a_backlog_give_no_live_other_series() -> None:
     assert KpiKey(K.OPEN_TICKETS, LIVE_WINDOW, "a") in live
     assert not [key for key in live if key.team == OTHER]
     assert windowed(merge, T0, max_teams=1)[KpiKey(K.TICKETS_CREATED, "5m", OTHER)] == 3
+
+
+_BACKLOG = st.lists(
+    st.tuples(
+        st.sampled_from([None, "low", "urgent"]),
+        st.integers(0, 10**12),
+        st.one_of(st.none(), st.integers(0, 10**12)),
+    ),
+    max_size=30,
+)
+
+
+@given(_BACKLOG)
+def test_live_aggregate_built_at_once_equals_one_ticket_at_a_time(
+    tickets: list[tuple[str | None, int, int | None]],
+) -> None:
+    """The engine's rebuild packs each group's backlog once (LiveAggregate.of); it must be
+    the aggregate that adding the tickets one by one gives."""
+    one_by_one = LiveAggregate()
+    for priority, created_us, deadline_us in tickets:
+        one_by_one.add(True, priority, created_us, +1, deadline_us)
+    assert LiveAggregate.of(tickets) == one_by_one

@@ -89,7 +89,7 @@ def _canonical(value: Any) -> Any:
 
 def snapshot(engine: TicketEngine) -> bytes:
     """Every partial aggregate of the engine, msgpack-encoded deterministically."""
-    partials = (sorted(engine.windows.items()), sorted(engine.live.items()))
+    partials = (sorted(engine.window_partials().items()), sorted(engine.live_partials().items()))
     return msgspec.msgpack.encode(_canonical(msgspec.to_builtins(partials)))
 
 
@@ -314,7 +314,7 @@ def test_open_ticket_moved_by_to_team_moves_its_live_backlog(b: Builder) -> None
     assert live(v, K.UNANSWERED_TICKETS, team="tier2") == 1
     assert live(v, K.OLDEST_UNANSWERED_AGE, team="tier2") == 70.0
     # the old team's live partial is gone
-    assert all(group != ("tier1", ALL, ALL) for group, _ in h.engine.live)
+    assert all(group != ("tier1", ALL, ALL) for group, _ in h.engine.live_partials())
 
 
 # --- surveys ---------------------------------------------------------------------------------
@@ -353,7 +353,7 @@ def test_enps_partials_exist_only_for_overall_and_team_groups(b: Builder) -> Non
     h.feed(b.created("t1", 0, team="tier1", channel="chat"))
     h.feed(b.survey(10, "enps", 10, ticket="t1"))
     h.feed(b.survey(20, "enps", 0, team="ops"))
-    enps_groups = {g for (g, _), agg in h.engine.windows.items() if agg.enps_count}
+    enps_groups = {g for (g, _), agg in h.engine.window_partials().items() if agg.enps_count}
     assert enps_groups == {(ALL, ALL, ALL), ("tier1", ALL, ALL), ("ops", ALL, ALL)}
     v = h.values(30)
     assert get(v, K.ENPS_SCORE) == 0.0
@@ -409,7 +409,7 @@ def test_reopen_then_solve_again_counts_two_resolutions_fcr_only_on_the_first(
     assert get(v, K.TICKETS_REOPENED) == 1
     assert get(v, K.RESOLUTION_MEAN) == 250.0
     assert get(v, K.FIRST_CONTACT_RESOLUTION) == 1.0
-    overall = [agg for (g, _), agg in h.engine.windows.items() if g == (ALL, ALL, ALL)]
+    overall = [agg for (g, _), agg in h.engine.window_partials().items() if g == (ALL, ALL, ALL)]
     assert sum(agg.first_resolutions for agg in overall) == 1
     assert sum(agg.solved for agg in overall) == 2
     assert live(v, K.OPEN_TICKETS) == 0
@@ -632,8 +632,8 @@ def test_late_events_update_live_state_but_do_not_resurrect_expired_buckets(b: B
     h.feed(b.created("old", 0, priority="urgent"))
     h.feed(b.created("new", 10_000, priority="urgent"))
     old_bucket = us(0) // round(B * US)
-    assert all(bucket != old_bucket for _, bucket in h.engine.windows)  # expired by now
-    partials = {k: v for k, v in h.engine.windows.items()}
+    assert all(bucket != old_bucket for _, bucket in h.engine.window_partials())  # expired by now
+    partials = h.engine.window_partials()
     h.flush()
     h.flushed.clear()
 
@@ -650,7 +650,7 @@ def test_late_events_update_live_state_but_do_not_resurrect_expired_buckets(b: B
     # attributes remain)
     assert is_record(h.tickets.data["old"])
     # ... and so is the live backlog, but no windowed partial came back.
-    assert h.engine.windows == partials
+    assert h.engine.window_partials() == partials
     assert all(u.is_live for u in h.flushed)  # only live-backlog partials were re-sent
     v = h.values(10_000)
     assert live(v, K.OPEN_TICKETS) == 1
@@ -665,7 +665,7 @@ def test_bucket_expiry_in_housekeeping_emits_tombstones(b: Builder) -> None:
     h.feed(b.created("t1", 30, team="tier1", channel="chat", priority="high"))
     bucket = us(30) // round(B * US)
     groups = {(ALL, ALL, ALL), ("tier1", ALL, ALL), (ALL, "chat", ALL), (ALL, ALL, "high")}
-    assert {g for g, _ in h.engine.windows} == groups
+    assert {g for g, _ in h.engine.window_partials()} == groups
     h.flushed.clear()
     # The bucket [0, 60) expires once clock - horizon reaches its end (60 s).
     h.tick_us(us(60 + HORIZON) - 1)
@@ -690,10 +690,10 @@ def test_retraction_to_empty_emits_a_tombstone(b: Builder) -> None:
     h.feed(b.created("t1", 0))
     h.feed(b.replied("t1", 600))  # first response in bucket 10
     frt_bucket = us(600) // round(B * US)
-    assert ((ALL, ALL, ALL), frt_bucket) in h.engine.windows
+    assert ((ALL, ALL, ALL), frt_bucket) in h.engine.window_partials()
     h.flushed.clear()
     h.feed(b.replied("t1", 300))  # an earlier first response: bucket 10 empties
-    assert ((ALL, ALL, ALL), frt_bucket) not in h.engine.windows
+    assert ((ALL, ALL, ALL), frt_bucket) not in h.engine.window_partials()
     emptied = [u for u in h.flushed if u.bucket == frt_bucket]
     assert len(emptied) == 4
     assert all(u.window is None for u in emptied)
@@ -757,7 +757,9 @@ def rebuilt_snapshot(h: Harness, clock_us: int | None) -> bytes:
     assert len(resets) == 4, "a rebuild first resets every dimension of the partition"
     assert updates[:4] == resets, "the resets precede the snapshot"
     sent = {(u.group, u.bucket, u.is_live) for u in updates if not u.reset}
-    partials = {(g, b, False) for g, b in fresh.windows} | {(g, b, True) for g, b in fresh.live}
+    partials = {(g, b, False) for g, b in fresh.window_partials()} | {
+        (g, b, True) for g, b in fresh.live_partials()
+    }
     assert partials <= sent
     assert sent - partials <= {((ALL, ALL, ALL), HEARTBEAT_BUCKET, True)}
     return snapshot(fresh)

@@ -301,6 +301,25 @@ class LiveAggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
                 _change(deadlines, deadline_us, sign)
                 self.deadlines = deadlines.tobytes()
 
+    @classmethod
+    def of(cls, tickets: Iterable[tuple[str | None, int, int | None]]) -> LiveAggregate:
+        """The backlog of open ``tickets``, each (unanswered priority or None, creation µs,
+        business deadline µs or None): the same as :meth:`add` of each, packed once."""
+        aggregate = cls()
+        times: dict[str, list[int]] = {}
+        deadlines: list[int] = []
+        for priority, created_us, deadline_us in tickets:
+            aggregate.open += 1
+            if priority is not None:
+                times.setdefault(priority, []).append(created_us)
+                if deadline_us is not None:
+                    deadlines.append(deadline_us)
+        for priority, created in times.items():
+            aggregate.unanswered[priority] = array("q", sorted(created)).tobytes()
+        if deadlines:
+            aggregate.deadlines = array("q", sorted(deadlines)).tobytes()
+        return aggregate
+
     def times(self, priority: str) -> array[int]:
         """The sorted creation times of one priority's unanswered tickets (a copy)."""
         return _unpack(self.unanswered.get(priority, b""))

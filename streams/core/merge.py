@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from streams.core import kpis
 from streams.core.aggregate import LiveAggregate, WindowAggregate, live_values
 from streams.core.kpis import ALL, OTHER, UNKNOWN, EngineConfig, KpiKey
+from streams.core.packed import PackedAggregates
 from streams.core.partials import Group, PartialBatch, PartialUpdate, dimension_of
 from streams.core.sla import sla_policies
 from streams.core.today import day_start_us, is_today, time_zone
@@ -48,13 +49,17 @@ class _Window:
 
 
 class _GroupState:
+    """One group's partials and windows; partials packed (:mod:`streams.core.packed`)."""
+
     def __init__(self, window_count: int) -> None:
-        # (source partition, bucket) -> partial
-        self.parts: dict[tuple[int, int], WindowAggregate] = {}
-        self.buckets: dict[int, WindowAggregate] = {}  # bucket -> merged over source partitions
+        # part (source partition, bucket: _part) -> partial
+        self.parts: PackedAggregates[int, WindowAggregate] = PackedAggregates(WindowAggregate)
+        # bucket -> merged over source partitions
+        self.buckets: PackedAggregates[int, WindowAggregate] = PackedAggregates(WindowAggregate)
         self.windows = [_Window() for _ in range(window_count)]
-        # (source partition, creation bucket) -> live partial; read without merging (live_values)
-        self.live_parts: dict[tuple[int, int], LiveAggregate] = {}
+        # part (source partition, creation bucket) -> live partial; read without merging
+        # (live_values)
+        self.live_parts: PackedAggregates[int, LiveAggregate] = PackedAggregates(LiveAggregate)
 
     def is_empty(self) -> bool:
         return not self.parts and not self.live_parts
@@ -123,7 +128,7 @@ class KpiMerge:
                 return
             state = self.groups[update.group] = _GroupState(len(self.window_buckets))
         if update.is_live:
-            self._apply_live(state, (update.source_partition, update.bucket), update.live)
+            state.live_parts.put(_part(update.source_partition, update.bucket), update.live)
         else:
             self._apply_window(state, update.source_partition, update.bucket, update.window)
         if state.is_empty():
@@ -133,31 +138,25 @@ class KpiMerge:
         """Forget every partial of one source partition for the groups of one dimension."""
         for group in [g for g in self.groups if dimension_of(g) == dimension]:
             state = self.groups[group]
-            for part in [k for k in state.parts if k[0] == source_partition]:
-                self._apply_window(state, part[0], part[1], None)
-            for part in [k for k in state.live_parts if k[0] == source_partition]:
-                self._apply_live(state, part, None)
+            for part in [k for k in state.parts if k & _PARTITION_MASK == source_partition]:
+                self._apply_window(state, source_partition, part >> _PARTITION_BITS, None)
+            for part in [k for k in state.live_parts if k & _PARTITION_MASK == source_partition]:
+                state.live_parts.put(part, None)
             if state.is_empty():
                 del self.groups[group]
-
-    def _apply_live(
-        self, state: _GroupState, part: tuple[int, int], live: LiveAggregate | None
-    ) -> None:
-        state.live_parts.pop(part, None)
-        if live is not None and not live.is_empty():
-            state.live_parts[part] = live
 
     def _apply_window(
         self, state: _GroupState, partition: int, bucket: int, partial: WindowAggregate | None
     ) -> None:
-        old = state.parts.pop((partition, bucket), None)
+        part = _part(partition, bucket)
+        old = state.parts.pop(part)
         if partial is not None and partial.is_empty():
             partial = None
         if old is None and partial is None:
             return
         merged = state.buckets.get(bucket)
         if merged is None:
-            merged = state.buckets[bucket] = WindowAggregate()
+            merged = WindowAggregate()
         for window in state.windows:
             if window.lo <= bucket <= window.hi:
                 if old is not None:
@@ -167,10 +166,9 @@ class KpiMerge:
         if old is not None:
             merged.merge(old, -1)
         if partial is not None:
-            state.parts[(partition, bucket)] = partial
+            state.parts.put(part, partial)
             merged.merge(partial, +1)
-        if merged.is_empty():
-            del state.buckets[bucket]
+        state.buckets.put(bucket, merged)  # (removed when empty)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -281,7 +279,7 @@ class KpiMerge:
             # Past the whole window (``today`` at midnight, a long pause): none of it remains.
             window.total = WindowAggregate()
             for bucket in _buckets_between(state, lo, hi):
-                window.total.merge(state.buckets[bucket], +1)
+                window.total.merge(_bucket(state, bucket), +1)
         elif lo < window.lo or hi < window.hi:
             # Clock went backwards: recompute from the buckets.
             window.total = WindowAggregate()
@@ -290,10 +288,28 @@ class KpiMerge:
                     window.total.merge(aggregate, +1)
         else:
             for bucket in _buckets_between(state, window.lo, lo - 1):
-                window.total.merge(state.buckets[bucket], -1)
+                window.total.merge(_bucket(state, bucket), -1)
             for bucket in _buckets_between(state, window.hi + 1, hi):
-                window.total.merge(state.buckets[bucket], +1)
+                window.total.merge(_bucket(state, bucket), +1)
         window.lo, window.hi = lo, hi
+
+
+# A part, (source partition, bucket), is one int: bucket << _PARTITION_BITS | partition. An int
+# key is 32 bytes; a tuple of two, 96 (its own and the bucket's), and there are about two parts
+# per open ticket (streams.core.packed).
+_PARTITION_BITS = 16
+_PARTITION_MASK = (1 << _PARTITION_BITS) - 1
+
+
+def _part(partition: int, bucket: int) -> int:
+    assert 0 <= partition <= _PARTITION_MASK
+    return bucket << _PARTITION_BITS | partition
+
+
+def _bucket(state: _GroupState, bucket: int) -> WindowAggregate:
+    merged = state.buckets.get(bucket)
+    assert merged is not None  # (only buckets that have one are asked for)
+    return merged
 
 
 def _buckets_between(state: _GroupState, first: int, last: int) -> list[int]:

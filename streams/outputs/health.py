@@ -66,6 +66,7 @@ class PipelineHealth:
             registry=registry,
         )
         self._newest: dict[str, float] = {}
+        self._per_topic: dict[str, tuple[Counter, Gauge]] = {}
         build = Info(
             "support_build", "Version and source revision of the running worker.", registry=registry
         )
@@ -95,10 +96,19 @@ class PipelineHealth:
         )
 
     def saw_event(self, topic: str, occurred_at: float) -> None:
-        self.processed.labels(topic).inc()
+        # Runs for every event: the labelled children are looked up once per topic
+        # (``labels()`` validates, builds a key and takes a lock on every call).
+        children = self._per_topic.get(topic)
+        if children is None:
+            children = self._per_topic[topic] = (
+                self.processed.labels(topic),
+                self.last_event.labels(topic),
+            )
+        processed, last_event = children
+        processed.inc()
         if occurred_at > self._newest.get(topic, 0.0):
             self._newest[topic] = occurred_at
-            self.last_event.labels(topic).set(occurred_at)
+            last_event.set(occurred_at)
 
 
 class ConsumerLagCollector(Collector):
