@@ -45,6 +45,8 @@ INTEGRATION_MODULES = frozenset(
     {
         "test_attributes_pipeline.py",
         "test_broker.py",
+        "test_changelog_reader.py",
+        "test_changelog_writer.py",
         "test_containment.py",
         "test_customers_pipeline.py",
         "test_demo.py",
