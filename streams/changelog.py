@@ -516,6 +516,13 @@ class ChangelogWriter:
             store.set_persisted_offset(TP(topic, partition), metadata.offset + count - 1)
         return firsts
 
+    async def fence(self, partitions: Iterable[int]) -> None:
+        """A *fence* in a later batch of each partition: a tombstone of a key no state has.
+        The embedded Tansu broker reports a partition's end offset without its last batch,
+        and recovery reads only up to that end offset, so the last batch must never be one
+        that matters."""
+        await self.write({p: [(CHECKPOINT_SENTINEL, None)] for p in partitions})
+
 
 class StateLog(Generic[StateT]):
     """A changelogged table with its record cache and its checkpoint topic."""
@@ -554,18 +561,13 @@ class StateLog(Generic[StateT]):
         return by_partition
 
     async def write(self, partitions: set[int] | None = None) -> None:
-        """Write the record cache to the changelog and wait until it is stored.
-
-        Then a *fence* (a tombstone of a key no state has) in a later batch of every
-        partition written: the embedded Tansu broker reports a partition's end offset
-        without its last batch, and Faust's recovery reads only up to that end offset, so the
-        last batch must never be one that matters.
-        """
+        """Write the record cache to the changelog and wait until it is stored, then a fence
+        (:meth:`ChangelogWriter.fence`) in every partition written."""
         async with self.writing:
             records = self.store.take_dirty(partitions)
             if records:
                 await self.writer.write(records)
-                await self.writer.write({p: [(CHECKPOINT_SENTINEL, None)] for p in records})
+                await self.writer.fence(records)
 
     def recovered(self) -> None:
         """A recovery completed: count writes towards the next checkpoint from here."""
@@ -598,7 +600,7 @@ class StateLog(Generic[StateT]):
             if dirty:
                 await self.writer.write(dirty)
             starts = await self.writer.write(copy)
-            await self.writer.write({p: [(CHECKPOINT_SENTINEL, None)] for p in owned})  # the fence
+            await self.writer.fence(owned)
             for partition, start in starts.items():
                 await self.checkpoint_topic.send(
                     key=str(partition).encode(), value=str(start).encode(), partition=partition
