@@ -415,15 +415,7 @@ class CustomerEngine:
         now = self.stream_time_us
         updates: list[CustomerPartial] = []
         if self._reset_pending:
-            updates.append(
-                CustomerPartial(
-                    group=ALL,
-                    source_partition=self.partition,
-                    bucket=HEARTBEAT_BUCKET,
-                    stream_time_us=now,
-                    reset=True,
-                )
-            )
+            updates.append(self._heartbeat(now, reset=True))
             self._reset_pending = False
         updates.extend(
             CustomerPartial(
@@ -436,17 +428,20 @@ class CustomerEngine:
             for group, bucket in sorted(self._dirty)
         )
         if not updates and now > self._flushed_stream_time_us:
-            updates.append(
-                CustomerPartial(
-                    group=ALL,
-                    source_partition=self.partition,
-                    bucket=HEARTBEAT_BUCKET,
-                    stream_time_us=now,
-                )
-            )
+            updates.append(self._heartbeat(now))
         self._flushed_stream_time_us = now
         self._dirty.clear()
         return updates
+
+    def _heartbeat(self, now_us: int, *, reset: bool = False) -> CustomerPartial:
+        """A partial that carries the stream time (and a reset) but no series."""
+        return CustomerPartial(
+            group=ALL,
+            source_partition=self.partition,
+            bucket=HEARTBEAT_BUCKET,
+            stream_time_us=now_us,
+            reset=reset,
+        )
 
     def rebuild(
         self,
