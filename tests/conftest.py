@@ -14,6 +14,9 @@ Two pytest-xdist workers (``-n 2`` in pyproject.toml; ``-n 0``: everything in th
 runs the tests of ``INTEGRATION_MODULES``, in order as without xdist, while both share the others
 (``tests/helpers/scheduling.py``). A marked test outside those modules is a collection error.
 
+A failed test's report ends with the logs of the workers it started
+(``tests/helpers/worker_logs.py``).
+
 Under ``CI=true`` a skipped test fails (``tests/helpers/ci.py``): CI must not test less in silence.
 
 Clients talking to the broker should use a short consumer session timeout
@@ -29,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
+from helpers import worker_logs
 from helpers.ci import pytest_runtest_makereport  # noqa: F401  (the hook: no silent skips in CI)
 from helpers.pipeline import WorkerProcess
 from helpers.scheduling import IntegrationTogether
@@ -70,6 +74,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 f"{item.nodeid} is an integration test: add {item.path.name} to "
                 "INTEGRATION_MODULES in tests/conftest.py (xdist runs those on one worker)"
             )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(worker_logs, "worker_logs")
 
 
 @pytest.hookimpl(optionalhook=True)

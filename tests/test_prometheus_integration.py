@@ -617,7 +617,7 @@ def test_first_response_time_rising_fires_on_incident_only(
             )
         assert all(n > 0 for n in sent)
         for stack in stacks:
-            converge(stack, timeout=300.0)
+            converge(stack, timeout=180.0)
 
         quiet_seen: list[Sample] = []
         deadline = time.monotonic() + 60.0

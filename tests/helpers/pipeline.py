@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from helpers.reference import differences, format_differences, reference_kpis
 from streams.core import kpis
@@ -129,6 +129,9 @@ def _setting_name(topic: str) -> str:
 class WorkerProcess(ChildProcess):
     """``python -m streams.worker`` as a child process with its own working directory."""
 
+    #: every worker started since the current test began (its log goes into a failure report)
+    started: ClassVar[list[WorkerProcess]] = []
+
     def __init__(
         self,
         deployment: Deployment,
@@ -156,6 +159,7 @@ class WorkerProcess(ChildProcess):
             tests = str(Path(__file__).resolve().parents[1])  # tests/: ``helpers.*`` importable
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
         self.spawn([sys.executable, "-m", self.module], env=env, cwd=self.workdir)
+        WorkerProcess.started.append(self)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
