@@ -529,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C stops it also when started from a script's background job, which starts its
+    # commands with SIGINT ignored (Python then installs no KeyboardInterrupt handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     broker = EmbeddedBroker(args.port, host=args.host)
     try:
         broker.start()

@@ -246,7 +246,10 @@ def test_start_failure_is_loud(broker: EmbeddedBroker) -> None:
         EmbeddedBroker(binary="/nonexistent/tansu").start()
 
 
-def test_cli_runs_until_interrupted() -> None:
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+def test_cli_runs_until_interrupted(inherited: signal.Handlers) -> None:
+    """Ctrl-C (SIGINT) stops it, also when it inherits SIGINT ignored (a background job of
+    a script, e.g. a ``make test`` run with ``&``)."""
     port = free_port()
     cli = subprocess.Popen(
         [sys.executable, "-m", "streams_dev.broker", "--port", str(port), "--topic", "x:2:compact"],
@@ -254,6 +257,7 @@ def test_cli_runs_until_interrupted() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
     )
     try:
         assert cli.stdout is not None
