@@ -148,6 +148,7 @@ class WorkerProcess(ChildProcess):
         self.env = dict(env or {})
         self.port = free_port()
         self.workdir = workdir
+        self.last_page: str | None = None  # its /metrics page just before stop()
 
     @property
     def url(self) -> str:
@@ -176,6 +177,13 @@ class WorkerProcess(ChildProcess):
 
     def scrape(self) -> str | None:
         return fetch_page(self.url)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop it, keeping its last /metrics page for a failure report
+        (``tests/helpers/worker_logs.py``)."""
+        if self.alive():
+            self.last_page = fetch_page(self.url, timeout=2.0)
+        super().stop(timeout)
 
 
 def wait_until(
