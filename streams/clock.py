@@ -25,6 +25,10 @@ ClockName = Literal["wall", "stream"]
 class Clock(Protocol):
     """Now, in µs since the epoch, given the stream time of what the caller holds."""
 
+    #: True: the engines' clock is the stream time (stage 1 then gives them the stream time
+    #: of every input topic, see :meth:`streams.progress.Progress.watermark`).
+    follows_stream: bool
+
     def engine_us(self, stream_time_us: int) -> int:
         """The engine clock when processing or flushing at ``stream_time_us``."""
         ...
@@ -41,6 +45,8 @@ class Clock(Protocol):
 class WallClock:
     """The host's time, whatever the events say."""
 
+    follows_stream = False
+
     def engine_us(self, stream_time_us: int) -> int:
         return round(time.time() * US)
 
@@ -53,6 +59,8 @@ class WallClock:
 
 class StreamClock:
     """The latest event time seen: results depend on the events only."""
+
+    follows_stream = True
 
     def engine_us(self, stream_time_us: int) -> int:
         return stream_time_us

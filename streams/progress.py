@@ -9,7 +9,7 @@ from its lag (:meth:`Progress.caught_up`), readiness checks the partials' lag, a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import faust
 from faust.types import TP
@@ -45,6 +45,28 @@ class Progress:
                 position = committed.get(tp) or 0
             total += max(0, highwater - position)
         return total
+
+    def watermark(
+        self, topics: Iterable[str], partition: int, seen: Mapping[str, int], stream_us: int
+    ) -> int:
+        """The stream time of one partition of ``topics`` as a whole: ``stream_us`` (the
+        latest event time read from any of them), or the latest event time read from a
+        topic that still has a backlog, if earlier (0 if such a topic has none read yet).
+
+        Cross-topic order is not guaranteed (SPEC §3): in a replay, one topic can be read
+        hours of event time ahead of another. An engine on this clock holds a reply until
+        the topic that carries its ticket's creation has been read that far, instead of
+        dropping it as an orphan. ``seen``: topic -> latest event time read from it."""
+        low = stream_us
+        for topic in topics:
+            if not self.topic_lag(topic, partition):  # caught up (or not known yet)
+                continue
+            low = min(low, seen.get(topic, 0))
+        return low
+
+    def topic_lag(self, topic: str, partition: int) -> int | None:
+        """Records not processed yet in one topic partition (None: not known yet)."""
+        return self.lag((topic,), partition)
 
     def caught_up(self, topics: Iterable[str], partition: int, was: bool) -> bool:
         """Whether one partition of ``topics`` has (almost) no backlog: lag at most

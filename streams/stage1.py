@@ -62,6 +62,13 @@ class TicketStage1(EngineStage[TicketEngine]):
         customers = worker.settings.topic_customer_lifecycle
         super().__init__(worker, [topic for topic in worker.input_kinds if topic != customers])
         self.config = worker.config
+        # Stream clock: input partition -> topic -> the latest event time read from it since
+        # the last rebalance (Progress.watermark).
+        self.seen_us: dict[int, dict[str, int]] = {}
+
+    def rebalanced(self) -> None:
+        super().rebalanced()
+        self.seen_us.clear()
 
     def new_engine(self, partition: int) -> TicketEngine:
         return TicketEngine(partition, self.store, self.config, self.worker.firsts)
@@ -144,7 +151,12 @@ class TicketStage1(EngineStage[TicketEngine]):
 
         engine = self.engines[partition]
         at_us = to_us(decoded.occurred_at)
-        clock = worker.clock.engine_us(max(engine.stream_time_us, at_us))
+        stream_us = max(engine.stream_time_us, at_us)
+        if worker.clock.follows_stream:
+            seen = self.seen_us.setdefault(partition, {})
+            seen[topic] = max(seen.get(topic, 0), at_us)
+            stream_us = worker.progress.watermark(self.topics, partition, seen, stream_us)
+        clock = worker.clock.engine_us(stream_us)
         result = engine.process(decoded, clock, InputRecord(topic, partition, offset, raw))
         health.saw_event(topic, at_us / US)
         worker.cumulative.count(result.derived)

@@ -30,3 +30,26 @@ def test_caught_up_has_hysteresis() -> None:
     p.processed("a", 0, 1000 - 111 - 1)  # lag 111
     assert not p.caught_up(["a"], 0, was=True)
     assert not progress({}).caught_up(["a"], 0, was=True), "unknown lag is never caught up"
+
+
+def test_watermark_is_the_stream_time_of_the_topics_read_behind() -> None:
+    """A topic read hours ahead of another does not move the partition's stream time past
+    what was read of the other while it has a backlog (SPEC §3: as in event-time order)."""
+    p = progress({TP("created", 0): 100, TP("replied", 0): 100, TP("quiet", 0): 0})
+    p.processed("created", 0, 9)  # backlog 90
+    p.processed("replied", 0, 98)  # backlog 1
+    seen = {"created": 1_000, "replied": 90_000}
+    topics = ["created", "replied", "quiet"]
+    assert p.watermark(topics, 0, seen, stream_us=90_000) == 1_000
+    p.processed("created", 0, 99)  # caught up: it no longer holds the time back
+    assert p.watermark(topics, 0, seen, stream_us=90_000) == 90_000
+    p.processed("created", 0, 9)
+    assert p.watermark(topics, 0, {"replied": 90_000}, stream_us=90_000) == 0, (
+        "a topic with a backlog and nothing read yet: no time has passed for it"
+    )
+
+
+def test_watermark_ignores_topics_whose_lag_is_not_known_yet() -> None:
+    p = progress({TP("a", 0): 10, TP("b", 0): None})
+    p.processed("a", 0, 9)
+    assert p.watermark(["a", "b"], 0, {"a": 5_000}, stream_us=5_000) == 5_000

@@ -533,6 +533,26 @@ def test_held_events_are_applied_when_ticket_created_arrives_later(b: Builder) -
     assert get(engine_kpis(events, 400), K.CSAT_RESPONSES, team="tier1") == 1
 
 
+def test_a_clock_behind_the_event_holds_it_from_the_event_time_and_never_goes_back(
+    b: Builder,
+) -> None:
+    """Stage 1 gives the engine a stream clock that may lag the event (another input topic
+    is read behind, streams.progress.Progress.watermark): the hold still runs from the event's
+    own time, and an earlier clock than one used before counts as that one."""
+    h = Harness()
+    hold = CFG.orphan_hold_seconds
+    reply = b.replied("later", 100)
+    assert h.feed(reply, clock=0).outcome is Outcome.HELD  # nothing read yet elsewhere
+    h.tick_us(us(100 + hold) - 1)
+    assert not h.orphans
+    h.tick(100 + hold)
+    [orphan] = h.orphans
+    assert orphan.held_since_us == us(100)
+    h.tick(50)  # behind the clock already used: nothing expires twice, nothing comes back
+    assert h.engine.clock_us == us(100 + hold)
+    assert h.feed(b.replied("ghost", 10), clock=20).late is (100 + hold - CFG.horizon_seconds > 10)
+
+
 def test_orphans_are_dropped_by_housekeeping_after_the_hold(b: Builder) -> None:
     h = Harness()
     reply = b.replied("ghost", 10)

@@ -190,15 +190,21 @@ class TicketEngine:
         self._bucket_set: set[int] = set()
         self._orphan_due: list[tuple[int, str]] = []  # heap (due µs, key)
         self._retire_due: list[tuple[int, str]] = []  # heap (due µs, key)
+        # The latest engine clock used: the clock never goes back (a bucket found expired
+        # stays expired, so a retraction never meets a bucket its addition skipped).
+        self.clock_us = 0
 
     # -- event processing -----------------------------------------------------------------
 
     def process(
         self, event: Event, clock_us: int, record: InputRecord | None = None
     ) -> ProcessResult:
-        """Apply one decoded event. ``clock_us`` is the engine clock (wall or stream time)."""
+        """Apply one decoded event. ``clock_us`` is the engine clock (wall time, or a stream
+        time that may lag the event: see streams.stage1); an earlier one than before counts
+        as the one before."""
         at_us = to_us(event.occurred_at)
         self.stream_time_us = max(self.stream_time_us, at_us)
+        clock_us = self.clock_us = max(self.clock_us, clock_us)
         late = at_us < clock_us - self.horizon_us
         if isinstance(event, CustomerLifecycle):
             return ProcessResult(Outcome.IGNORED, late)
@@ -241,10 +247,11 @@ class TicketEngine:
                 if state is None:
                     state = TicketState(partition=self.partition)
                 src = record or InputRecord()
+                held_since = max(clock_us, at_us)  # never before the event itself
                 if not state.held:
-                    heapq.heappush(self._orphan_due, (clock_us + self.hold_us, key))
+                    heapq.heappush(self._orphan_due, (held_since + self.hold_us, key))
                 state.held.append(
-                    Held(step, clock_us, src.topic, src.partition, src.offset, src.raw)
+                    Held(step, held_since, src.topic, src.partition, src.offset, src.raw)
                 )
                 self.store.put(key, state)
                 return ProcessResult(Outcome.HELD, late)
@@ -272,6 +279,7 @@ class TicketEngine:
         Runs inside stream iteration in the worker (table deletes need it), so it is cheap
         when there is nothing to do.
         """
+        clock_us = self.clock_us = max(self.clock_us, clock_us)
         self._expire_buckets(clock_us)
         while self._retire_due and self._retire_due[0][0] <= clock_us:
             _, key = heapq.heappop(self._retire_due)
@@ -376,6 +384,7 @@ class TicketEngine:
             self.stream_time_us = max(self.stream_time_us, state.last_event_us(), retired)
         if clock_us is None:
             clock_us = self.stream_time_us
+        clock_us = self.clock_us = max(self.clock_us, clock_us)
         self.windows.clear()
         self.live.clear()
         self._buckets.clear()
