@@ -22,6 +22,8 @@ class Progress:
         self.app = app
         self.ready_max_lag = ready_max_lag
         self.positions: dict[tuple[str, int], int] = {}
+        # (topic, partition) -> the highwater the consumer reported at the last lag()
+        self.highwaters: dict[tuple[str, int], int] = {}
 
     def processed(self, topic: str, partition: int, offset: int) -> None:
         """The record at ``offset`` is processed: the position moves past it."""
@@ -40,6 +42,7 @@ class Progress:
                 return None
             if highwater is None:
                 return None
+            self.highwaters[(topic, partition)] = highwater
             position = self.positions.get((topic, partition))
             if position is None:
                 position = committed.get(tp) or 0
@@ -56,17 +59,26 @@ class Progress:
         Cross-topic order is not guaranteed (SPEC §3): in a replay, one topic can be read
         hours of event time ahead of another. An engine on this clock holds a reply until
         the topic that carries its ticket's creation has been read that far, instead of
-        dropping it as an orphan. ``seen``: topic -> latest event time read from it."""
-        low = stream_us
-        for topic in topics:
-            if not self.topic_lag(topic, partition):  # caught up (or not known yet)
-                continue
-            low = min(low, seen.get(topic, 0))
-        return low
+        dropping it as an orphan. ``seen``: topic -> latest event time read from it.
 
-    def topic_lag(self, topic: str, partition: int) -> int | None:
-        """Records not processed yet in one topic partition (None: not known yet)."""
-        return self.lag((topic,), partition)
+        Runs for every event: it uses the highwaters as of the last :meth:`lag` (every
+        flush, a fraction of a second old), not the consumer's; a topic whose highwater is
+        not known yet does not hold the time back."""
+        low = stream_us
+        highwaters = self.highwaters
+        positions = self.positions
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        for topic in topics:
+            key = (topic, partition)
+            highwater = highwaters.get(key)
+            if highwater is None:
+                continue
+            position = positions.get(key)
+            if position is None:
+                position = committed.get(key) or 0  # (a TP equals its plain tuple)
+            if position < highwater:
+                low = min(low, seen.get(topic, 0))
+        return low
 
     def caught_up(self, topics: Iterable[str], partition: int, was: bool) -> bool:
         """Whether one partition of ``topics`` has (almost) no backlog: lag at most

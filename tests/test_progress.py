@@ -36,10 +36,12 @@ def test_watermark_is_the_stream_time_of_the_topics_read_behind() -> None:
     """A topic read hours ahead of another does not move the partition's stream time past
     what was read of the other while it has a backlog (SPEC §3: as in event-time order)."""
     p = progress({TP("created", 0): 100, TP("replied", 0): 100, TP("quiet", 0): 0})
+    topics = ["created", "replied", "quiet"]
     p.processed("created", 0, 9)  # backlog 90
     p.processed("replied", 0, 98)  # backlog 1
     seen = {"created": 1_000, "replied": 90_000}
-    topics = ["created", "replied", "quiet"]
+    assert p.watermark(topics, 0, seen, stream_us=90_000) == 90_000, "no highwater read yet"
+    p.lag(topics, 0)  # (every flush): the highwaters the watermark goes by
     assert p.watermark(topics, 0, seen, stream_us=90_000) == 1_000
     p.processed("created", 0, 99)  # caught up: it no longer holds the time back
     assert p.watermark(topics, 0, seen, stream_us=90_000) == 90_000
@@ -49,7 +51,13 @@ def test_watermark_is_the_stream_time_of_the_topics_read_behind() -> None:
     )
 
 
-def test_watermark_ignores_topics_whose_lag_is_not_known_yet() -> None:
-    p = progress({TP("a", 0): 10, TP("b", 0): None})
+def test_watermark_counts_from_the_committed_offset_until_a_record_is_read() -> None:
+    p = progress({TP("a", 0): 10, TP("b", 0): 50}, {TP("b", 0): 50})
+    p.lag(["a"], 0)
+    p.lag(["b"], 0)
     p.processed("a", 0, 9)
-    assert p.watermark(["a", "b"], 0, {"a": 5_000}, stream_us=5_000) == 5_000
+    assert p.watermark(["a", "b"], 0, {"a": 5_000}, stream_us=5_000) == 5_000, "b: committed"
+    p = progress({TP("a", 0): 10, TP("b", 0): 50}, {TP("b", 0): 40})
+    p.lag(["a"], 0)
+    p.lag(["b"], 0)
+    assert p.watermark(["a", "b"], 0, {"a": 5_000}, stream_us=5_000) == 0, "b: 10 to read"
