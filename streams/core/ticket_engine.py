@@ -199,9 +199,9 @@ class TicketEngine:
     def process(
         self, event: Event, clock_us: int, record: InputRecord | None = None
     ) -> ProcessResult:
-        """Apply one decoded event. ``clock_us`` is the engine clock (wall time, or a stream
-        time that may lag the event: see streams.stage1); an earlier one than before counts
-        as the one before."""
+        """Apply one decoded event. ``clock_us`` is the engine clock: wall time, or a stream
+        time that may lag the event (the worker holds it back to the input topic read
+        furthest behind); an earlier one than before counts as the one before."""
         at_us = to_us(event.occurred_at)
         self.stream_time_us = max(self.stream_time_us, at_us)
         clock_us = self.clock_us = max(self.clock_us, clock_us)
