@@ -14,7 +14,7 @@ Two pytest-xdist workers (``-n 2`` in pyproject.toml; ``-n 0``: everything in th
 runs the tests of ``INTEGRATION_MODULES``, in order as without xdist, while both share the others
 (``tests/helpers/scheduling.py``). A marked test outside those modules is a collection error.
 
-A failed test's report ends with the logs of the workers it started
+A failed test's report ends with the logs and health lines of the workers it started
 (``tests/helpers/worker_logs.py``).
 
 Under ``CI=true`` a skipped test fails (``tests/helpers/ci.py``): CI must not test less in silence.

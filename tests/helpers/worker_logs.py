@@ -14,6 +14,7 @@ from collections.abc import Generator
 import pytest
 
 from helpers.pipeline import WorkerProcess
+from streams_dev.metrics import fetch_page
 
 _LINES = 80  # of each worker's log: its last lines, where a stall or a crash shows
 _HEALTH = (
@@ -34,7 +35,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def health(page: str | None) -> str:
     """The health lines of a /metrics page (counters only when not 0)."""
     if page is None:
-        return "(no /metrics page: not answering when it was stopped, or never stopped)"
+        return "(no /metrics page: it did not answer)"
     lines = [
         line
         for line in page.splitlines()
@@ -51,10 +52,11 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed and report.when == "call":
         for worker in WorkerProcess.started:
-            state = "still running" if worker.alive() else f"now exited {worker.returncode}"
-            report.sections.append(
-                (f"worker {worker.name} ({state}): /metrics when stopped", health(worker.last_page))
-            )
+            if worker.alive():  # (the ``workers`` fixture stops its workers after the report)
+                state, page = "running", fetch_page(worker.url, timeout=2.0)
+            else:
+                state, page = f"exited {worker.returncode}, /metrics when stopped", worker.last_page
+            report.sections.append((f"worker {worker.name} ({state})", health(page)))
             report.sections.append(
                 (f"worker {worker.name}: last {_LINES} log lines", worker.log_tail(_LINES))
             )
