@@ -31,21 +31,15 @@ class Progress:
 
     def lag(self, topics: Iterable[str], partition: int) -> int | None:
         """Records not processed yet in one partition of ``topics`` (None: not known yet)."""
-        consumer = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {})
+        committed = getattr(self.app.consumer, "_committed_offset", {})
         total = 0
         for topic in topics:
-            tp = TP(topic, partition)
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # the consumer does not know this partition yet
-                return None
+            highwater = self._highwater(topic, partition)
             if highwater is None:
                 return None
-            self.highwaters[(topic, partition)] = highwater
             position = self.positions.get((topic, partition))
             if position is None:
-                position = committed.get(tp) or 0
+                position = committed.get((topic, partition)) or 0
             total += max(0, highwater - position)
         return total
 
@@ -62,8 +56,9 @@ class Progress:
         dropping it as an orphan. ``seen``: topic -> latest event time read from it.
 
         Runs for every event: it uses the highwaters as of the last :meth:`lag` (every
-        flush, a fraction of a second old), not the consumer's; a topic whose highwater is
-        not known yet does not hold the time back."""
+        flush, a fraction of a second old), asking the consumer only for one it has not
+        cached yet (the first events after an assignment come before the first flush); a
+        topic whose highwater the consumer does not know yet holds the time back too."""
         low = stream_us
         highwaters = self.highwaters
         positions = self.positions
@@ -72,13 +67,25 @@ class Progress:
             key = (topic, partition)
             highwater = highwaters.get(key)
             if highwater is None:
-                continue
-            position = positions.get(key)
-            if position is None:
-                position = committed.get(key) or 0  # (a TP equals its plain tuple)
-            if position < highwater:
-                low = min(low, seen.get(topic, 0))
+                highwater = self._highwater(topic, partition)
+            if highwater is not None:
+                position = positions.get(key)
+                if position is None:
+                    position = committed.get(key) or 0  # (a TP equals its plain tuple)
+                if position >= highwater:
+                    continue  # nothing left to read there
+            low = min(low, seen.get(topic, 0))
         return low
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        """The consumer's highwater of one topic partition, cached (None: not known yet)."""
+        try:
+            highwater: int | None = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # the consumer does not know this partition yet
+            return None
+        if highwater is not None:
+            self.highwaters[(topic, partition)] = highwater
+        return highwater
 
     def caught_up(self, topics: Iterable[str], partition: int, was: bool) -> bool:
         """Whether one partition of ``topics`` has (almost) no backlog: lag at most

@@ -40,8 +40,6 @@ def test_watermark_is_the_stream_time_of_the_topics_read_behind() -> None:
     p.processed("created", 0, 9)  # backlog 90
     p.processed("replied", 0, 98)  # backlog 1
     seen = {"created": 1_000, "replied": 90_000}
-    assert p.watermark(topics, 0, seen, stream_us=90_000) == 90_000, "no highwater read yet"
-    p.lag(topics, 0)  # (every flush): the highwaters the watermark goes by
     assert p.watermark(topics, 0, seen, stream_us=90_000) == 1_000
     p.processed("created", 0, 99)  # caught up: it no longer holds the time back
     assert p.watermark(topics, 0, seen, stream_us=90_000) == 90_000
@@ -53,11 +51,28 @@ def test_watermark_is_the_stream_time_of_the_topics_read_behind() -> None:
 
 def test_watermark_counts_from_the_committed_offset_until_a_record_is_read() -> None:
     p = progress({TP("a", 0): 10, TP("b", 0): 50}, {TP("b", 0): 50})
-    p.lag(["a"], 0)
-    p.lag(["b"], 0)
     p.processed("a", 0, 9)
     assert p.watermark(["a", "b"], 0, {"a": 5_000}, stream_us=5_000) == 5_000, "b: committed"
     p = progress({TP("a", 0): 10, TP("b", 0): 50}, {TP("b", 0): 40})
-    p.lag(["a"], 0)
-    p.lag(["b"], 0)
     assert p.watermark(["a", "b"], 0, {"a": 5_000}, stream_us=5_000) == 0, "b: 10 to read"
+
+
+def test_watermark_is_held_by_a_topic_whose_highwater_is_not_known_yet() -> None:
+    p = progress({TP("a", 0): 10, TP("b", 0): None})
+    p.processed("a", 0, 9)
+    assert p.watermark(["a", "b"], 0, {"a": 5_000}, stream_us=5_000) == 0
+    assert p.watermark(["a", "b"], 0, {"a": 5_000, "b": 4_000}, stream_us=5_000) == 4_000
+
+
+def test_watermark_uses_the_highwaters_of_the_last_lag_reading() -> None:
+    """Asked for every event, it reads the consumer only for a highwater not cached yet."""
+    highwaters: dict[TP, int | None] = {TP("a", 0): 10, TP("b", 0): 10}
+    p = progress(highwaters)
+    p.processed("b", 0, 9)
+    seen = {"a": 1_000, "b": 9_000}
+    assert p.watermark(["a", "b"], 0, seen, stream_us=9_000) == 1_000
+    p.processed("a", 0, 9)
+    highwaters[TP("a", 0)] = 20  # more of a arrived: known at the next lag() (every flush)
+    assert p.watermark(["a", "b"], 0, seen, stream_us=9_000) == 9_000
+    p.lag(["a", "b"], 0)
+    assert p.watermark(["a", "b"], 0, seen, stream_us=9_000) == 1_000
