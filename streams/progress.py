@@ -3,8 +3,9 @@
 Positions are the next offset to process per (topic, partition), set by the stages as they
 process records; until a partition has one, the consumer's committed offset counts. Lag is the
 broker's end offset (highwater) minus the position. Stage 1 flags a source partition caught up
-from its lag (:meth:`Progress.caught_up`), readiness checks the partials' lag, and
-``support_consumer_lag`` reports every owned position.
+from its lag (:meth:`Progress.caught_up`), readiness checks the partials' lag,
+``support_consumer_lag`` reports every owned position, and under the stream clock an engine's
+clock waits for the input topic read furthest behind (:meth:`Progress.watermark`).
 """
 
 from __future__ import annotations
