@@ -190,9 +190,7 @@ class TicketEngine:
         self._bucket_set: set[int] = set()
         self._orphan_due: list[tuple[int, str]] = []  # heap (due µs, key)
         self._retire_due: list[tuple[int, str]] = []  # heap (due µs, key)
-        # The latest engine clock used: the clock never goes back (a bucket found expired
-        # stays expired, so a retraction never meets a bucket its addition skipped).
-        self.clock_us = 0
+        self.clock_us = 0  # the latest engine clock used (_advance_clock)
 
     # -- event processing -----------------------------------------------------------------
 
@@ -204,7 +202,7 @@ class TicketEngine:
         furthest behind); an earlier one than before counts as the one before."""
         at_us = to_us(event.occurred_at)
         self.stream_time_us = max(self.stream_time_us, at_us)
-        clock_us = self.clock_us = max(self.clock_us, clock_us)
+        clock_us = self._advance_clock(clock_us)
         late = at_us < clock_us - self.horizon_us
         if isinstance(event, CustomerLifecycle):
             return ProcessResult(Outcome.IGNORED, late)
@@ -279,7 +277,7 @@ class TicketEngine:
         Runs inside stream iteration in the worker (table deletes need it), so it is cheap
         when there is nothing to do.
         """
-        clock_us = self.clock_us = max(self.clock_us, clock_us)
+        clock_us = self._advance_clock(clock_us)
         self._expire_buckets(clock_us)
         while self._retire_due and self._retire_due[0][0] <= clock_us:
             _, key = heapq.heappop(self._retire_due)
@@ -308,6 +306,13 @@ class TicketEngine:
             orphans.extend(state.held)
             self.store.delete(key)
         return orphans
+
+    def _advance_clock(self, clock_us: int) -> int:
+        """The engine clock at ``clock_us``: never earlier than one used before (a bucket
+        found expired stays expired, so a retraction never meets a bucket its addition
+        skipped)."""
+        self.clock_us = max(self.clock_us, clock_us)
+        return self.clock_us
 
     # -- partial aggregates ---------------------------------------------------------------
 
@@ -384,7 +389,7 @@ class TicketEngine:
             self.stream_time_us = max(self.stream_time_us, state.last_event_us(), retired)
         if clock_us is None:
             clock_us = self.stream_time_us
-        clock_us = self.clock_us = max(self.clock_us, clock_us)
+        clock_us = self._advance_clock(clock_us)
         self.windows.clear()
         self.live.clear()
         self._buckets.clear()
